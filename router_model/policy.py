@@ -1,0 +1,101 @@
+"""The decision policy: the one place where tier probabilities and prices become a tier.
+
+The classifier predicts, for each prompt, ``p[k] = P(the cheapest adequate tier is k)``. Under the
+usual monotone assumption (a tier that is adequate stays adequate one tier up), the cumulative sum
+``a[k] = p[0] + ... + p[k]`` is the probability that tier ``k`` answers as well as the best tier
+(within the labeling tolerance). The per-request knob ``quality`` in [0, 1] is the required value of
+that probability: the policy picks the cheapest allowed tier with ``a[k] >= quality``. ``quality=0``
+always picks the cheapest allowed tier; ``quality=1`` always picks the most expensive allowed tier.
+Because ``a`` is non-decreasing in ``k``, a higher knob never picks a cheaper tier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from router_model.errors import InvalidPrompt
+from router_model.tiers import Tier
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A request's routing policy; ``None`` fields fall back to the bundle's defaults."""
+
+    quality: float | None = None
+    min_tier: str | None = None
+    max_tier: str | None = None
+    allowed_tiers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """A policy with defaults applied and tier names checked: what a decision reports."""
+
+    quality: float
+    min_tier: str
+    max_tier: str
+    allowed_tiers: tuple[str, ...]
+
+
+def resolve_policy(
+    policy: Policy | None, tiers: Sequence[Tier], default_quality: float
+) -> ResolvedPolicy:
+    """Apply defaults and validate a policy against a tier ladder.
+
+    Raises:
+        InvalidPrompt: when the knob is outside [0, 1], a tier name is unknown, or no tier is left.
+    """
+    policy = policy or Policy()
+    names = [t.name for t in tiers]
+    quality = default_quality if policy.quality is None else policy.quality
+    if not (0.0 <= quality <= 1.0) or quality != quality:
+        raise InvalidPrompt(f"quality must be within [0, 1], got {quality}")
+    for name in (policy.min_tier, policy.max_tier, *policy.allowed_tiers):
+        if name is not None and name not in names:
+            raise InvalidPrompt(f"unknown tier {name!r}; known tiers: {', '.join(names)}")
+    lo = names.index(policy.min_tier) if policy.min_tier else 0
+    hi = names.index(policy.max_tier) if policy.max_tier else len(names) - 1
+    allowed = [
+        n for i, n in enumerate(names)
+        if lo <= i <= hi and (not policy.allowed_tiers or n in policy.allowed_tiers)
+    ]
+    if not allowed:
+        raise InvalidPrompt("min_tier, max_tier and allowed_tiers leave no tier to choose")
+    return ResolvedPolicy(
+        quality=float(quality), min_tier=names[lo], max_tier=names[hi], allowed_tiers=tuple(allowed)
+    )
+
+
+def allowed_mask(policy: ResolvedPolicy, tiers: Sequence[Tier]) -> NDArray[np.bool_]:
+    """Boolean mask over the ladder of the tiers the policy allows."""
+    return np.array([t.name in policy.allowed_tiers for t in tiers], dtype=bool)
+
+
+def adequacy(proba: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Cumulative adequacy ``a[:, k] = P(tier k is adequate)`` from cheapest-adequate-tier probs."""
+    a = np.cumsum(np.asarray(proba, dtype=np.float64), axis=1)
+    # the top tier is adequate by definition of the label; guard float drift
+    a[:, -1] = 1.0
+    return np.clip(a, 0.0, 1.0)
+
+
+def choose_tiers(
+    proba: NDArray[np.floating], quality: float, allowed: NDArray[np.bool_] | None = None
+) -> NDArray[np.int64]:
+    """Vectorised decision: per row, the cheapest allowed tier whose adequacy reaches ``quality``.
+
+    If no allowed tier reaches it (the top tiers are excluded), the allowed tier with the highest
+    adequacy is chosen, which is the most expensive allowed one.
+    """
+    a = adequacy(proba)
+    k = a.shape[1]
+    mask = np.ones(k, dtype=bool) if allowed is None else allowed
+    # 1e-12 so that quality=1.0 is reached by the top tier despite float sums
+    ok = (a >= quality - 1e-12) & mask[None, :]
+    first_ok = np.where(ok.any(axis=1), ok.argmax(axis=1), -1)
+    fallback = int(np.flatnonzero(mask)[-1])
+    return np.where(first_ok >= 0, first_ok, fallback).astype(np.int64)

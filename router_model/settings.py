@@ -1,0 +1,102 @@
+"""The one settings object (``TIERWISE_`` environment variables, nested with ``__``).
+
+Build it once in each ``main()`` and pass sections or plain values down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT / "data"
+#: The bundle ``tierwise serve`` loads when no model is named.
+DEFAULT_BUNDLE = DATA_DIR / "models" / "routellm"
+
+
+class ModelSettings(BaseModel):
+    """Where the served bundle comes from."""
+
+    path: Path = DEFAULT_BUNDLE
+    #: ``models:/<name>@champion`` (or any models:/ URI) to materialise from MLflow instead.
+    registry_uri: str | None = None
+    encoder_threads: int = Field(default=0, ge=0)
+
+
+class ServiceSettings(BaseModel):
+    """The router microservice."""
+
+    host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    max_prompt_chars: int = Field(default=200_000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_batch_items: int = Field(default=256, ge=1)
+    batch_max_size: int = Field(default=32, ge=1)
+    batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    max_queue: int = Field(default=1024, ge=1)
+    traffic_path: Path | None = None
+    admin_key: SecretStr | None = None
+    grace_seconds: float = Field(default=5.0, ge=0)
+
+
+class GatewaySettings(BaseModel):
+    """The OpenAI-compatible forwarding gateway."""
+
+    config: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    admin_key: SecretStr | None = None
+
+
+class TrainingSettings(BaseModel):
+    """Training, evaluation and the model registry."""
+
+    mlflow_tracking_uri: str = f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    sources_dir: Path = DATA_DIR / "sources"
+    labeled_dir: Path = DATA_DIR / "labeled"
+    models_dir: Path = DATA_DIR / "models"
+    cache_dir: Path = DATA_DIR / "cache"
+    seed: int = 0
+
+
+class Settings(BaseSettings):
+    """All tierwise configuration; environment variables override defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="TIERWISE_", env_nested_delimiter="__")
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    #: Client keys of the gateway, comma-separated in ``TIERWISE_API_KEYS``.
+    api_keys: SecretStr | None = None
+    model: ModelSettings = ModelSettings()
+    service: ServiceSettings = ServiceSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    training: TrainingSettings = TrainingSettings()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return value.upper()
+
+    def client_keys(self) -> tuple[str, ...]:
+        """The gateway's client API keys (empty when unset)."""
+        if self.api_keys is None:
+            return ()
+        return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+
+
+def quiet_third_party_env() -> None:
+    """Set environment switches third-party libraries read at import time (this module owns env).
+
+    MLflow otherwise tries to reach its telemetry host, which fails on an offline machine.
+    """
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")

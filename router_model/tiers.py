@@ -1,0 +1,93 @@
+"""Model tiers: the price-ordered ladder a router chooses from, and its YAML file format."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from router_model.errors import InvalidData
+
+#: Output tokens assumed per call when a cost must be estimated before the answer exists.
+DEFAULT_OUTPUT_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One tier: a name the API uses, the upstream model name, and list prices (USD / 1M tokens)."""
+
+    name: str
+    model: str
+    input_price: float
+    output_price: float
+
+    def cost(self, input_tokens: float, output_tokens: float = DEFAULT_OUTPUT_TOKENS) -> float:
+        """Estimated USD cost of one call with these token counts."""
+        return (input_tokens * self.input_price + output_tokens * self.output_price) / 1e6
+
+
+def validate_tiers(tiers: Sequence[Tier], *, source: str = "tiers") -> tuple[Tier, ...]:
+    """Check a tier ladder: two or more, unique names and models, non-decreasing price.
+
+    Raises:
+        InvalidData: with ``source`` in the message when the ladder is malformed.
+    """
+    if len(tiers) < 2:
+        raise InvalidData(f"{source}: need at least two tiers, got {len(tiers)}")
+    for field in ("name", "model"):
+        values = [getattr(t, field) for t in tiers]
+        if len(set(values)) != len(values):
+            raise InvalidData(f"{source}: tier {field}s must be unique, got {values}")
+    for t in tiers:
+        if not t.name or not t.model:
+            raise InvalidData(f"{source}: every tier needs a non-empty name and model")
+        if t.input_price < 0 or t.output_price < 0:
+            raise InvalidData(f"{source}: tier {t.name!r} has a negative price")
+    costs = [t.cost(1000) for t in tiers]
+    if any(b < a for a, b in zip(costs, costs[1:], strict=False)):
+        raise InvalidData(f"{source}: tiers must be ordered by price, cheapest first")
+    return tuple(tiers)
+
+
+def tiers_from_dicts(items: Any, *, source: str = "tiers") -> tuple[Tier, ...]:
+    """Build a validated ladder from a list of mappings (YAML or JSON).
+
+    Raises:
+        InvalidData: when an item lacks a field or has the wrong type.
+    """
+    if not isinstance(items, list):
+        raise InvalidData(f"{source}: 'tiers' must be a list")
+    tiers = []
+    for i, item in enumerate(items):
+        try:
+            tiers.append(
+                Tier(
+                    name=str(item["name"]),
+                    model=str(item["model"]),
+                    input_price=float(item["input_price"]),
+                    output_price=float(item["output_price"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidData(
+                f"{source}: tier #{i} needs name, model, input_price, output_price ({exc!r})"
+            ) from exc
+    return validate_tiers(tiers, source=source)
+
+
+def load_tiers(path: Path) -> tuple[Tier, ...]:
+    """Read a tiers YAML file (``tiers:`` list, cheapest first).
+
+    Raises:
+        InvalidData: when the file is missing, not YAML, or malformed.
+    """
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidData(f"{path}: cannot read tiers file ({exc})") from exc
+    if not isinstance(doc, dict) or "tiers" not in doc:
+        raise InvalidData(f"{path}: expected a mapping with a 'tiers' list")
+    return tiers_from_dicts(doc["tiers"], source=str(path))
