@@ -25,9 +25,9 @@ from router_model.settings import Settings
 from router_model.tiers import Tier, load_tiers
 
 __all__ = [
-    "FEATURE_VERSION",
     "ArtifactMismatch",
     "ComplexityRouter",
+    "FEATURE_VERSION",
     "Featurizer",
     "InvalidData",
     "InvalidPrompt",

@@ -47,8 +47,16 @@ def load_tokenizer() -> Any:
 
 
 def word_piece_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
-    """Word-piece ids without special tokens, one list per text (Rust tokenizer, batched)."""
-    encs = tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    """Word-piece ids without special tokens, one list per text (Rust tokenizer, batched).
+
+    Lone UTF-16 surrogates (valid in JSON escapes, invalid in UTF-8) are replaced before
+    tokenising, since the Rust tokenizer rejects them.
+    """
+    try:
+        encs = tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    except TypeError:
+        clean = [t.encode("utf-8", "replace").decode("utf-8") for t in texts]
+        encs = tokenizer.backend_tokenizer.encode_batch(clean, add_special_tokens=False)
     return [e.ids for e in encs]
 
 
