@@ -43,6 +43,12 @@ _CONSTRAINT = re.compile(
 )
 _URL = re.compile(r"https?://")
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+_CHOICE_LINE = re.compile(r"^\(?[A-J][.)]\s+(.*)$", re.MULTILINE)
+_NEGATION = re.compile(r"\b(?:not|except|false|incorrect|least|never)\b", re.IGNORECASE)
+_NEGATION_CAPS = re.compile(r"\b(?:NOT|EXCEPT|LEAST|FALSE)\b")
+_STATEMENTS = re.compile(r"Statement \d|\bI+\.|\bI+ only\b|\bI and II\b")
+_WHICH_FOLLOWING = re.compile(r"which of the following", re.IGNORECASE)
+_ABOVE = re.compile(r"\b(?:all|none|both) of the above\b", re.IGNORECASE)
 
 HAND_FEATURE_NAMES: tuple[str, ...] = (
     "log_tokens",
@@ -67,6 +73,18 @@ HAND_FEATURE_NAMES: tuple[str, ...] = (
     "log_constraints",
     "has_url",
     "ends_with_question",
+    # structure of multiple-choice prompts (zero elsewhere): a question stem and its options
+    "log_stem_chars",
+    "log_mean_choice_chars",
+    "log_max_choice_chars",
+    "choice_len_spread",
+    "frac_numeric_choices",
+    "log_stem_negations",
+    "log_caps_negations",
+    "log_statements",
+    "which_of_the_following",
+    "all_none_of_the_above",
+    "log_stem_numbers",
 )
 EMBEDDING_NAMES: tuple[str, ...] = tuple(f"emb_{i:03d}" for i in range(EMBEDDING_DIM))
 
@@ -138,6 +156,30 @@ def hand_features(prompt: str, n_tokens: int) -> list[float]:
         _log(len(_CONSTRAINT.findall(prompt))),
         1.0 if _URL.search(prompt) else 0.0,
         1.0 if stripped.endswith("?") or stripped.endswith("Answer:") else 0.0,
+        *_choice_features(prompt),
+    ]
+
+
+def _choice_features(prompt: str) -> list[float]:
+    """Multiple-choice structure: the stem before the first option, and the options' shape."""
+    choices = _CHOICE_LINE.findall(prompt)
+    first = _CHOICE_LINE.search(prompt)
+    stem = prompt[: first.start()] if first else prompt
+    lengths = [len(c) for c in choices] or [0]
+    mean_len = sum(lengths) / len(lengths)
+    spread = (max(lengths) - min(lengths)) / (mean_len + 1.0)
+    return [
+        _log(len(stem)),
+        _log(mean_len),
+        _log(max(lengths)),
+        spread,
+        sum(any(ch.isdigit() for ch in c) for c in choices) / len(choices) if choices else 0.0,
+        _log(len(_NEGATION.findall(stem))),
+        _log(len(_NEGATION_CAPS.findall(stem))),
+        _log(len(_STATEMENTS.findall(prompt))),
+        1.0 if _WHICH_FOLLOWING.search(stem) else 0.0,
+        1.0 if _ABOVE.search(prompt) else 0.0,
+        _log(len(_NUMBER.findall(stem))),
     ]
 
 
