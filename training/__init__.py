@@ -1,0 +1,1 @@
+"""Training: data, fitting, calibration, export, evaluation and registration of routers."""
