@@ -41,6 +41,9 @@ class ServiceSettings(BaseModel):
     traffic_path: Path | None = None
     admin_key: SecretStr | None = None
     grace_seconds: float = Field(default=5.0, ge=0)
+    #: A decision not ready within this many seconds fails with 504 / DEADLINE_EXCEEDED (gRPC
+    #: callers' own shorter deadlines also apply).
+    request_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class GatewaySettings(BaseModel):

@@ -1,0 +1,1 @@
+"""The router microservice: one core (``core.RouteService``) behind thin HTTP and gRPC adapters."""

@@ -1,0 +1,127 @@
+"""``tierwise serve``: load settings and the bundle once, then serve HTTP and gRPC on one loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import uvicorn
+
+from router_model.errors import RouterError
+from router_model.logs import configure_logging
+from router_model.settings import ServiceSettings, Settings
+from service.core import RouteService
+from service.grpc_server import create_grpc_server
+from service.http_api import create_app
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_SCHEME = "models:/"
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling.
+
+    ``serve`` owns SIGTERM/SIGINT so that shutdown runs in order (health, gRPC, then HTTP);
+    uvicorn's handlers would also re-raise the signal after exit, turning a clean stop into
+    exit status -15.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def resolve_model(ref: str, tracking_uri: str) -> Path:
+    """The local bundle directory for ``ref``: a path, or a ``models:/`` registry URI.
+
+    Raises:
+        NotFound: when the registry has no such model or alias.
+        ArtifactMismatch: when what the registry holds is not a bundle.
+    """
+    if not ref.startswith(REGISTRY_SCHEME):
+        return Path(ref)
+    # training.registry is the only module that imports mlflow, and service must never import
+    # training (import-linter contract). Importing it by name here, only for a models:/ URI, keeps
+    # the service's import graph free of training and mlflow; plain paths never load either.
+    registry = importlib.import_module("training.registry")
+    path: Path = registry.materialize(tracking_uri, ref)
+    logger.info("materialised %s into %s", ref, path)
+    return path
+
+
+async def serve(settings: ServiceSettings, route_service: RouteService) -> None:
+    """Serve HTTP and gRPC until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    grpc_server, grpc_port = create_grpc_server(settings, route_service)
+    await grpc_server.start()
+    logger.info("grpc listening on %s:%d", settings.host, grpc_port)
+    sock = socket.create_server((settings.host, settings.http_port))
+    config = uvicorn.Config(
+        create_app(settings, route_service), log_config=None, access_log=False, lifespan="off",
+        timeout_graceful_shutdown=max(1, round(settings.grace_seconds)),
+    )
+    http = _HttpServer(config)
+    http_task = asyncio.create_task(http.serve(sockets=[sock]))
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.01)
+    logger.info("http listening on %s:%d", settings.host, sock.getsockname()[1])
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({stopping, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    logger.info("shutting down: health NOT_SERVING, gRPC grace %.1fs", settings.grace_seconds)
+    await route_service.drain()
+    await grpc_server.stop(settings.grace_seconds)
+    http.should_exit = True
+    stopping.cancel()
+    await asyncio.gather(http_task, stopping, return_exceptions=True)
+    await route_service.aclose()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    sock.close()
+    logger.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tierwise serve``; returns 0 after a clean shutdown, 1 when the bundle is refused."""
+    parser = argparse.ArgumentParser(
+        prog="tierwise serve", description="Serve routing decisions over HTTP and gRPC."
+    )
+    parser.add_argument(
+        "--model", help="bundle directory or models:/<name>@<alias> (default: settings.model)"
+    )
+    parser.add_argument("--host", help="address to bind (settings.service.host)")
+    parser.add_argument("--http-port", type=int, help="HTTP port, 0 = any free one")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port, 0 = any free one")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    overrides = {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port}
+    service_settings = ServiceSettings.model_validate(
+        {**settings.service.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    )
+    ref = args.model or settings.model.registry_uri or str(settings.model.path)
+    try:
+        path = resolve_model(ref, settings.training.mlflow_tracking_uri)
+        route_service = RouteService.from_path(
+            service_settings, path, encoder_threads=settings.model.encoder_threads
+        )
+    except RouterError as exc:
+        logger.error("cannot serve %s: %s", ref, exc)
+        return 1
+    logger.info("serving %s from %s", route_service.manifest.model_version, path)
+    asyncio.run(serve(service_settings, route_service))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,263 @@
+"""HTTP transport: FastAPI routes over ``RouteService``; every error is RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from http import HTTPStatus
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from router_model.errors import ModelNotReady, NotFound, PromptTooLarge, RouterError
+from router_model.settings import ServiceSettings
+from service import convert, schemas
+from service.core import RouteService
+from service.errors import (
+    PROBLEM_CONTENT_TYPE,
+    Unauthorized,
+    problem_body,
+    problem_for,
+    spec_for,
+)
+from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+logger = logging.getLogger(__name__)
+
+
+def get_route_service(request: Request) -> RouteService:
+    """The app's ``RouteService`` (set by ``create_app``)."""
+    service: RouteService = request.app.state.route_service
+    return service
+
+
+RouteServiceDep = Annotated[RouteService, Depends(get_route_service)]
+_bearer = HTTPBearer(auto_error=False, description="settings.service.admin_key")
+
+
+def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Admin endpoints need ``Authorization: Bearer <admin_key>``; without a key they are off.
+
+    Raises:
+        NotFound: when no admin key is configured (the endpoints do not exist then).
+        Unauthorized: when the bearer key is missing or wrong.
+    """
+    key: str | None = request.app.state.admin_key
+    if key is None:
+        raise NotFound("admin endpoints are disabled: no admin key is configured")
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), key.encode()):
+        raise Unauthorized("admin endpoints need 'Authorization: Bearer <admin key>'")
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        s: {"model": schemas.Problem, "content": {PROBLEM_CONTENT_TYPE: {}}} for s in statuses
+    }
+
+
+api = APIRouter()
+
+
+@api.post("/v1/route", tags=["route"], responses=_problems(400, 413, 422, 429, 503, 504))
+async def route(body: schemas.RouteRequest, service: RouteServiceDep) -> schemas.RouteResponse:
+    """Decide the cheapest adequate tier for one prompt or chat."""
+    result = await service.route(convert.route_input_from_model(body), transport="http")
+    return convert.route_response_model(result)
+
+
+@api.post("/v1/route/batch", tags=["route"], responses=_problems(400, 413, 422, 429, 503, 504))
+async def route_batch(
+    body: schemas.RouteBatchRequest, service: RouteServiceDep
+) -> schemas.RouteBatchResponse:
+    """Decide tiers for several requests (all succeed, or the first error is returned)."""
+    inputs = [convert.route_input_from_model(r) for r in body.requests]
+    results = await service.route_batch(inputs, transport="http")
+    return convert.batch_response_model(results)
+
+
+@api.get("/v1/tiers", tags=["model"], responses=_problems(503))
+async def list_tiers(service: RouteServiceDep) -> schemas.ListTiersResponse:
+    """The served tier ladder, cheapest first."""
+    return convert.tiers_model(service.tiers)
+
+
+@api.get("/v1/model", tags=["model"], responses=_problems(503))
+async def get_model(service: RouteServiceDep) -> schemas.ModelInfo:
+    """The served bundle's identity."""
+    return convert.model_info_model(service.manifest, service.tiers)
+
+
+@api.post(
+    "/v1/admin/reload",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=_problems(401, 404, 409, 422),
+)
+async def reload_model(
+    body: schemas.ReloadRequest, service: RouteServiceDep
+) -> schemas.ReloadResponse:
+    """Load the bundle directory at ``path`` and serve it; a refused bundle (409) changes nothing.
+
+    404 when no admin key is configured (the endpoint is off), 401 without the right bearer key.
+    """
+    previous = await service.reload(Path(body.path))
+    model = convert.model_info_model(service.manifest, service.tiers)
+    return schemas.ReloadResponse(previous_model_version=previous, model=model)
+
+
+@api.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@api.get("/readyz", tags=["health"], responses=_problems(503))
+async def readyz(service: RouteServiceDep) -> dict[str, str]:
+    """Readiness: a bundle is loaded and the service is not shutting down."""
+    if not service.ready:
+        raise ModelNotReady("not ready: no bundle loaded, or shutting down")
+    return {"status": "ready", "model_version": service.manifest.model_version}
+
+
+@api.get("/metrics", tags=["health"], response_class=Response)
+async def metrics(service: RouteServiceDep) -> Response:
+    """Prometheus metrics of this service."""
+    return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
+def create_app(settings: ServiceSettings, route_service: RouteService) -> FastAPI:
+    """The HTTP application over ``route_service``."""
+    app = FastAPI(
+        title="tierwise router",
+        version="1",
+        summary="Picks the cheapest model tier that will answer a prompt well.",
+    )
+    app.state.route_service = route_service
+    key = settings.admin_key
+    app.state.admin_key = key.get_secret_value() if key is not None else None
+    app.include_router(api)
+    app.add_exception_handler(RouterError, _router_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _problem(doc: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(
+        doc, status_code=doc["status"], media_type=PROBLEM_CONTENT_TYPE, headers=headers
+    )
+
+
+def _count_rejected(app: Any, code: str) -> None:
+    # requests refused before they reach the core (which counts its own errors)
+    service: RouteService = app.state.route_service
+    service.metrics.errors.labels("http", code).inc()
+
+
+async def _router_error(request: Request, exc: Exception) -> Response:
+    if spec_for(exc).http_status >= 500 and not isinstance(exc, ModelNotReady):
+        logger.error("%s failed: %s", request.url.path, exc)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return _problem(problem_for(exc, request.url.path), headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    if any(e["type"] == "json_invalid" for e in errors):
+        doc = problem_body(
+            status=400, title="Malformed JSON", detail="the request body is not valid JSON",
+            instance=request.url.path, code="malformed_json",
+        )
+        _count_rejected(request.app, doc["code"])
+        return _problem(doc)
+    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+    doc = problem_body(
+        status=422, title="Invalid request", detail=detail, instance=request.url.path,
+        code="validation_error", errors=errors,
+    )
+    _count_rejected(request.app, doc["code"])
+    return _problem(doc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = HTTPStatus(exc.status_code)
+    detail, code = str(exc.detail), status.name.lower()
+    if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
+        detail = f"the request body is not valid UTF-8 ({exc.__cause__.reason})"
+        code = "invalid_utf8"
+        _count_rejected(request.app, code)
+    doc = problem_body(
+        status=status.value, title=status.phrase, detail=detail, instance=request.url.path,
+        code=code,
+    )
+    return _problem(doc, dict(exc.headers) if exc.headers else None)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # Starlette logs the traceback after this handler answers
+    return _problem(problem_for(exc, request.url.path))
+
+
+class BodyLimit:
+    """Refuses request bodies over ``max_bytes`` with 413, by Content-Length and by actual size.
+
+    The body is read up front (it is at most ``max_bytes``) and replayed to the app, so a chunked
+    body without Content-Length cannot slip past the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send, int(declared))
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send, size)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        exc = PromptTooLarge(f"request body has {size}+ bytes, limit {self.max_bytes}")
+        _count_rejected(scope["app"], exc.code)
+        await _problem(problem_for(exc, scope.get("path", "")))(scope, receive, send)
