@@ -1,0 +1,119 @@
+"""Records shared by serving and retraining: one ``TrafficRecord`` per gateway request, feedback.
+
+The gateway writes them (``service.traffic``) and retraining reads them; this module is the only
+channel between the two sides. ``features`` holds the exact float32 feature vector the router
+scored (``router_model.features``), so retraining needs no prompt text; ``prompt`` is filled only
+when the gateway config allows storing prompts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+RECORD_SCHEMA_VERSION = 1
+
+#: How the answering tier was picked: by the router, by a fixed A/B arm, by the client naming a
+#: model (pass-through), or the configured default because the router could not be reached.
+DecisionSource = Literal["router", "fixed_arm", "passthrough", "fail_open"]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC (what every record stores)."""
+    return datetime.now(UTC)
+
+
+class TrafficRecord(BaseModel):
+    """One answered (or failed) gateway request, committed before its response was returned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    schema_version: int = RECORD_SCHEMA_VERSION
+    decision_id: str = Field(min_length=1, max_length=64)
+    created_at: datetime = Field(default_factory=utc_now)
+    #: A/B arm ("router", a fixed arm's name, or "passthrough") and the probability with which
+    #: this arm and tier were chosen (1.0 for deterministic choices, the split weight otherwise).
+    arm: str
+    propensity: float = Field(ge=0.0, le=1.0)
+    source: DecisionSource
+    requested_model: str
+    #: The tier the decision picked, and the tier and upstream model that finally answered
+    #: (they differ after a failover). Empty when no upstream answered.
+    decided_tier: str
+    tier: str
+    model: str
+    #: What the router would pick for this request, also on fixed arms (counterfactual); empty
+    #: when the router was not asked or could not be reached.
+    router_tier: str = ""
+    status: int = Field(ge=100, le=599)
+    stream: bool = False
+    failovers: int = Field(default=0, ge=0)
+    fail_open: bool = False
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    #: "upstream" when the provider reported usage, "estimated" when counted with the router's
+    #: tokenizer (for example a stream without usage).
+    usage_source: Literal["upstream", "estimated"] = "upstream"
+    cost_usd: float = Field(default=0.0, ge=0.0)
+    #: The same tokens at the top tier's prices: the always-top-tier baseline of the savings.
+    top_tier_cost_usd: float = Field(default=0.0, ge=0.0)
+    latency_ms: float = Field(default=0.0, ge=0.0)
+    router_latency_ms: float | None = None
+    quality: float | None = None
+    min_tier: str | None = None
+    max_tier: str | None = None
+    probabilities: dict[str, float] = Field(default_factory=dict)
+    model_version: str | None = None
+    feature_version: int | None = None
+    features: list[float] = Field(default_factory=list)
+    prompt_sha256: str = ""
+    prompt: str | None = None
+
+    @property
+    def savings_usd(self) -> float:
+        """What this request saved against sending it to the top tier."""
+        return self.top_tier_cost_usd - self.cost_usd
+
+    def features_array(self) -> NDArray[np.float32]:
+        """The feature vector as float32 (exactly the values the router scored)."""
+        return np.asarray(self.features, dtype=np.float32)
+
+    def features_blob(self) -> bytes:
+        """The feature vector as little-endian float32 bytes (the store's column format)."""
+        return self.features_array().astype("<f4").tobytes()
+
+    @staticmethod
+    def features_from_blob(blob: bytes | None) -> list[float]:
+        """Inverse of ``features_blob``."""
+        if not blob:
+            return []
+        return [float(x) for x in np.frombuffer(blob, dtype="<f4")]
+
+
+class FeedbackRecord(BaseModel):
+    """A label for one decision: a score in [0, 1], or thumbs up (1.0) / down (0.0)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision_id: str = Field(min_length=1, max_length=64)
+    score: float | None = Field(default=None, ge=0.0, le=1.0)
+    thumbs: Literal["up", "down"] | None = None
+    comment: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _one_label(self) -> FeedbackRecord:
+        if (self.score is None) == (self.thumbs is None):
+            raise ValueError("give exactly one of 'score' (0..1) and 'thumbs' ('up' or 'down')")
+        return self
+
+    @property
+    def value(self) -> float:
+        """The label as a number in [0, 1] (thumbs up = 1, down = 0)."""
+        if self.score is not None:
+            return self.score
+        return 1.0 if self.thumbs == "up" else 0.0

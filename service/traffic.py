@@ -1,0 +1,366 @@
+"""The gateway's traffic store: every ``TrafficRecord`` and ``FeedbackRecord``, in SQLite or PG.
+
+One interface (``TrafficStore``), two backends chosen by URL (``open_store``). ``record`` returns
+only once the record is committed to disk (SQLite: WAL, ``synchronous=FULL``; PostgreSQL: a
+committed transaction), so a gateway that answers after it returns loses no answered record in a
+crash. Concurrent records are group-committed: one transaction per batch of waiting records.
+
+Table ``traffic`` has one column per ``TrafficRecord`` field (``COLUMNS`` below, same names and
+order), primary key ``decision_id``; ``features`` is little-endian float32 bytes and
+``probabilities`` JSON text. Table ``feedback`` holds ``FeedbackRecord`` rows (``id``,
+``decision_id`` referencing ``traffic``, ``created_at``, ``score``, ``thumbs``, ``comment``, and
+``value``: the label as a number in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from router_model.errors import InvalidData, NotFound
+from router_model.records import FeedbackRecord, TrafficRecord
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the ``traffic`` table: its name and SQL type in each backend."""
+
+    name: str
+    sqlite: str
+    postgres: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("schema_version", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("decision_id", "TEXT PRIMARY KEY", "TEXT PRIMARY KEY"),
+    Column("created_at", "TEXT NOT NULL", "TIMESTAMPTZ NOT NULL"),
+    Column("arm", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("propensity", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("source", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("requested_model", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("decided_tier", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("tier", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("model", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("router_tier", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("status", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("stream", "INTEGER NOT NULL", "BOOLEAN NOT NULL"),
+    Column("failovers", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("fail_open", "INTEGER NOT NULL", "BOOLEAN NOT NULL"),
+    Column("input_tokens", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("output_tokens", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("usage_source", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("cost_usd", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("top_tier_cost_usd", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("latency_ms", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("router_latency_ms", "REAL", "DOUBLE PRECISION"),
+    Column("quality", "REAL", "DOUBLE PRECISION"),
+    Column("min_tier", "TEXT", "TEXT"),
+    Column("max_tier", "TEXT", "TEXT"),
+    Column("probabilities", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("model_version", "TEXT", "TEXT"),
+    Column("feature_version", "INTEGER", "INTEGER"),
+    Column("features", "BLOB NOT NULL", "BYTEA NOT NULL"),
+    Column("prompt_sha256", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("prompt", "TEXT", "TEXT"),
+)
+NAMES = tuple(c.name for c in COLUMNS)
+
+
+def encode_record(record: TrafficRecord) -> dict[str, Any]:
+    """Column values of a record (features as float32 bytes, probabilities as JSON)."""
+    values = record.model_dump()
+    values["features"] = record.features_blob()
+    values["probabilities"] = json.dumps(record.probabilities, sort_keys=True)
+    return values
+
+
+def decode_record(values: dict[str, Any]) -> TrafficRecord:
+    """The record of a row (inverse of ``encode_record``)."""
+    doc = dict(values)
+    doc["features"] = TrafficRecord.features_from_blob(bytes(doc["features"] or b""))
+    doc["probabilities"] = json.loads(doc["probabilities"] or "{}")
+    return TrafficRecord.model_validate(doc)
+
+
+class TierTotals(BaseModel):
+    """Aggregates of answered requests for one arm or tier."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    top_tier_cost_usd: float = 0.0
+    savings_usd: float = 0.0
+
+
+class SavingsReport(BaseModel):
+    """Cost against the always-top-tier baseline, over every answered request in the store."""
+
+    total: TierTotals
+    savings_pct: float
+    by_arm: dict[str, TierTotals]
+    by_tier: dict[str, TierTotals]
+
+
+SAVINGS_SQL = (
+    "SELECT arm, tier, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), "
+    "SUM(top_tier_cost_usd) FROM traffic WHERE status < 400 GROUP BY arm, tier"
+)
+
+
+def savings_report(rows: Sequence[Sequence[Any]]) -> SavingsReport:
+    """Fold ``SAVINGS_SQL`` rows (arm, tier, n, in, out, cost, top cost) into a report."""
+    total, by_arm, by_tier = TierTotals(), dict[str, TierTotals](), dict[str, TierTotals]()
+
+    def add(acc: TierTotals, row: Sequence[Any]) -> TierTotals:
+        n, tin, tout, cost, top = (row[2], row[3] or 0, row[4] or 0, row[5] or 0.0, row[6] or 0.0)
+        return TierTotals(
+            requests=acc.requests + int(n), input_tokens=acc.input_tokens + int(tin),
+            output_tokens=acc.output_tokens + int(tout), cost_usd=acc.cost_usd + float(cost),
+            top_tier_cost_usd=acc.top_tier_cost_usd + float(top),
+            savings_usd=acc.savings_usd + float(top) - float(cost),
+        )
+
+    for row in rows:
+        total = add(total, row)
+        by_arm[row[0]] = add(by_arm.get(row[0], TierTotals()), row)
+        by_tier[row[1]] = add(by_tier.get(row[1], TierTotals()), row)
+    pct = 100.0 * total.savings_usd / total.top_tier_cost_usd if total.top_tier_cost_usd else 0.0
+    return SavingsReport(total=total, savings_pct=pct, by_arm=by_arm, by_tier=by_tier)
+
+
+@dataclass
+class _Pending:
+    record: TrafficRecord
+    future: asyncio.Future[None]
+
+
+class TrafficStore(ABC):
+    """Durable storage of traffic and feedback; ``start`` creates the schema if needed."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the database, create the tables, and start the group-commit writer.
+
+        Raises:
+            InvalidData: when the database cannot be opened or its schema created.
+        """
+        await self._open()
+        self._queue = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write_loop(self._queue), name="traffic-writer")
+
+    async def record(self, record: TrafficRecord) -> None:
+        """Commit one record; returns once it is durable.
+
+        Raises:
+            RuntimeError: when the store is not started.
+            Exception: the backend's error when the commit fails.
+        """
+        if self._queue is None:
+            raise RuntimeError("traffic store is not started")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(record, future))
+        await future
+
+    async def aclose(self) -> None:
+        """Finish queued writes, stop the writer and close the database."""
+        if self._queue is not None and self._writer is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        self._queue = self._writer = None
+        await self._close()
+
+    async def _write_loop(self, queue: asyncio.Queue[_Pending]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._write_many([p.record for p in batch])
+            except Exception as exc:  # handed to every waiting caller, who decides
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+            else:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_result(None)
+            for _ in batch:
+                queue.task_done()
+
+    @abstractmethod
+    async def _open(self) -> None: ...
+
+    @abstractmethod
+    async def _close(self) -> None: ...
+
+    @abstractmethod
+    async def _write_many(self, records: list[TrafficRecord]) -> None: ...
+
+    @abstractmethod
+    async def add_feedback(self, feedback: FeedbackRecord) -> None:
+        """Store a label for a recorded decision (committed on return).
+
+        Raises:
+            NotFound: when no traffic record has that decision id.
+        """
+
+    @abstractmethod
+    async def get(self, decision_id: str) -> TrafficRecord | None:
+        """The record of one decision, None when absent."""
+
+    @abstractmethod
+    async def feedback_for(self, decision_id: str) -> list[FeedbackRecord]:
+        """The labels stored for one decision, oldest first."""
+
+    @abstractmethod
+    async def savings(self) -> SavingsReport:
+        """Cost and savings against the always-top-tier baseline, by arm and tier."""
+
+
+FEEDBACK_COLUMNS = ("decision_id", "created_at", "score", "thumbs", "comment")
+
+
+def feedback_values(feedback: FeedbackRecord) -> tuple[Any, ...]:
+    doc = feedback.model_dump()
+    return (*(doc[c] for c in FEEDBACK_COLUMNS), feedback.value)
+
+
+def feedback_from_row(row: Sequence[Any]) -> FeedbackRecord:
+    return FeedbackRecord.model_validate(dict(zip(FEEDBACK_COLUMNS, row, strict=True)))
+
+
+class SqliteTrafficStore(TrafficStore):
+    """SQLite in WAL mode with ``synchronous=FULL``; every call runs on one dedicated thread."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        if self._executor is None:
+            raise RuntimeError("traffic store is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _open(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="traffic-sqlite")
+        try:
+            await self._call(self._open_sync)
+        except (OSError, sqlite3.Error) as exc:
+            raise InvalidData(f"traffic store {self.path}: cannot open ({exc})") from exc
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        cols = ", ".join(f"{c.name} {c.sqlite}" for c in COLUMNS)
+        conn.execute(f"CREATE TABLE IF NOT EXISTS traffic ({cols})")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "decision_id TEXT NOT NULL REFERENCES traffic(decision_id), created_at TEXT NOT NULL, "
+            "score REAL, thumbs TEXT, comment TEXT, value REAL NOT NULL)"
+        )
+        conn.execute("CREATE INDEX IF NOT EXISTS traffic_created_at ON traffic(created_at)")
+        conn.execute("CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)")
+        self._conn = conn
+
+    async def _close(self) -> None:
+        if self._executor is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._call(conn.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("traffic store is not started")
+        return self._conn
+
+    async def _write_many(self, records: list[TrafficRecord]) -> None:
+        await self._call(self._write_many_sync, records)
+
+    def _write_many_sync(self, records: list[TrafficRecord]) -> None:
+        rows = []
+        for r in records:
+            values = encode_record(r)
+            values["created_at"] = r.created_at.isoformat()
+            rows.append(tuple(values[n] for n in NAMES))
+        sql = f"INSERT INTO traffic ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
+        with self._db() as conn:  # one transaction, committed (and fsynced) on exit
+            conn.execute("BEGIN")
+            conn.executemany(sql, rows)
+
+    async def add_feedback(self, feedback: FeedbackRecord) -> None:
+        await self._call(self._add_feedback_sync, feedback)
+
+    def _add_feedback_sync(self, feedback: FeedbackRecord) -> None:
+        values = list(feedback_values(feedback))
+        values[1] = feedback.created_at.isoformat()
+        with self._db() as conn:
+            conn.execute("BEGIN")
+            cur = conn.execute(
+                f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, value) "
+                "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM traffic WHERE decision_id = ?)",
+                (*values, feedback.decision_id),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no decision with id {feedback.decision_id!r}")
+
+    async def get(self, decision_id: str) -> TrafficRecord | None:
+        row = await self._call(self._fetch_one, decision_id)
+        return decode_record(dict(zip(NAMES, row, strict=True))) if row is not None else None
+
+    def _fetch_one(self, decision_id: str) -> Any:
+        sql = f"SELECT {', '.join(NAMES)} FROM traffic WHERE decision_id = ?"
+        return self._db().execute(sql, (decision_id,)).fetchone()
+
+    async def feedback_for(self, decision_id: str) -> list[FeedbackRecord]:
+        cols = ", ".join(FEEDBACK_COLUMNS)
+        sql = f"SELECT {cols} FROM feedback WHERE decision_id = ? ORDER BY id"
+        rows = await self._call(lambda: self._db().execute(sql, (decision_id,)).fetchall())
+        return [feedback_from_row(r) for r in rows]
+
+    async def savings(self) -> SavingsReport:
+        rows = await self._call(lambda: self._db().execute(SAVINGS_SQL).fetchall())
+        return savings_report(rows)
+
+
+def open_store(url: str) -> TrafficStore:
+    """The store for a ``sqlite:///PATH`` or ``postgresql://…`` URL (not yet started).
+
+    Raises:
+        InvalidData: for any other URL.
+    """
+    prefix = "sqlite:///"
+    if url.startswith(prefix):
+        return SqliteTrafficStore(Path(url[len(prefix):]))
+    if url.startswith(("postgresql://", "postgres://")):
+        from service.traffic_pg import PostgresTrafficStore
+
+        return PostgresTrafficStore(url)
+    raise InvalidData(f"traffic url must be sqlite:///PATH or postgresql://…, got {url[:16]}…")
+

@@ -1,0 +1,114 @@
+"""The PostgreSQL backend of the traffic store (psycopg 3, async), same tables as SQLite's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import psycopg
+
+from router_model.errors import InvalidData, NotFound
+from router_model.records import FeedbackRecord, TrafficRecord
+from service.traffic import (
+    COLUMNS,
+    FEEDBACK_COLUMNS,
+    NAMES,
+    SAVINGS_SQL,
+    SavingsReport,
+    TrafficStore,
+    decode_record,
+    encode_record,
+    feedback_from_row,
+    feedback_values,
+    savings_report,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class PostgresTrafficStore(TrafficStore):
+    """One async connection; every transaction holds a lock, writes are group-committed."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._url = url
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> None:
+        try:
+            self._conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10)
+            cols = ", ".join(f"{c.name} {c.postgres}" for c in COLUMNS)
+            async with self._conn.transaction():
+                await self._conn.execute(f"CREATE TABLE IF NOT EXISTS traffic ({cols})")
+                await self._conn.execute(
+                    "CREATE TABLE IF NOT EXISTS feedback (id BIGSERIAL PRIMARY KEY, "
+                    "decision_id TEXT NOT NULL REFERENCES traffic(decision_id), "
+                    "created_at TIMESTAMPTZ NOT NULL, score DOUBLE PRECISION, thumbs TEXT, "
+                    "comment TEXT, value DOUBLE PRECISION NOT NULL)"
+                )
+                await self._conn.execute(
+                    "CREATE INDEX IF NOT EXISTS traffic_created_at ON traffic(created_at)"
+                )
+                await self._conn.execute(
+                    "CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)"
+                )
+        except psycopg.Error as exc:
+            # the message names host and database, never the password (psycopg hides it)
+            raise InvalidData(f"traffic store (PostgreSQL): cannot open ({exc})") from exc
+
+    async def _close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    def _db(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None:
+            raise RuntimeError("traffic store is not started")
+        return self._conn
+
+    async def _write_many(self, records: list[TrafficRecord]) -> None:
+        rows = []
+        for r in records:
+            values = encode_record(r)
+            rows.append(tuple(values[n] for n in NAMES))
+        sql = f"INSERT INTO traffic ({', '.join(NAMES)}) VALUES ({', '.join(['%s'] * len(NAMES))})"
+        conn = self._db()
+        async with self._lock, conn.transaction():
+            async with conn.cursor() as cur:
+                await cur.executemany(sql, rows)
+
+    async def add_feedback(self, feedback: FeedbackRecord) -> None:
+        conn = self._db()
+        sql = (
+            f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, value) "
+            "SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS "
+            "(SELECT 1 FROM traffic WHERE decision_id = %s)"
+        )
+        async with self._lock, conn.transaction():
+            cur = await conn.execute(sql, (*feedback_values(feedback), feedback.decision_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no decision with id {feedback.decision_id!r}")
+
+    async def get(self, decision_id: str) -> TrafficRecord | None:
+        sql = f"SELECT {', '.join(NAMES)} FROM traffic WHERE decision_id = %s"
+        row = await self._fetch(sql, (decision_id,), one=True)
+        return decode_record(dict(zip(NAMES, row, strict=True))) if row else None
+
+    async def feedback_for(self, decision_id: str) -> list[FeedbackRecord]:
+        sql = (
+            f"SELECT {', '.join(FEEDBACK_COLUMNS)} FROM feedback WHERE decision_id = %s "
+            "ORDER BY id"
+        )
+        rows = await self._fetch(sql, (decision_id,), one=False)
+        return [feedback_from_row(r) for r in rows]
+
+    async def savings(self) -> SavingsReport:
+        return savings_report(await self._fetch(SAVINGS_SQL, (), one=False))
+
+    async def _fetch(self, sql: str, params: tuple[Any, ...], *, one: bool) -> Any:
+        conn = self._db()
+        async with self._lock, conn.transaction():
+            cur = await conn.execute(sql, params)
+            return await cur.fetchone() if one else await cur.fetchall()
