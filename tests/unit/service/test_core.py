@@ -1,0 +1,137 @@
+"""``RouteService`` in process: router parity, limits, batching, deadlines, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from router_model.errors import (
+    ArtifactMismatch,
+    InvalidPrompt,
+    ModelNotReady,
+    Overloaded,
+    PromptTooLarge,
+)
+from router_model.policy import Policy
+from router_model.router import ComplexityRouter
+from router_model.settings import ServiceSettings
+from service.chat import ChatMessage, ContentPart, scored_text
+from service.core import INLINE_MAX_CHARS, RouteInput, RouteService
+from service.errors import DeadlineExceeded
+
+REPO = Path(__file__).resolve().parents[3]
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[str]:
+    doc = json.loads((REPO / "data" / "fixtures" / "golden_prompts.json").read_text("utf-8"))
+    return [item["prompt"] for item in doc]
+
+
+def run(service: RouteService, coro: Coroutine[Any, Any, T]) -> T:
+    async def main() -> T:
+        try:
+            return await coro
+        finally:
+            await service.aclose()
+
+    return asyncio.run(main())
+
+
+def test_decisions_equal_the_routers(fast_bundle: Path, prompts: list[str]) -> None:
+    service = RouteService.from_path(ServiceSettings(), fast_bundle)
+    router = ComplexityRouter.from_artifact(fast_bundle)
+    policy = Policy(quality=0.7)
+    results = run(service, service.route_batch(
+        [RouteInput(prompt=p, policy=policy) for p in prompts], transport="test"))
+    assert [r.decision for r in results] == [router.route(p, policy=policy) for p in prompts]
+    assert len({r.decision_id for r in results}) == len(prompts)
+
+
+def test_messages_are_scored_by_scored_text(fast_bundle: Path, prompts: list[str]) -> None:
+    service = RouteService.from_path(ServiceSettings(), fast_bundle)
+    chat = (ChatMessage("system", (ContentPart("text", "Answer briefly."),)),
+            ChatMessage("user", (ContentPart("text", prompts[1]),)))
+
+    async def both() -> tuple[Any, Any]:
+        a = await service.route(RouteInput(messages=chat), transport="test")
+        b = await service.route(RouteInput(prompt=scored_text(chat)), transport="test")
+        return a, b
+
+    by_chat, by_text = run(service, both())
+    assert by_chat.decision == by_text.decision
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        (RouteInput(), InvalidPrompt),
+        (RouteInput(prompt=""), InvalidPrompt),
+        (RouteInput(prompt="hi", messages=(ChatMessage("user", ()),)), InvalidPrompt),
+        (RouteInput(prompt="hi", policy=Policy(quality=2.0)), InvalidPrompt),
+        (RouteInput(prompt="hi", policy=Policy(min_tier="nope")), InvalidPrompt),
+        (RouteInput(prompt="x" * 101), PromptTooLarge),
+    ],
+)
+def test_limits(fast_bundle: Path, request_: RouteInput, error: type[Exception]) -> None:
+    service = RouteService.from_path(ServiceSettings(max_prompt_chars=100), fast_bundle)
+    with pytest.raises(error):
+        run(service, service.route(request_, transport="test"))
+
+
+def test_without_a_bundle_nothing_is_ready() -> None:
+    service = RouteService(ServiceSettings())
+    assert not service.ready
+    with pytest.raises(ModelNotReady):
+        run(service, service.route(RouteInput(prompt="hi"), transport="test"))
+    with pytest.raises(ModelNotReady):
+        assert service.tiers
+
+
+def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(
+    fast_bundle: Path, prompts: list[str]
+) -> None:
+    service = RouteService.from_path(ServiceSettings(batch_max_wait_ms=5), fast_bundle)
+    long = [p for p in prompts if len(p) > INLINE_MAX_CHARS][0]
+    inputs = [RouteInput(prompt=long + f" ({i})") for i in range(12)]
+    inputs[5] = RouteInput(prompt=long, policy=Policy(max_tier="nope"))
+
+    async def main() -> list[Any]:
+        calls = [service.route(i, transport="test") for i in inputs]
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    results = run(service, main())
+    assert isinstance(results[5], InvalidPrompt)
+    assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 5)
+    batches = service.metrics.registry.get_sample_value("tierwise_batch_size_count")
+    assert batches is not None and batches < 11
+
+
+def test_deadline_and_overload(fast_bundle: Path, prompts: list[str]) -> None:
+    long = [p for p in prompts if len(p) > INLINE_MAX_CHARS][0]
+    hasty = RouteService.from_path(ServiceSettings(request_timeout_s=1e-9), fast_bundle)
+    with pytest.raises(DeadlineExceeded):
+        run(hasty, hasty.route(RouteInput(prompt=long), transport="test"))
+    small = RouteService.from_path(ServiceSettings(max_queue=2), fast_bundle)
+    with pytest.raises(Overloaded):
+        run(small, small.route_batch([RouteInput(prompt=long)] * 3, transport="test"))
+
+
+def test_reload_swaps_or_keeps_the_old_bundle(fast_bundle: Path, tmp_path: Path) -> None:
+    service = RouteService.from_path(ServiceSettings(), fast_bundle)
+    old = service.manifest.model_version
+    with pytest.raises(ArtifactMismatch):
+        run(service, service.reload(tmp_path / "missing"))
+    assert service.manifest.model_version == old
+    copy = shutil.copytree(fast_bundle, tmp_path / "copy")
+    manifest = json.loads((copy / "manifest.json").read_text("utf-8"))
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "name": "v2"}), "utf-8")
+    assert run(service, service.reload(copy)) == old
+    assert service.manifest.model_version.startswith("v2:")
