@@ -1,0 +1,71 @@
+"""Recipes of the shipped bundles: which data, which tiers, which evaluation protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from router_model.features import FeatureSet
+
+#: MMLU domains held out of training to report unseen-domain figures for the two-tier bundle:
+#: a fixed, documented mix of STEM, humanities, social science and professional subjects.
+ROUTELLM_UNSEEN = (
+    "mmlu/college_physics",
+    "mmlu/high_school_chemistry",
+    "mmlu/machine_learning",
+    "mmlu/philosophy",
+    "mmlu/high_school_world_history",
+    "mmlu/sociology",
+    "mmlu/professional_medicine",
+    "mmlu/management",
+    "mmlu/econometrics",
+    "mmlu/formal_logic",
+)
+#: MMLU-Pro categories held out of training for the three-tier bundle's unseen-category figures.
+MMLU_PRO_UNSEEN = ("mmlu_pro/law", "mmlu_pro/physics", "mmlu_pro/psychology")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one bundle is trained and evaluated."""
+
+    name: str
+    tiers_file: str
+    data_files: tuple[str, ...]
+    feature_set: FeatureSet = "full"
+    candidates: tuple[str, ...] = ("logreg", "gbt", "mlp", "knn")
+    tolerance: float = 0.0
+    #: groups held out for the unseen-domain report; empty → a seeded 20% of groups
+    unseen_groups: tuple[str, ...] = ()
+    #: (train group prefix, test group prefix) pairs for "never-seen task" figures
+    cross_tasks: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+SHIPPED: dict[str, Recipe] = {
+    "routellm": Recipe(
+        name="routellm",
+        tiers_file="routellm.yaml",
+        data_files=("routellm_mmlu.jsonl", "routellm_gsm8k.jsonl"),
+        unseen_groups=ROUTELLM_UNSEEN,
+        cross_tasks=(("mmlu/", "gsm8k"), ("gsm8k", "mmlu/")),
+    ),
+    "routellm_fast": Recipe(
+        name="routellm_fast",
+        tiers_file="routellm.yaml",
+        data_files=("routellm_mmlu.jsonl", "routellm_gsm8k.jsonl"),
+        feature_set="hand",
+        candidates=("hand_logreg", "gbt"),
+        unseen_groups=ROUTELLM_UNSEEN,
+    ),
+    "llmrouter": Recipe(
+        name="llmrouter",
+        tiers_file="llmrouter.yaml",
+        data_files=("llmrouter.jsonl",),
+        tolerance=0.05,
+    ),
+    "mmlu_pro": Recipe(
+        name="mmlu_pro",
+        tiers_file="mmlu_pro.yaml",
+        data_files=("mmlu_pro.jsonl",),
+        unseen_groups=MMLU_PRO_UNSEEN,
+    ),
+}

@@ -1,0 +1,265 @@
+"""``tierwise train``: data → features → fit → calibrate → export → evaluate → register.
+
+``tierwise train --all`` rebuilds every shipped bundle under ``data/models/`` from the shipped
+sources, writes evaluation reports and plots under ``reports/`` and regenerates ``RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router_model.artifact import LabelRule, Manifest, TierSpec, write_bundle
+from router_model.errors import RouterError
+from router_model.features import FEATURE_VERSION, feature_names
+from router_model.logs import configure_logging
+from router_model.settings import DATA_DIR, REPO_ROOT, Settings
+from router_model.tiers import Tier, load_tiers
+from training import registry
+from training.data import data_sha256, group_split, random_split
+from training.dataset import Dataset, FeatureContext, build_dataset, load_rows, make_context
+from training.export import export_checked
+from training.pipeline import (
+    default_knob,
+    fit_calibrated,
+    gate_metric,
+    report_on,
+    select_candidate,
+)
+from training.plots import plot_cost_quality
+from training.recipes import SHIPPED, Recipe
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_KEYS = ("apgr", "cpt50", "cpt80", "aiq", "gap_closed")
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """Where a training job reads and writes."""
+
+    labeled_dir: Path
+    tiers_dir: Path
+    models_dir: Path
+    reports_dir: Path
+    cache_dir: Path | None
+    tracking_uri: str | None
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of a report, plus the zero router's and oracle's AIQ."""
+    out = {k: report.get(k) for k in SUMMARY_KEYS}
+    out["n"] = report.get("n")
+    for base in ("zero_router", "oracle", "random"):
+        b = report.get("baselines", {}).get(base, {})
+        out[f"{base}_aiq"] = b.get("aiq")
+        out[f"{base}_apgr"] = b.get("apgr")
+    return out
+
+
+def protocol_splits(ds: Dataset, recipe: Recipe, seed: int) -> dict[str, tuple[list[int], list[int]]]:
+    """Named (train, test) index splits: unseen groups, in-domain, and never-seen tasks."""
+    rows = list(ds.rows)
+    unseen = set(recipe.unseen_groups) or None
+    splits = {
+        "unseen": group_split(rows, test_groups=unseen, test_fraction=0.2, seed=seed),
+        "in_domain": random_split(len(rows), 0.2, seed),
+    }
+    groups = ds.groups
+    for src, dst in recipe.cross_tasks:
+        tr = [i for i, g in enumerate(groups) if g.startswith(src)]
+        te = [i for i, g in enumerate(groups) if g.startswith(dst)]
+        splits[f"task:{src.rstrip('/')}->{dst.rstrip('/')}"] = (tr, te)
+    return splits
+
+
+def evaluate_protocols(
+    ds: Dataset, recipe: Recipe, candidate: str, tier_names: Sequence[str], seed: int
+) -> dict[str, dict[str, Any]]:
+    """Full reports of the chosen candidate under every protocol split."""
+    reports = {}
+    for name, (tr, te) in protocol_splits(ds, recipe, seed).items():
+        fitted = fit_calibrated(ds.subset(tr), candidate, len(tier_names), seed)
+        reports[name] = report_on(fitted, ds.subset(te), tier_names)
+        logger.info("%s %s: %s", recipe.name, name, summary(reports[name]))
+    return reports
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+            text=True, check=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def train_recipe(recipe: Recipe, paths: TrainPaths, ctx: FeatureContext, *, seed: int,
+                 compare: bool) -> Path:
+    """Train, evaluate, export and register one bundle; returns its directory.
+
+    Raises:
+        InvalidData: when a data or tiers file is malformed.
+        ArtifactMismatch: when the ONNX export disagrees with scikit-learn.
+    """
+    start = time.perf_counter()
+    tiers = load_tiers(paths.tiers_dir / recipe.tiers_file)
+    names = [t.name for t in tiers]
+    files = [paths.labeled_dir / f for f in recipe.data_files]
+    ds = build_dataset(load_rows(files), tiers, ctx, tolerance=recipe.tolerance,
+                       source=", ".join(str(f) for f in files))
+    logger.info("%s: %d rows, label shares %s", recipe.name, len(ds.rows),
+                np.bincount(ds.labels, minlength=len(tiers)) / len(ds.rows))
+    candidate, table = recipe.candidates[0], {}
+    if compare and len(recipe.candidates) > 1:
+        candidate, table = select_candidate(ds, recipe.candidates, names, seed)
+    reports = evaluate_protocols(ds, recipe, candidate, names, seed)
+    final = fit_calibrated(ds, candidate, len(tiers), seed)
+    onnx_bytes, parity = export_checked(final.estimator, ds.X[final.cal_idx], len(tiers))
+    metrics: dict[str, Any] = {k: summary(v) for k, v in reports.items()}
+    metrics.update(candidates=table, onnx_parity_max_abs_diff=parity, n_rows=len(ds.rows),
+                   skipped_rows=ds.skipped, train_seconds=round(time.perf_counter() - start, 1))
+    manifest = _manifest(recipe, tiers, candidate, default_knob(final, ds), metrics, files,
+                         onnx_bytes)
+    bundle = write_bundle(paths.models_dir / recipe.name, manifest, onnx_bytes)
+    plots = _write_reports(paths.reports_dir / recipe.name, recipe.name, reports, manifest)
+    if paths.tracking_uri:
+        _register(paths.tracking_uri, recipe, bundle, candidate, seed, metrics, plots)
+    logger.info("%s: bundle %s written in %.1fs", recipe.name, bundle, time.perf_counter() - start)
+    return bundle
+
+
+def _manifest(recipe: Recipe, tiers: Sequence[Tier], candidate: str, knob: float,
+              metrics: dict[str, Any], files: Sequence[Path], onnx_bytes: bytes) -> Manifest:
+    return Manifest(
+        name=recipe.name,
+        feature_version=FEATURE_VERSION,
+        feature_set=recipe.feature_set,
+        feature_names=list(feature_names(recipe.feature_set)),
+        tiers=[TierSpec(name=t.name, model=t.model, input_price=t.input_price,
+                        output_price=t.output_price) for t in tiers],
+        classes=[t.name for t in tiers],
+        threshold=round(knob, 6),
+        calibration="CalibratedClassifierCV(FrozenEstimator)",
+        estimator=candidate,
+        label_rule=LabelRule(tolerance=recipe.tolerance),
+        metrics=json.loads(json.dumps(metrics, default=float)),
+        train_data_sha256=data_sha256(files),
+        onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        git_sha=_git_sha(),
+    )
+
+
+def _write_reports(out: Path, name: str, reports: dict[str, dict[str, Any]],
+                   manifest: Manifest) -> tuple[Path, ...]:
+    out.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for split, rep in reports.items():
+        slug = split.replace(":", "_").replace("->", "_to_").replace("/", "_")
+        (out / f"report_{slug}.json").write_text(json.dumps(rep, indent=1, default=float) + "\n")
+        plots.append(plot_cost_quality(rep, out / f"cost_quality_{slug}.png",
+                                       title=f"{name}: {split} ({manifest.estimator})"))
+    return tuple(plots)
+
+
+def _register(uri: str, recipe: Recipe, bundle: Path, candidate: str, seed: int,
+              metrics: dict[str, Any], plots: tuple[Path, ...]) -> None:
+    champion = registry.alias_version(uri, recipe.name, registry.CHAMPION)
+    rec = registry.log_and_register(
+        uri, name=recipe.name, bundle_dir=bundle,
+        params={"estimator": candidate, "seed": seed, "feature_set": recipe.feature_set,
+                "tiers": recipe.tiers_file, "data": ",".join(recipe.data_files),
+                "tolerance": recipe.tolerance, "feature_version": FEATURE_VERSION},
+        metrics=metrics, plots=plots,
+        alias=registry.CHAMPION if champion is None else registry.CHALLENGER,
+    )
+    logger.info("%s registered as %s", recipe.name, rec.model_uri)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tierwise train", description=__doc__)
+    p.add_argument("--all", action="store_true", help="rebuild every shipped bundle")
+    p.add_argument("--recipe", action="append", choices=sorted(SHIPPED), default=[],
+                   help="a shipped recipe to build (repeatable)")
+    p.add_argument("--data", type=Path, nargs="+", help="labeled JSONL files (custom bundle)")
+    p.add_argument("--tiers", type=Path, help="tiers YAML file (custom bundle)")
+    p.add_argument("--name", help="bundle name (custom bundle)")
+    p.add_argument("--feature-set", choices=["full", "hand"], default="full")
+    p.add_argument("--estimator", default=None, help="skip comparison and use this candidate")
+    p.add_argument("--compare", action="store_true", help="compare candidates and pick the best")
+    p.add_argument("--models-dir", type=Path, help="where bundles are written")
+    p.add_argument("--reports-dir", type=Path, default=REPO_ROOT / "reports")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: settings)")
+    p.add_argument("--no-register", action="store_true", help="do not log to MLflow")
+    p.add_argument("--no-cache", action="store_true", help="do not use the embedding cache")
+    p.add_argument("--seed", type=int, default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tierwise train``."""
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    t = settings.training
+    paths = TrainPaths(
+        labeled_dir=t.labeled_dir, tiers_dir=DATA_DIR / "tiers",
+        models_dir=args.models_dir or t.models_dir, reports_dir=args.reports_dir,
+        cache_dir=None if args.no_cache else t.cache_dir,
+        tracking_uri=None if args.no_register else (args.tracking_uri or t.mlflow_tracking_uri),
+    )
+    recipes = _recipes(args, paths)
+    if not recipes:
+        _parser().error("name --all, --recipe NAME, or --data/--tiers/--name for a custom bundle")
+    if any(r.name in SHIPPED and SHIPPED[r.name] == r for r in recipes):
+        from training.sources import ensure_converted
+
+        ensure_converted(t.sources_dir, t.labeled_dir)
+    seed = t.seed if args.seed is None else args.seed
+    contexts: dict[str, FeatureContext] = {}
+    for recipe in recipes:
+        if recipe.feature_set not in contexts:
+            contexts[recipe.feature_set] = make_context(recipe.feature_set, paths.cache_dir)
+        try:
+            train_recipe(recipe, paths, contexts[recipe.feature_set], seed=seed,
+                         compare=args.compare)
+        except RouterError as exc:
+            logger.error("%s: %s", recipe.name, exc)
+            return 2
+    if args.all:
+        from training.results import write_results
+
+        write_results(args.reports_dir, paths.models_dir, REPO_ROOT / "RESULTS.md")
+    return 0
+
+
+def _recipes(args: argparse.Namespace, paths: TrainPaths) -> list[Recipe]:
+    if args.all:
+        chosen = list(SHIPPED.values())
+    else:
+        chosen = [SHIPPED[n] for n in args.recipe]
+    if args.data:
+        if not (args.tiers and args.name):
+            raise SystemExit("tierwise train: --data needs --tiers and --name")
+        chosen.append(Recipe(name=args.name, tiers_file=str(args.tiers.resolve()),
+                             data_files=tuple(str(p.resolve()) for p in args.data),
+                             feature_set=args.feature_set))
+    if args.estimator:
+        chosen = [replace(r, candidates=(args.estimator,)) for r in chosen]
+    return chosen
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
