@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train", "train, calibrate, export and register router bundles"),
     "evaluate": ("training.evaluate_cli", "evaluate a bundle on a labeled file against fixed routing"),
     "serve": ("service.__main__", "serve routing decisions over HTTP and gRPC"),
+    "gateway": ("service.gateway_main", "run the OpenAI-compatible forwarding gateway"),
 }
 
 

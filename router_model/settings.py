@@ -5,6 +5,7 @@ Build it once in each ``main()`` and pass sections or plain values down.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +54,8 @@ class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     admin_key: SecretStr | None = None
+    #: Serve without client keys (``--no-auth``); otherwise TIERWISE_API_KEYS must be set.
+    no_auth: bool = False
 
 
 class TrainingSettings(BaseModel):
@@ -92,6 +95,21 @@ class Settings(BaseSettings):
         if self.api_keys is None:
             return ()
         return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+
+
+def env_secrets(names: Iterable[str]) -> dict[str, SecretStr | None]:
+    """Values of the named environment variables, as secrets (None when unset or empty).
+
+    Config files name the variables that hold upstream API keys (the gateway's ``api_key_env``),
+    never the keys; this module, the only one that reads the environment, resolves the names.
+    """
+    import os
+
+    out: dict[str, SecretStr | None] = {}
+    for name in names:
+        value = os.environ.get(name)
+        out[name] = SecretStr(value) if value else None
+    return out
 
 
 def quiet_third_party_env() -> None:

@@ -1,0 +1,374 @@
+"""One chat completion through the gateway: pick the tier, forward, count usage and cost, record.
+
+``model: "tierwise-auto"`` asks the router (or a fixed A/B arm); a configured tier's model or name
+passes through unrouted. Only ``model`` is rewritten in the forwarded body (and the ``tierwise``
+extension member removed). The traffic record is committed before the answer leaves: before the
+JSON body is returned, and for streams before the final chunk and ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from router_model.encoder import word_piece_ids
+from router_model.errors import InvalidPrompt, UpstreamError
+from router_model.policy import Policy
+from router_model.records import DecisionSource as Source
+from router_model.records import TrafficRecord
+from router_model.router import prompt_digest
+from router_model.tiers import Tier
+from service.ab import ArmAssigner
+from service.chat import ChatMessage, scored_text
+from service.decisions import Decision, DecisionSource, RouterUnavailable
+from service.gateway_config import GatewayConfig
+from service.gateway_metrics import GatewayMetrics
+from service.gateway_requests import (
+    AUTO_MODEL,
+    ChatBody,
+    parse_chat,
+    request_policy,
+    to_messages,
+    unit_id,
+)
+from service.openai_errors import BadRequest, ModelNotFound, envelope
+from service.sse import SseTap, data_of, json_event, with_member
+from service.traffic import TrafficStore
+from service.upstream import Forwarded, UpstreamPool
+
+logger = logging.getLogger(__name__)
+
+#: Texts longer than this are tokenised off the event loop when usage must be estimated.
+INLINE_TOKENIZE_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which tier a request goes to first, and why."""
+
+    decision_id: str
+    arm: str
+    propensity: float
+    source: Source
+    tier: str
+    decision: Decision | None
+    policy: Policy | None
+
+
+@dataclass
+class Call:
+    """One request in flight: its plan and what happened to it so far."""
+
+    body: ChatBody
+    messages: tuple[ChatMessage, ...]
+    scored: str
+    plan: Plan
+    start: float
+    features: asyncio.Task[list[float]] | None = None
+    answer: Forwarded | None = None
+    recorded: bool = field(default=False)
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    source: str
+
+
+@dataclass
+class Completions:
+    """Handles ``POST /v1/chat/completions`` with everything the gateway started."""
+
+    config: GatewayConfig
+    decisions: DecisionSource
+    assigner: ArmAssigner
+    store: TrafficStore
+    metrics: GatewayMetrics
+    upstreams: UpstreamPool
+    tokenizer: Any
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        return self.config.tier_ladder()
+
+    def tier_for_model(self, model: str) -> Tier:
+        """The tier a pass-through request names by model or tier name.
+
+        Raises:
+            ModelNotFound: when no tier has that model or name.
+        """
+        for tier in self.tiers:
+            if model in (tier.model, tier.name):
+                return tier
+        raise ModelNotFound(
+            f"the model {model!r} does not exist; use {AUTO_MODEL!r} or one of "
+            f"{[t.model for t in self.tiers]}"
+        )
+
+    async def handle(self, raw: bytes, headers: Mapping[str, str]) -> Response:
+        """Answer one chat completion request.
+
+        Raises:
+            BadRequest, ModelNotFound, InvalidPrompt: when the request cannot be used.
+            UpstreamError: when every upstream failed (the failure is recorded first).
+        """
+        start = time.perf_counter()
+        body, doc = parse_chat(raw)
+        messages = to_messages(body.messages)
+        scored = self._scored(body, messages)
+        plan = await self.plan(body, headers, messages)
+        call = Call(body, messages, scored, plan, start)
+        if plan.decision is not None:
+            call.features = asyncio.create_task(self.decisions.features(scored))
+        forward = {k: v for k, v in doc.items() if k != "tierwise"}
+        try:
+            call.answer = await self.upstreams.send(forward, plan.tier, stream=body.stream)
+        except UpstreamError:
+            await self._finish(call, 502, Usage(0, 0, "upstream"))
+            raise
+        if body.stream and call.answer.ok:
+            return StreamingResponse(
+                self._events(call, call.answer), media_type="text/event-stream",
+                headers={**self.headers(call), "cache-control": "no-cache"},
+            )
+        return await self._json(call, call.answer)
+
+    @staticmethod
+    def _scored(body: ChatBody, messages: tuple[ChatMessage, ...]) -> str:
+        try:
+            return scored_text(messages)
+        except InvalidPrompt as exc:
+            if body.model == AUTO_MODEL:
+                raise BadRequest(str(exc), param="messages") from exc
+            return ""
+
+    async def plan(
+        self, body: ChatBody, headers: Mapping[str, str], messages: tuple[ChatMessage, ...]
+    ) -> Plan:
+        """The tier to try first: the named one, a fixed arm's, the router's, or the default.
+
+        Raises:
+            ModelNotFound, BadRequest, InvalidPrompt: when the request cannot be routed.
+        """
+        if body.model != AUTO_MODEL:
+            tier = self.tier_for_model(body.model)
+            return Plan(uuid.uuid4().hex, "passthrough", 1.0, "passthrough", tier.name, None, None)
+        names = [t.name for t in self.tiers]
+        policy = request_policy(body, headers, names, self.config.default_quality)
+        assignment = self.assigner.assign(unit_id(body, headers))
+        decision: Decision | None
+        try:
+            decision = await self.decisions.decide(messages, policy)
+        except RouterUnavailable as exc:
+            logger.warning("router unavailable (%s): failing open", exc)
+            decision = None
+        arm = assignment.arm
+        source: Source
+        if arm.tier is not None:
+            source, tier_name = "fixed_arm", arm.tier
+        elif decision is None:
+            source, tier_name = "fail_open", self.config.default_tier
+        else:
+            source, tier_name = "router", decision.tier
+        decision_id = decision.decision_id if decision is not None else uuid.uuid4().hex
+        return Plan(decision_id, arm.name, assignment.propensity, source, tier_name, decision,
+                    policy)
+
+    def headers(self, call: Call) -> dict[str, str]:
+        """The ``x-tierwise-*`` response headers."""
+        answer = call.answer
+        return {
+            "x-tierwise-decision-id": call.plan.decision_id,
+            "x-tierwise-arm": call.plan.arm,
+            "x-tierwise-source": call.plan.source,
+            "x-tierwise-tier": answer.upstream.tier.name if answer else "",
+            "x-tierwise-model": answer.upstream.tier.model if answer else "",
+            "x-tierwise-failovers": str(answer.failovers if answer else 0),
+        }
+
+    def info(self, call: Call, record: TrafficRecord | None = None) -> dict[str, Any]:
+        """The ``tierwise`` member of responses (usage and cost once ``record`` exists)."""
+        plan, answer, d = call.plan, call.answer, call.plan.decision
+        doc: dict[str, Any] = {
+            "decision_id": plan.decision_id, "arm": plan.arm, "source": plan.source,
+            "decided_tier": plan.tier,
+            "tier": answer.upstream.tier.name if answer else None,
+            "model": answer.upstream.tier.model if answer else None,
+            "failovers": answer.failovers if answer else 0,
+            "fail_open": plan.source == "fail_open",
+            "router_tier": d.tier if d else None,
+            "quality": d.quality if d else None,
+            "probabilities": d.probabilities if d else None,
+        }
+        if record is not None:
+            doc.update(
+                input_tokens=record.input_tokens, output_tokens=record.output_tokens,
+                usage_source=record.usage_source, cost_usd=record.cost_usd,
+                top_tier_cost_usd=record.top_tier_cost_usd, savings_usd=record.savings_usd,
+            )
+        return doc
+
+    async def _json(self, call: Call, answer: Forwarded) -> Response:
+        response = answer.response
+        if not answer.ok:  # the upstream refused the request itself (400, 404, …): pass it on
+            await self._finish(call, response.status_code, Usage(0, 0, "upstream"))
+            return Response(
+                response.content, status_code=response.status_code, headers=self.headers(call),
+                media_type=response.headers.get("content-type", "application/json"),
+            )
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            await self._finish(call, 502, Usage(0, 0, "upstream"))
+            raise UpstreamError(f"upstream {answer.upstream.tier.name} sent no JSON object")
+        texts = [
+            str(c.get("message", {}).get("content") or "")
+            for c in doc.get("choices") or [] if isinstance(c, dict)
+        ]
+        usage = await self._usage(call, doc.get("usage"), "".join(texts))
+        doc.setdefault("model", answer.upstream.tier.model)
+        record = await self._finish(call, response.status_code, usage)
+        doc["tierwise"] = self.info(call, record)
+        return JSONResponse(doc, headers=self.headers(call))
+
+    async def _events(self, call: Call, answer: Forwarded) -> AsyncIterator[bytes]:
+        tap, first, done = SseTap(), True, False
+        held: bytes | None = None
+        status, trailer = 200, b""
+        try:
+            async for chunk in _chain(answer):
+                for event in tap.feed(chunk):
+                    is_done, has_usage = tap.inspect(event)
+                    done = done or is_done
+                    if done or has_usage:
+                        held = event if has_usage else held
+                        continue
+                    if first and data_of(event) is not None:
+                        event, first = with_member(event, "tierwise", self.info(call)), False
+                    yield event
+            trailer = tap.rest()
+        except httpx.HTTPError as exc:
+            status = 502
+            logger.warning("upstream %s stream broke: %s", answer.upstream.tier.name, exc)
+            trailer = json_event(envelope("the upstream stream broke", 502, code="upstream_error"))
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away mid-stream
+            self._later(self._finish(call, 499, await_free_usage(tap)))
+            raise
+        finally:
+            await answer.aclose()
+        record = await self._finish(call, status, await self._usage(
+            call, tap.usage, "".join(tap.text)))
+        if held is not None:
+            yield with_member(held, "tierwise", self.info(call, record))
+        if trailer:
+            yield trailer
+        if done:
+            yield b"data: [DONE]\n\n"
+
+    async def _usage(self, call: Call, reported: Any, output_text: str) -> Usage:
+        if isinstance(reported, dict) and isinstance(reported.get("prompt_tokens"), int):
+            completion = reported.get("completion_tokens")
+            return Usage(reported["prompt_tokens"],
+                         completion if isinstance(completion, int) else 0, "upstream")
+        input_text = "\n".join(m.text for m in call.messages)
+        n_in, n_out = await self._count_tokens([input_text, output_text])
+        return Usage(n_in, n_out, "estimated")
+
+    async def _count_tokens(self, texts: list[str]) -> tuple[int, int]:
+        if sum(len(t) for t in texts) > INLINE_TOKENIZE_CHARS:
+            ids = await asyncio.to_thread(word_piece_ids, self.tokenizer, texts)
+        else:
+            ids = word_piece_ids(self.tokenizer, texts)
+        return len(ids[0]), len(ids[1])
+
+    async def _finish(self, call: Call, status: int, usage: Usage) -> TrafficRecord:
+        """Build, commit (before the caller answers), count and log the request's record."""
+        record = await self._record(call, status, usage)
+        call.recorded = True
+        try:
+            await self.store.record(record)
+        except Exception:  # availability first: the answer still goes out, the loss is counted
+            self.metrics.traffic_errors.inc()
+            logger.exception("traffic record %s was not committed", record.decision_id)
+        self.metrics.observe(record)
+        logger.info(
+            "completion %s arm=%s tier=%s status=%d failovers=%d latency_ms=%.1f",
+            record.decision_id, record.arm, record.tier, record.status, record.failovers,
+            record.latency_ms,
+            extra={"decision_id": record.decision_id, "arm": record.arm, "tier": record.tier,
+                   "model": record.model, "status": record.status, "source": record.source,
+                   "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
+                   "cost_usd": record.cost_usd, "prompt_sha256": record.prompt_sha256},
+        )
+        return record
+
+    async def _record(self, call: Call, status: int, usage: Usage) -> TrafficRecord:
+        plan, answer, d = call.plan, call.answer, call.plan.decision
+        features: list[float] = []
+        if call.features is not None:
+            try:
+                features = await call.features
+            except Exception:  # a record without features beats no record
+                logger.exception("features of %s could not be computed", plan.decision_id)
+        tier = answer.upstream.tier if answer is not None else None
+        cost = tier.cost(usage.input_tokens, usage.output_tokens) if tier else 0.0
+        top = self.tiers[-1].cost(usage.input_tokens, usage.output_tokens) if tier else 0.0
+        policy = plan.policy
+        return TrafficRecord(
+            decision_id=plan.decision_id, arm=plan.arm, propensity=plan.propensity,
+            source=plan.source, requested_model=call.body.model, decided_tier=plan.tier,
+            tier=tier.name if tier else "", model=tier.model if tier else "",
+            router_tier=d.tier if d else "", status=status, stream=call.body.stream,
+            failovers=answer.failovers if answer else 0, fail_open=plan.source == "fail_open",
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            usage_source="upstream" if usage.source == "upstream" else "estimated",
+            cost_usd=cost, top_tier_cost_usd=top,
+            latency_ms=(time.perf_counter() - call.start) * 1000.0,
+            router_latency_ms=d.latency_ms if d else None,
+            quality=d.quality if d else (policy.quality if policy else None),
+            min_tier=d.min_tier if d else None, max_tier=d.max_tier if d else None,
+            probabilities=d.probabilities if d else {},
+            model_version=d.model_version if d else None,
+            feature_version=d.feature_version if d and features else None, features=features,
+            prompt_sha256=prompt_digest(call.scored) if call.scored else "",
+            prompt=call.scored if self.config.traffic.store_prompts and call.scored else None,
+        )
+
+    def _later(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        """Wait for records still being written for abandoned streams."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def await_free_usage(tap: SseTap) -> Usage:
+    """Usage of an abandoned stream: what the upstream reported, else unknown (zero)."""
+    usage = tap.usage or {}
+    n_in, n_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if isinstance(n_in, int) and isinstance(n_out, int):
+        return Usage(n_in, n_out, "upstream")
+    return Usage(0, 0, "estimated")
+
+
+async def _chain(answer: Forwarded) -> AsyncIterator[bytes]:
+    if answer.first:
+        yield answer.first
+    if answer.rest is not None:
+        async for chunk in answer.rest:
+            yield chunk

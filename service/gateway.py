@@ -1,0 +1,265 @@
+"""The OpenAI-compatible gateway app: ``create_gateway_app(config, options)`` and its thin routes.
+
+Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (client key), ``POST /v1/feedback``
+(client key), ``GET /v1/admin/savings`` (admin key), ``GET /metrics``, ``/healthz``, ``/readyz``.
+Everything a request needs (router, upstream client, traffic store) starts in the lifespan hook;
+errors leave as the OpenAI envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
+
+from router_model.encoder import load_tokenizer
+from router_model.errors import ModelNotReady, NotFound, PromptTooLarge, RouterError
+from router_model.records import FeedbackRecord
+from router_model.settings import ServiceSettings
+from service.ab import Arm, ArmAssigner
+from service.completions import Completions
+from service.decisions import DecisionSource, LocalDecisions
+from service.errors import Unauthorized
+from service.gateway_config import GatewayConfig
+from service.gateway_metrics import GatewayMetrics
+from service.gateway_requests import AUTO_MODEL, FeedbackIn, parse_json
+from service.http_api import BodyLimit
+from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from service.openai_errors import BadRequest, envelope, envelope_for
+from service.router_client import RemoteDecisions
+from service.traffic import SavingsReport, open_store
+from service.upstream import UpstreamPool, build_upstreams
+
+logger = logging.getLogger(__name__)
+
+#: Connections kept per upstream host: the gateway forwards many concurrent calls.
+MAX_CONNECTIONS = 512
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """What the gateway takes besides its config file: keys (already resolved) and limits."""
+
+    client_keys: tuple[str, ...] = ()
+    require_auth: bool = True
+    admin_key: str | None = None
+    #: ``api_key_env`` name -> key, resolved from the environment by ``router_model.settings``.
+    upstream_keys: Mapping[str, str | None] = field(default_factory=dict)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+
+
+def decision_source(config: GatewayConfig, options: GatewayOptions) -> DecisionSource:
+    """The in-process router (``router.bundle``) or the gRPC client (``router.address``)."""
+    if config.router.address is not None:
+        return RemoteDecisions(config.router.address, config.router.timeout_s)
+    from router_model.settings import DEFAULT_BUNDLE
+
+    bundle = config.router.bundle or DEFAULT_BUNDLE
+    return LocalDecisions(bundle, options.service, config.router.encoder_threads)
+
+
+def arm_assigner(config: GatewayConfig) -> ArmAssigner:
+    """The configured A/B split (one router arm when there is none)."""
+    if config.ab is None:
+        return ArmAssigner.single_router()
+    arms = [Arm(a.name, a.tier, a.weight) for a in config.ab.arms]
+    return ArmAssigner(arms, config.ab.salt)
+
+
+def get_completions(request: Request) -> Completions:
+    """The started ``Completions`` handler (set by the lifespan hook)."""
+    completions: Completions | None = getattr(request.app.state, "completions", None)
+    if completions is None:
+        raise ModelNotReady("the gateway is starting")
+    return completions
+
+
+CompletionsDep = Annotated[Completions, Depends(get_completions)]
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def require_client(request: Request) -> None:
+    """Client routes need ``Authorization: Bearer <key>`` with a key from TIERWISE_API_KEYS.
+
+    Raises:
+        Unauthorized: when the key is missing or unknown.
+    """
+    options: GatewayOptions = request.app.state.options
+    if not options.require_auth:
+        return
+    given = _bearer(request).encode()
+    found = False
+    for key in options.client_keys:  # every key compared: the time does not tell which matched
+        found |= hmac.compare_digest(given, key.encode())
+    if not given or not found:
+        raise Unauthorized("invalid or missing API key: send 'Authorization: Bearer <key>'")
+
+
+def require_admin(request: Request) -> None:
+    """Admin routes need the admin key; without one configured they do not exist.
+
+    Raises:
+        NotFound: when no admin key is configured.
+        Unauthorized: when the bearer key is not the admin key.
+    """
+    key = request.app.state.options.admin_key
+    if key is None:
+        raise NotFound("admin endpoints are disabled: no admin key is configured")
+    if not hmac.compare_digest(_bearer(request).encode(), key.encode()):
+        raise Unauthorized("admin endpoints need 'Authorization: Bearer <admin key>'")
+
+
+api = APIRouter()
+client = [Depends(require_client)]
+
+
+@api.post("/v1/chat/completions", dependencies=client, response_model=None)
+async def chat_completions(request: Request, completions: CompletionsDep) -> Response:
+    """OpenAI chat completions; ``model: "tierwise-auto"`` picks the cheapest adequate tier."""
+    return await completions.handle(await request.body(), request.headers)
+
+
+@api.get("/v1/models", dependencies=client)
+async def list_models(request: Request) -> dict[str, Any]:
+    """``tierwise-auto`` and every configured tier's model, in OpenAI's list format."""
+    config: GatewayConfig = request.app.state.config
+    data = [{"id": AUTO_MODEL, "object": "model", "created": 0, "owned_by": "tierwise"}]
+    data += [
+        {"id": t.model, "object": "model", "created": 0, "owned_by": "tierwise",
+         "tierwise_tier": t.name}
+        for t in config.tiers
+    ]
+    return {"object": "list", "data": data}
+
+
+@api.post("/v1/feedback", dependencies=client)
+async def feedback(request: Request, completions: CompletionsDep) -> dict[str, Any]:
+    """Store a label (``score`` in [0, 1] or ``thumbs``) for a decision; 404 for unknown ids."""
+    body, _ = parse_json(await request.body(), FeedbackIn)
+    try:
+        record = FeedbackRecord.model_validate(body.model_dump())
+    except ValueError as exc:
+        raise BadRequest(str(exc).splitlines()[-1].strip(), code="invalid_value") from None
+    await completions.store.add_feedback(record)
+    return {"object": "tierwise.feedback", "decision_id": record.decision_id, "value": record.value}
+
+
+@api.get("/v1/admin/savings", dependencies=[Depends(require_admin)])
+async def savings(completions: CompletionsDep) -> SavingsReport:
+    """Cost against always using the top tier, over all recorded traffic, by arm and tier."""
+    return await completions.store.savings()
+
+
+@api.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of the gateway."""
+    registry: GatewayMetrics = request.app.state.metrics
+    return Response(registry.render(), media_type=METRICS_CONTENT_TYPE)
+
+
+@api.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@api.get("/readyz")
+async def readyz(completions: CompletionsDep) -> dict[str, str]:
+    """Readiness: the router, the traffic store and the upstream client are started."""
+    return {"status": "ready"}
+
+
+def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            decisions = decision_source(config, options)
+            await decisions.start(config.tier_ladder())
+            stack.push_async_callback(decisions.aclose)
+            store = open_store(config.traffic.url)
+            await store.start()
+            stack.push_async_callback(store.aclose)
+            tokenizer = await asyncio.to_thread(load_tokenizer)
+            http = await stack.enter_async_context(httpx.AsyncClient(
+                timeout=httpx.Timeout(60.0, connect=config.failover.connect_timeout_s),
+                limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
+                                    max_keepalive_connections=MAX_CONNECTIONS),
+            ))
+            pool = UpstreamPool(build_upstreams(config, options.upstream_keys), config.failover,
+                                http)
+            pool.on_failure = app.state.metrics.upstream_failure
+            completions = Completions(config, decisions, arm_assigner(config), store,
+                                      app.state.metrics, pool, tokenizer)
+            stack.push_async_callback(completions.aclose)
+            app.state.completions = completions
+            logger.info("gateway ready: %d tiers, traffic in %s", len(config.tiers),
+                        config.traffic.url.split("@")[-1])
+            yield
+            app.state.completions = None
+
+    return lifespan
+
+
+def create_gateway_app(config: GatewayConfig, options: GatewayOptions) -> FastAPI:
+    """The gateway application; its lifespan hook starts the router, store and upstream client.
+
+    Start-up (the lifespan) raises ``ArtifactMismatch`` when the router's tiers do not match the
+    configured ones, and ``InvalidData`` when the traffic store cannot be opened.
+    """
+    app = FastAPI(title="tierwise gateway", version="1", lifespan=_lifespan(config, options),
+                  summary="OpenAI-compatible: each request goes to the cheapest adequate tier.")
+    app.state.config = config
+    app.state.options = options
+    app.state.metrics = GatewayMetrics()
+    app.state.completions = None
+    app.include_router(api)
+    app.add_exception_handler(RouterError, _error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _error)
+    app.add_middleware(GatewayBodyLimit, max_bytes=config.limits.max_body_bytes)
+    return app
+
+
+def _envelope_response(status: int, doc: dict[str, Any], app: Any) -> Response:
+    metrics: GatewayMetrics = app.state.metrics
+    metrics.rejected.labels(str(doc["error"]["code"])).inc()
+    headers = {"www-authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(doc, status_code=status, headers=headers)
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    status, doc = envelope_for(exc)
+    if status >= 500:
+        logger.error("%s failed: %s", request.url.path, doc["error"]["message"],
+                     exc_info=not isinstance(exc, RouterError))
+    return _envelope_response(status, doc, request.app)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = "not_found" if exc.status_code == 404 else "http_error"
+    return _envelope_response(exc.status_code, envelope(str(exc.detail), exc.status_code,
+                                                         code=code), request.app)
+
+
+class GatewayBodyLimit(BodyLimit):
+    """The router service's body limit, answering with the OpenAI envelope (413)."""
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        exc = PromptTooLarge(f"request body has {size}+ bytes, limit {self.max_bytes}")
+        status, doc = envelope_for(exc)
+        await _envelope_response(status, doc, scope["app"])(scope, receive, send)

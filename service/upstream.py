@@ -1,0 +1,204 @@
+"""Forwarding to the tiers' OpenAI-compatible upstreams: failover order and circuit breakers.
+
+A call goes to the chosen tier first. On a 5xx, a 429, a timeout or a refused (or dropped)
+connection it is retried on the next tier up, then the next ones up, then those below the chosen
+tier, nearest first: answering with a better model costs more but keeps quality, and a cheaper one
+is the last resort. Each upstream has a circuit breaker: ``failure_threshold`` consecutive
+failures open it for ``cooldown_s`` (it is skipped), then one half-open probe request decides
+whether it closes again. For streams, failover happens only before the first byte reaches the
+client: the first chunk is read from the upstream before the gateway answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from router_model.errors import UpstreamError
+from router_model.tiers import Tier
+from service.gateway_config import FailoverConfig, GatewayConfig
+
+logger = logging.getLogger(__name__)
+
+
+class CircuitBreaker:
+    """Closed until ``threshold`` failures in a row, then open for ``cooldown_s``, then one probe.
+
+    Not thread-safe: the gateway uses it from one event loop.
+    """
+
+    def __init__(
+        self, threshold: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._threshold = threshold
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half_open`` (cool-down over, probe allowed or in flight)."""
+        if self._failures < self._threshold:
+            return "closed"
+        if self._clock() - self._opened_at >= self._cooldown_s:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        """Whether a request may go to this upstream now (claims the probe when half-open)."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half_open" and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def success(self) -> None:
+        """A request succeeded: close the breaker."""
+        self._failures = 0
+        self._probing = False
+
+    def failure(self) -> None:
+        """A request failed: count it; (re-)open the breaker at the threshold."""
+        self._failures += 1
+        self._probing = False
+        if self._failures >= self._threshold:
+            self._opened_at = self._clock()
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One tier's upstream endpoint with its key and timeouts."""
+
+    tier: Tier
+    url: str
+    api_key: str | None = field(repr=False)
+    timeout: httpx.Timeout
+
+
+@dataclass
+class Forwarded:
+    """An upstream's answer: for streams the response is still open and ``first`` already read."""
+
+    upstream: Upstream
+    response: httpx.Response
+    failovers: int
+    first: bytes = b""
+    rest: AsyncIterator[bytes] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.response.status_code < 400
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+def retryable_status(status: int) -> bool:
+    """Whether an upstream status means "try another tier" (5xx and 429)."""
+    return status >= 500 or status == 429
+
+
+class UpstreamPool:
+    """Sends chat completions to upstreams with failover across tiers and per-upstream breakers."""
+
+    def __init__(
+        self, upstreams: Sequence[Upstream], failover: FailoverConfig, client: httpx.AsyncClient
+    ) -> None:
+        self._upstreams = tuple(upstreams)
+        self._index = {u.tier.name: i for i, u in enumerate(self._upstreams)}
+        self._failover = failover
+        self._client = client
+        self.breakers = {
+            u.tier.name: CircuitBreaker(failover.failure_threshold, failover.cooldown_s)
+            for u in self._upstreams
+        }
+        self.on_failure: Callable[[str, str], None] = lambda tier, reason: None
+
+    def order(self, tier: str) -> list[Upstream]:
+        """The failover order from ``tier``: itself, the tiers above (nearest first), then below."""
+        i = self._index[tier]
+        if not self._failover.enabled:
+            return [self._upstreams[i]]
+        up = list(self._upstreams[i + 1 :])
+        down = list(reversed(self._upstreams[:i]))
+        return [self._upstreams[i], *up, *down]
+
+    async def send(self, body: Mapping[str, Any], tier: str, *, stream: bool) -> Forwarded:
+        """Forward ``body`` (its ``model`` set per tier) starting at ``tier``; fail over as needed.
+
+        A non-retryable error status (400, 401, 404, …) is returned as the answer: the request,
+        not the upstream, is at fault, and another tier would refuse it too.
+
+        Raises:
+            UpstreamError: when every upstream in the order failed or had its breaker open.
+        """
+        failures: list[str] = []
+        for upstream in self.order(tier):
+            breaker = self.breakers[upstream.tier.name]
+            if not breaker.allow():
+                failures.append(f"{upstream.tier.name}: circuit open")
+                continue
+            reason, answer = await self._attempt(upstream, body, stream, len(failures))
+            if answer is not None:
+                breaker.success()
+                return answer
+            breaker.failure()
+            self.on_failure(upstream.tier.name, reason.split(" ")[0])
+            logger.warning("upstream %s failed (%s)", upstream.tier.name, reason)
+            failures.append(f"{upstream.tier.name}: {reason}")
+        raise UpstreamError("every upstream failed: " + "; ".join(failures))
+
+    async def _attempt(
+        self, upstream: Upstream, body: Mapping[str, Any], stream: bool, failovers: int
+    ) -> tuple[str, Forwarded | None]:
+        payload = json.dumps({**body, "model": upstream.tier.model}).encode()
+        headers = {"content-type": "application/json"}
+        if upstream.api_key:
+            headers["authorization"] = f"Bearer {upstream.api_key}"
+        request = self._client.build_request(
+            "POST", upstream.url, content=payload, headers=headers, timeout=upstream.timeout
+        )
+        response: httpx.Response | None = None
+        try:
+            response = await self._client.send(request, stream=True)
+            if retryable_status(response.status_code):
+                await response.aclose()
+                return f"status {response.status_code}", None
+            answer = Forwarded(upstream, response, failovers)
+            if not stream or not answer.ok:
+                await response.aread()
+                return "ok", answer
+            answer.rest = response.aiter_raw()
+            answer.first = await anext(answer.rest, b"")
+            return "ok", answer
+        except httpx.TimeoutException:
+            reason = "timeout"
+        except httpx.ConnectError:
+            reason = "connect_error (refused or unreachable)"
+        except httpx.TransportError as exc:
+            reason = f"transport_error ({type(exc).__name__})"
+        if response is not None:
+            await response.aclose()
+        return reason, None
+
+
+def build_upstreams(config: GatewayConfig, keys: Mapping[str, str | None]) -> list[Upstream]:
+    """One ``Upstream`` per configured tier; ``keys`` maps ``api_key_env`` names to their values."""
+    out = []
+    for t in config.tiers:
+        timeout = httpx.Timeout(
+            t.timeout_s, connect=min(config.failover.connect_timeout_s, t.timeout_s)
+        )
+        url = t.base_url.rstrip("/") + "/chat/completions"
+        out.append(Upstream(t.tier(), url, keys.get(t.api_key_env), timeout))
+    return out

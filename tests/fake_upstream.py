@@ -1,0 +1,151 @@
+"""A fake OpenAI-compatible upstream (a real ASGI app on loopback) and a uvicorn-in-a-thread helper.
+
+``FakeUpstream`` answers ``POST /v1/chat/completions`` like OpenAI (JSON or SSE stream) and can be
+told to fail (500), rate-limit (429), stall past a timeout, or reject the request (400). It keeps
+every request it received, so tests can check what the gateway forwarded. ``closed_port()`` gives
+a loopback port nothing listens on (connections are refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+ANSWER_WORDS = ["The", " answer", " is", " forty", "-two", "."]
+
+
+@dataclass
+class FakeUpstream:
+    """One upstream's behaviour; change ``mode`` between requests.
+
+    Modes: ``ok``, ``fail`` (500), ``ratelimit`` (429), ``stall`` (sleeps ``stall_s`` before
+    answering), ``bad_request`` (400), ``stall_body`` (200 headers, then a stalled body).
+    """
+
+    name: str
+    mode: str = "ok"
+    stall_s: float = 5.0
+    send_usage: bool = True
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
+
+    async def chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        if self.mode == "fail":
+            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
+        if self.mode == "ratelimit":
+            return JSONResponse({"error": {"message": "slow down", "type": "rate_limit"}}, 429)
+        if self.mode == "bad_request":
+            return JSONResponse({"error": {"message": "bad", "type": "invalid_request_error",
+                                           "param": None, "code": "bad"}}, 400)
+        if self.mode == "stall":
+            await asyncio.sleep(self.stall_s)
+        if body.get("stream"):
+            return StreamingResponse(self._chunks(body), media_type="text/event-stream")
+        if self.mode == "stall_body":
+            return StreamingResponse(self._stalled(), media_type="application/json")
+        return JSONResponse(self.completion(body))
+
+    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": f"chatcmpl-{self.name}-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{
+                "index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "".join(ANSWER_WORDS)},
+            }],
+        }
+        if self.send_usage:
+            doc["usage"] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        return doc
+
+    async def _stalled(self) -> AsyncIterator[bytes]:
+        await asyncio.sleep(self.stall_s)
+        yield b"{}"
+
+    async def _chunks(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        if self.mode == "stall_body":
+            await asyncio.sleep(self.stall_s)
+        base = {"id": f"chatcmpl-{self.name}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body["model"]}
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        deltas += [{"content": w} for w in ANSWER_WORDS]
+        for i, delta in enumerate(deltas):
+            finish = "stop" if i == len(deltas) - 1 else None
+            doc = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            yield f"data: {json.dumps(doc)}\n\n".encode()
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@dataclass
+class ServerThread:
+    """A uvicorn server running an app in a background thread."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def start_server(app: Any, *, lifespan: str = "off") -> ServerThread:
+    """Serve ``app`` on a pre-bound ``127.0.0.1:0`` socket from a thread; returns once it is up.
+
+    Raises:
+        RuntimeError: when the app does not start (for example its lifespan hook raised).
+    """
+    sock = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError("server did not start")
+        time.sleep(0.005)
+    return ServerThread(f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread)
+
+
+@contextmanager
+def serving(app: Any, *, lifespan: str = "off") -> Iterator[str]:
+    """``start_server`` as a context manager yielding the base URL."""
+    st = start_server(app, lifespan=lifespan)
+    try:
+        yield st.url
+    finally:
+        st.stop()
