@@ -32,7 +32,8 @@ class FakeUpstream:
     """One upstream's behaviour; change ``mode`` between requests.
 
     Modes: ``ok``, ``fail`` (500), ``ratelimit`` (429), ``stall`` (sleeps ``stall_s`` before
-    answering), ``bad_request`` (400), ``stall_body`` (200 headers, then a stalled body).
+    answering), ``bad_request`` (400), ``stall_body`` (200 headers, then a stalled body),
+    ``break_stream`` (a stream that is cut after three chunks).
     """
 
     name: str
@@ -94,6 +95,8 @@ class FakeUpstream:
             finish = "stop" if i == len(deltas) - 1 else None
             doc = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             yield f"data: {json.dumps(doc)}\n\n".encode()
+            if self.mode == "break_stream" and i == 2:
+                raise ConnectionAbortedError("the fake upstream drops the stream mid-way")
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
             yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
