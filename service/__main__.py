@@ -8,7 +8,6 @@ import contextlib
 import importlib
 import logging
 import signal
-import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from router_model.logs import configure_logging
 from router_model.settings import ServiceSettings, Settings
 from service.core import RouteService
 from service.grpc_server import create_grpc_server
-from service.http_api import create_app
+from service.http_api import bind_http_socket, create_app
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ async def serve(settings: ServiceSettings, route_service: RouteService) -> None:
     grpc_server, grpc_port = create_grpc_server(settings, route_service)
     await grpc_server.start()
     logger.info("grpc listening on %s:%d", settings.host, grpc_port)
-    sock = socket.create_server((settings.host, settings.http_port))
+    sock = bind_http_socket(settings.host, settings.http_port)
     config = uvicorn.Config(
         create_app(settings, route_service), log_config=None, access_log=False, lifespan="off",
         timeout_graceful_shutdown=max(1, round(settings.grace_seconds)),

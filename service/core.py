@@ -334,8 +334,7 @@ class RouteService:
 
     def _record(self, job: _Job, result: RouteResult, transport: str) -> None:
         d = result.decision
-        self.metrics.decisions.labels(transport, d.tier).inc()
-        self.metrics.latency.labels(transport).observe(result.latency_ms / 1000.0)
+        self.metrics.observe_decision(transport, d.tier, result.latency_ms / 1000.0)
         if not logger.isEnabledFor(logging.INFO):
             return
         logger.info(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import socket
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
@@ -133,6 +134,19 @@ async def readyz(service: RouteServiceDep) -> dict[str, str]:
 async def metrics(service: RouteServiceDep) -> Response:
     """Prometheus metrics of this service."""
     return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
+def bind_http_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for uvicorn (``port`` 0 picks a free one; read it back after).
+
+    TCP_NODELAY is set on the listener so accepted connections inherit it: uvicorn writes a
+    response's headers and body separately, and on a pre-bound socket (unlike one uvicorn binds)
+    Nagle's algorithm then holds the body until the client's delayed ACK, 40 ms per keep-alive
+    request.
+    """
+    sock = socket.create_server((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def create_app(settings: ServiceSettings, route_service: RouteService) -> FastAPI:

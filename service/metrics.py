@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -24,7 +25,7 @@ class ServiceMetrics:
             "tierwise_decisions", "Routing decisions made.", ["transport", "tier"], registry=r
         )
         self.errors = Counter(
-            "tierwise_errors", "Requests that failed, by error code.", ["transport", "code"],
+            "tierwise_errors", "Route requests that failed, by error code.", ["transport", "code"],
             registry=r,
         )
         self.latency = Histogram(
@@ -44,6 +45,16 @@ class ServiceMetrics:
         self.reloads = Counter(
             "tierwise_reloads", "Bundle reloads, by outcome.", ["outcome"], registry=r
         )
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def observe_decision(self, transport: str, tier: str, seconds: float) -> None:
+        """Count one decision and its latency (label children cached: this is the hot path)."""
+        children = self._children.get((transport, tier))
+        if children is None:
+            children = (self.decisions.labels(transport, tier), self.latency.labels(transport))
+            self._children[(transport, tier)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def track_queue(self, depth: Callable[[], int]) -> None:
         """Read the queue depth from ``depth`` at scrape time."""

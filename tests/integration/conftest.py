@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 from collections.abc import Awaitable, Iterator
 from concurrent.futures import Future
@@ -25,7 +24,7 @@ from protos.tierwise.v1 import router_pb2_grpc
 from router_model.settings import ServiceSettings
 from service.core import RouteService
 from service.grpc_server import create_grpc_server
-from service.http_api import create_app
+from service.http_api import bind_http_socket, create_app
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "test-admin-key"
@@ -79,7 +78,7 @@ def run_service() -> Iterator[Any]:
             holder["stop"] = stop
             grpc_server, grpc_port = create_grpc_server(settings, service)
             await grpc_server.start()
-            sock = socket.create_server(("127.0.0.1", 0))
+            sock = bind_http_socket("127.0.0.1", 0)
             http = uvicorn.Server(uvicorn.Config(create_app(settings, service), log_config=None,
                                         access_log=False, lifespan="off"))
             task = asyncio.create_task(http.serve(sockets=[sock]))

@@ -25,10 +25,11 @@ def full_service(run_service: Any, full_bundle: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def cases(prompts: list[str]) -> list[schemas.RouteRequest]:
-    policies: list[dict[str, Any] | None] = [None, {"quality": 0.3}, {"quality": 0.9}]
+    # each case costs three encoder calls (~25-100 ms on CI's shared cores): a few suffice
+    policies: list[dict[str, Any] | None] = [None, {"quality": 0.9}]
     out = [
         schemas.RouteRequest.model_validate({"prompt": p, "policy": pol})
-        for p in prompts for pol in policies
+        for p in prompts[:3] for pol in policies
     ]
     out.append(schemas.RouteRequest.model_validate({"messages": [
         {"role": "system", "content": "You are a careful assistant."},

@@ -1,0 +1,349 @@
+"""Router latency and throughput on real MMLU prompts: floor, in-process, HTTP, gRPC, concurrency.
+
+Prints a table; not a test. ``python bench/bench_router.py [--model DIR] [--fast-model DIR]``.
+Every figure is measured in this run on this machine: compare them with each other, not with
+another run (shared machines vary up to 3x between runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from protos.tierwise.v1 import router_pb2 as pb  # noqa: E402
+from protos.tierwise.v1 import router_pb2_grpc  # noqa: E402
+from router_model.encoder import MAX_TOKENS, truncate_ids, word_piece_ids  # noqa: E402
+from router_model.features import featurize, hand_features  # noqa: E402
+from router_model.router import ComplexityRouter  # noqa: E402
+from router_model.settings import DATA_DIR, ServiceSettings  # noqa: E402
+from service.core import RouteInput, RouteService, load_router  # noqa: E402
+
+logger = logging.getLogger("bench")
+LISTENING = re.compile(r"(http|grpc) listening on ([\d.]+):(\d+)")
+ROWS: list[tuple[str, str, str]] = []
+
+
+def emit(name: str, value: str, note: str = "") -> None:
+    ROWS.append((name, value, note))
+    sys.stdout.write(f"  {name:<52} {value:>18}  {note}\n")
+    sys.stdout.flush()
+
+
+def pct(samples: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples), q))
+
+
+def timed(fn: Callable[[], Any], n: int) -> list[float]:
+    """Seconds per call of ``fn`` over ``n`` calls, after 5 warm-up calls."""
+    for _ in range(5):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def us(x: float) -> str:
+    return f"{x * 1e6:,.0f} us" if x < 1e-3 else f"{x * 1e3:,.2f} ms"
+
+
+# -- real prompts ---------------------------------------------------------------------------------
+
+
+def mmlu_prompts() -> list[str]:
+    out = []
+    for path in sorted((DATA_DIR / "sources" / "routellm" / "mmlu").glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as f:
+            out += [row["prompt"] for row in csv.DictReader(f)]
+    return out
+
+
+def prompt_sets(tokenizer: Any, per_set: int = 40) -> dict[int, list[str]]:
+    """Real MMLU prompts near 20 and 200 tokens; consecutive prompts joined to reach 2,000."""
+    prompts = mmlu_prompts()
+    counts = [len(ids) for ids in word_piece_ids(tokenizer, prompts)]
+    sets: dict[int, list[str]] = {}
+    for target in (20, 200):
+        near = sorted(range(len(prompts)), key=lambda i: abs(counts[i] - target))[:per_set]
+        sets[target] = [prompts[i] for i in near]
+    long, parts, total = [], [], 0
+    for prompt, count in zip(prompts, counts, strict=True):
+        parts.append(prompt)
+        total += count
+        if total >= 2000:
+            long.append("\n\n".join(parts))
+            parts, total = [], 0
+            if len(long) == per_set // 2:
+                break
+    sets[2000] = long
+    return sets
+
+
+# -- the floor: bare onnxruntime ----------------------------------------------------------------
+
+
+def floor_s(router: ComplexityRouter, prompts: list[str], n: int) -> list[float]:
+    """Encoder session + classifier session only, on pre-tokenised, pre-featurised inputs."""
+    encoder = router.featurizer.encoder
+    assert encoder is not None, "the floor needs a full-feature bundle"
+    tok = encoder.tokenizer
+    feeds = []
+    for ids in word_piece_ids(tok, prompts):
+        seq = np.array([[tok.cls_token_id, *truncate_ids(ids), tok.sep_token_id]], dtype=np.int64)
+        mask = np.ones_like(seq)
+        feeds.append({"input_ids": seq, "attention_mask": mask, "token_type_ids": 0 * mask})
+    rows = [featurize([p], router.featurizer).matrix for p in prompts]
+    i = iter(range(10**9))
+
+    def one() -> None:
+        k = next(i) % len(prompts)
+        encoder.session.run(None, feeds[k])
+        router.session.run(["probabilities"], {"features": rows[k]})
+
+    return timed(one, n)
+
+
+# -- in process -----------------------------------------------------------------------------------
+
+
+def in_process_s(service: RouteService, prompts: list[str], n: int) -> list[float]:
+    async def main() -> list[float]:
+        out = []
+        for k in range(n + 5):
+            t = time.perf_counter()
+            await service.route(RouteInput(prompt=prompts[k % len(prompts)]), transport="bench")
+            out.append(time.perf_counter() - t)
+        return out[5:]
+
+    return asyncio.run(main())
+
+
+def in_process_throughput(service: RouteService, prompts: list[str], clients: int,
+                          seconds: float) -> tuple[float, int]:
+    async def main() -> tuple[int, int]:
+        stop = time.perf_counter() + seconds
+        done = errors = 0
+
+        async def client(c: int) -> None:
+            nonlocal done, errors
+            k = c
+            while time.perf_counter() < stop:
+                try:
+                    await service.route(RouteInput(prompt=prompts[k % len(prompts)]),
+                                        transport="bench")
+                    done += 1
+                except Exception:  # counted and reported: the figure is "zero errors"
+                    errors += 1
+                k += clients
+
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        return done, errors
+
+    t = time.perf_counter()
+    done, errors = asyncio.run(main())
+    return done / (time.perf_counter() - t), errors
+
+
+def encoder_batch_throughput(router: ComplexityRouter, prompts: list[str], batch: int,
+                             seconds: float) -> float:
+    """Prompts per second of the encoder alone on batches of ``batch`` (tokenising included)."""
+    encoder = router.featurizer.encoder
+    assert encoder is not None
+    done, k, stop = 0, 0, time.perf_counter() + seconds
+    t = time.perf_counter()
+    while time.perf_counter() < stop:
+        encoder.encode([prompts[(k + j) % len(prompts)] for j in range(batch)])
+        done += batch
+        k += batch
+    return done / (time.perf_counter() - t)
+
+
+# -- over loopback --------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    http: str
+    grpc: str
+
+
+def start_server(bundle: Path) -> Server:
+    """``tierwise serve`` in its own process, as deployed (decision log on, at INFO)."""
+    env = {**os.environ, "TIERWISE_LOG_LEVEL": "INFO"}
+    cmd = [sys.executable, "-m", "router_model.cli", "serve", "--model", str(bundle),
+           "--http-port", "0", "--grpc-port", "0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    ports: dict[str, str] = {}
+    while len(ports) < 2:
+        line = proc.stderr.readline()
+        if not line:
+            raise RuntimeError("tierwise serve exited before listening")
+        if m := LISTENING.search(line):
+            ports[m.group(1)] = f"{m.group(2)}:{m.group(3)}"
+    stderr = proc.stderr
+    threading.Thread(target=lambda: [None for _ in stderr], daemon=True).start()
+    return Server(proc, f"http://{ports['http']}", ports["grpc"])
+
+
+Samples = tuple[list[float], list[float]]
+
+
+def transport_s(server: Server, prompts: list[str], n: int) -> dict[str, Samples]:
+    """Round trips and their part outside the core (round trip minus the core's latency_ms)."""
+    out: dict[str, Samples] = {}
+    with httpx.Client(base_url=server.http, timeout=30) as http:
+        rtt, added = [], []
+        for k in range(n + 5):
+            t = time.perf_counter()
+            body = http.post("/v1/route", json={"prompt": prompts[k % len(prompts)]}).json()
+            dt = time.perf_counter() - t
+            rtt.append(dt)
+            added.append(dt - body["latency_ms"] / 1000)
+        out["http"] = (rtt[5:], added[5:])
+    with grpc.insecure_channel(server.grpc) as channel:
+        stub = router_pb2_grpc.RouterStub(channel)
+        rtt, added = [], []
+        for k in range(n + 5):
+            t = time.perf_counter()
+            reply = stub.Route(pb.RouteRequest(prompt=prompts[k % len(prompts)]), timeout=30)
+            dt = time.perf_counter() - t
+            rtt.append(dt)
+            added.append(dt - reply.latency_ms / 1000)
+        out["grpc"] = (rtt[5:], added[5:])
+    return out
+
+
+def grpc_throughput(server: Server, prompts: list[str], clients: int,
+                    seconds: float) -> tuple[float, int]:
+    async def main() -> tuple[int, int]:
+        done = errors = 0
+        async with grpc.aio.insecure_channel(server.grpc) as channel:
+            stub = router_pb2_grpc.RouterStub(channel)
+            stop = time.perf_counter() + seconds
+
+            async def client(c: int) -> None:
+                nonlocal done, errors
+                k = c
+                while time.perf_counter() < stop:
+                    try:
+                        await stub.Route(pb.RouteRequest(prompt=prompts[k % len(prompts)]),
+                                         timeout=30)
+                        done += 1
+                    except grpc.RpcError:
+                        errors += 1
+                    k += clients
+
+            await asyncio.gather(*(client(c) for c in range(clients)))
+        return done, errors
+
+    t = time.perf_counter()
+    done, errors = asyncio.run(main())
+    return done / (time.perf_counter() - t), errors
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def latency_section(service: RouteService, router: ComplexityRouter,
+                    sets: dict[int, list[str]], n: int) -> dict[int, float]:
+    inproc_p50 = {}
+    for size, prompts in sets.items():
+        count = max(n // (10 if size == 2000 else 1), 30)
+        floor = floor_s(router, prompts, count)
+        inproc = in_process_s(service, prompts, count)
+        hand = timed(lambda p=prompts[0], s=size: hand_features(p, s), max(count // 5, 10))
+        ratio = pct(inproc, 50) / pct(floor, 50)
+        emit(f"{size:>5}-token floor p50 (encoder+classifier ORT)", us(pct(floor, 50)))
+        emit(f"{size:>5}-token in-process p50 / p99", f"{us(pct(inproc, 50))} / "
+             f"{us(pct(inproc, 99))}", f"{ratio:.2f}x floor (target <= 1.5x)")
+        emit(f"{size:>5}-token   of which hand features p50", us(pct(hand, 50)),
+             "pure-Python regex pass over the whole prompt")
+        inproc_p50[size] = pct(inproc, 50)
+    return inproc_p50
+
+
+def fast_section(fast: Path, prompts: list[str], n: int) -> None:
+    service = RouteService.from_path(ServiceSettings(), fast)
+    router = ComplexityRouter.from_artifact(fast)
+    served = in_process_s(service, prompts, n * 3)
+    ticks = iter(range(10**9))
+    raw = timed(lambda: router.route(prompts[next(ticks) % len(prompts)]), n * 3)
+    emit("   20-token fast bundle in-process p50", us(pct(served, 50)), "target < 100 us")
+    emit("   20-token fast bundle ComplexityRouter.route p50", us(pct(raw, 50)),
+         "the router alone, no service")
+
+
+def transport_section(server: Server, prompts: list[str], n: int, inproc_p50: float) -> None:
+    for name, (rtt, added) in transport_s(server, prompts, n).items():
+        emit(f"   20-token {name} round trip p50 / p99", f"{us(pct(rtt, 50))} / "
+             f"{us(pct(rtt, 99))}")
+        emit(f"   20-token {name} added over in-process p50", us(pct(added, 50)),
+             f"rtt - core latency_ms; rtt - in-process p50 = {us(pct(rtt, 50) - inproc_p50)}"
+             " (target <= 1 ms)")
+
+
+def throughput_section(service: RouteService, router: ComplexityRouter, server: Server,
+                       prompts: list[str], clients: int, seconds: float) -> None:
+    raw = encoder_batch_throughput(router, prompts, clients, seconds / 2)
+    emit(f"  200-token encoder alone, batches of {clients}", f"{raw:,.1f} /s", "the ceiling")
+    rate, errors = in_process_throughput(service, prompts, clients, seconds)
+    emit(f"  200-token in-process, {clients} concurrent, {seconds:.0f} s", f"{rate:,.1f} /s",
+         f"{rate / raw:.0%} of encoder (target >= 80%), {errors} errors")
+    rate, errors = grpc_throughput(server, prompts, clients, seconds)
+    emit(f"  200-token gRPC clients, {clients} concurrent, {seconds:.0f} s", f"{rate:,.1f} /s",
+         f"{rate / raw:.0%} of encoder, {errors} errors (clients share the cores)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every measurement once and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, default=DATA_DIR / "models" / "routellm")
+    parser.add_argument("--fast-model", type=Path, default=DATA_DIR / "models" / "routellm_fast")
+    parser.add_argument("-n", type=int, default=200, help="samples per latency figure")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    router = load_router(args.model)
+    service = RouteService(ServiceSettings(), router)
+    sets = prompt_sets(router.featurizer.tokenizer)
+    sys.stdout.write(f"tierwise router bench: {router.model_version} "
+                     f"(encoder truncates to {MAX_TOKENS} tokens), {os.cpu_count()} CPUs\n")
+    inproc = latency_section(service, router, sets, args.n)
+    fast_section(args.fast_model, sets[20], args.n)
+    server = start_server(args.model)
+    try:
+        transport_section(server, sets[20], args.n, inproc[20])
+        throughput_section(service, router, server, sets[200], args.clients, args.seconds)
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
