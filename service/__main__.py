@@ -56,8 +56,13 @@ def resolve_model(ref: str, tracking_uri: str) -> Path:
     return path
 
 
-async def serve(settings: ServiceSettings, route_service: RouteService) -> None:
-    """Serve HTTP and gRPC until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve(
+    settings: ServiceSettings, route_service: RouteService, watch: Path | None = None
+) -> None:
+    """Serve HTTP and gRPC until SIGTERM or SIGINT, then shut down gracefully.
+
+    With ``watch`` and ``settings.watch_interval_s`` set, the bundle there is reloaded on change.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,13 +81,18 @@ async def serve(settings: ServiceSettings, route_service: RouteService) -> None:
         await asyncio.sleep(0.01)
     logger.info("http listening on %s:%d", settings.host, sock.getsockname()[1])
     stopping = asyncio.create_task(stop.wait())
+    watcher = None
+    if watch is not None and settings.watch_interval_s > 0:
+        watcher = asyncio.create_task(route_service.watch(watch, settings.watch_interval_s))
     await asyncio.wait({stopping, http_task}, return_when=asyncio.FIRST_COMPLETED)
     logger.info("shutting down: health NOT_SERVING, gRPC grace %.1fs", settings.grace_seconds)
     await route_service.drain()
     await grpc_server.stop(settings.grace_seconds)
     http.should_exit = True
-    stopping.cancel()
-    await asyncio.gather(http_task, stopping, return_exceptions=True)
+    helpers = [t for t in (stopping, watcher) if t is not None]
+    for task in helpers:
+        task.cancel()
+    await asyncio.gather(http_task, *helpers, return_exceptions=True)
     await route_service.aclose()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
@@ -118,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("cannot serve %s: %s", ref, exc)
         return 1
     logger.info("serving %s from %s", route_service.manifest.model_version, path)
-    asyncio.run(serve(service_settings, route_service))
+    # a bundle materialised from the registry is a private copy: only watch a path given as such
+    watch = path if not ref.startswith(REGISTRY_SCHEME) else None
+    asyncio.run(serve(service_settings, route_service, watch))
     return 0
 
 

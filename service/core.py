@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from router_model.artifact import Manifest, read_bundle
+from router_model.artifact import MANIFEST_FILE, Manifest, read_bundle
 from router_model.encoder import EncoderConfig, SentenceEncoder
 from router_model.errors import (
     ArtifactMismatch,
@@ -96,6 +96,14 @@ def load_router(
     except InvalidData as exc:
         raise ArtifactMismatch(f"{path}: {exc}") from exc
     return router
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class RouteService:
@@ -214,6 +222,25 @@ class RouteService:
         previous = old.router.model_version if old is not None else None
         logger.info("serving %s (was %s) from %s", router.model_version, previous, path)
         return previous
+
+    async def watch(self, path: Path, interval_s: float) -> None:
+        """Reload ``path`` whenever its manifest.json changes (runs until cancelled).
+
+        A refused bundle is logged and the served one kept; the next change is tried again.
+        """
+        manifest = path / MANIFEST_FILE
+        seen = _stamp(manifest)
+        while True:
+            await asyncio.sleep(interval_s)
+            stamp = _stamp(manifest)
+            if stamp is None or stamp == seen:
+                continue  # unchanged, or mid-replacement (write_bundle renames directories)
+            seen = stamp
+            try:
+                await self.reload(path)
+            except ArtifactMismatch as exc:
+                logger.warning("changed bundle at %s refused, still serving the old one: %s",
+                               path, exc)
 
     def add_readiness_listener(self, listener: ReadinessListener) -> None:
         """Call ``await listener(ready)`` whenever readiness changes (health checking)."""

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -143,3 +144,5 @@ def test_health_not_serving_after_drain(run_service: Any, fast_bundle: Any) -> N
         assert health.Check(request, timeout=5).status == (
             health_pb2.HealthCheckResponse.NOT_SERVING
         )
+    ready = httpx.get(f"{st.http_url}/readyz")
+    assert ready.status_code == 503 and ready.json()["code"] == "model_not_ready"

@@ -162,6 +162,12 @@ def test_bad_input_is_a_problem_and_the_service_keeps_serving(
     assert_still_serves(http)
 
 
+def test_lone_surrogate_escape_is_scored(http: httpx.Client) -> None:
+    # valid JSON, not encodable as UTF-8: the tokenizer and the log digest must both cope
+    body = b'{"prompt": "Is caf\\ud800 a word?"}'
+    assert http.post("/v1/route", content=body, headers=JSON).status_code == 200
+
+
 def test_oversize_bodies_get_413(http: httpx.Client) -> None:
     big = json.dumps({"prompt": "word " * (LIMITS.max_body_bytes // 5 + 10)}).encode()
     assert_problem(http.post("/v1/route", content=big, headers=JSON), 413, "prompt_too_large")

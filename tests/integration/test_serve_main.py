@@ -20,7 +20,9 @@ import pytest
 
 from protos.tierwise.v1 import router_pb2 as pb
 from protos.tierwise.v1 import router_pb2_grpc
-from service.__main__ import main
+from router_model.settings import ServiceSettings
+from service.__main__ import main, resolve_model
+from service.core import RouteService
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"(http|grpc) listening on ([\d.]+):(\d+)")
@@ -86,3 +88,16 @@ def test_main_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--http-port", "nope"])
     assert "--http-port" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_registry_uri_is_materialised_then_served(fast_bundle: Path, tmp_path: Path) -> None:
+    registry = pytest.importorskip("training.registry")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    registry.log_and_register(uri, name="tiny", bundle_dir=fast_bundle, params={}, metrics={},
+                              alias="champion")
+    path = resolve_model("models:/tiny@champion", uri)
+    assert path != fast_bundle and (path / "manifest.json").exists()
+    served = RouteService.from_path(ServiceSettings(), path).manifest
+    assert served.onnx_sha256 == json.loads(
+        (fast_bundle / "manifest.json").read_text("utf-8"))["onnx_sha256"]

@@ -135,3 +135,37 @@ def test_reload_swaps_or_keeps_the_old_bundle(fast_bundle: Path, tmp_path: Path)
     (copy / "manifest.json").write_text(json.dumps({**manifest, "name": "v2"}), "utf-8")
     assert run(service, service.reload(copy)) == old
     assert service.manifest.model_version.startswith("v2:")
+
+
+def test_watch_reloads_a_changed_bundle_and_survives_a_bad_one(
+    fast_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = shutil.copytree(fast_bundle, tmp_path / "watched")
+    service = RouteService.from_path(ServiceSettings(), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text("utf-8"))
+
+    def reloads(outcome: str) -> float:
+        value = service.metrics.registry.get_sample_value(
+            "tierwise_reloads_total", {"outcome": outcome})
+        return value or 0.0
+
+    async def wait_for(outcome: str) -> str:
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if reloads(outcome):
+                break
+        return service.manifest.model_version
+
+    async def main() -> tuple[str, str]:
+        watcher = asyncio.create_task(service.watch(bundle, 0.01))
+        await asyncio.sleep(0.05)
+        (bundle / "manifest.json").write_text(json.dumps({**manifest, "name": "bad",
+                                                          "feature_version": 999}), "utf-8")
+        bad = await wait_for("refused")
+        (bundle / "manifest.json").write_text(json.dumps({**manifest, "name": "v3"}), "utf-8")
+        good = await wait_for("ok")
+        watcher.cancel()
+        return bad, good
+
+    bad, good = run(service, main())
+    assert bad.startswith(manifest["name"] + ":") and good.startswith("v3:")
