@@ -221,6 +221,8 @@ class RouteService:
         self.metrics.set_model(router.model_version, router.manifest.feature_version)
         previous = old.router.model_version if old is not None else None
         logger.info("serving %s (was %s) from %s", router.model_version, previous, path)
+        if old is None and not self._draining:
+            await self._notify(True)
         return previous
 
     async def watch(self, path: Path, interval_s: float) -> None:
@@ -249,8 +251,11 @@ class RouteService:
     async def drain(self) -> None:
         """Report not-ready (health NOT_SERVING) ahead of shutdown; requests are still served."""
         self._draining = True
+        await self._notify(False)
+
+    async def _notify(self, ready: bool) -> None:
         for listener in self._listeners:
-            await listener(False)
+            await listener(ready)
 
     async def aclose(self) -> None:
         """Stop batching; queued requests fail with ``ModelNotReady``."""

@@ -182,7 +182,7 @@ def _count_rejected(app: Any, code: str) -> None:
 
 async def _router_error(request: Request, exc: Exception) -> Response:
     if spec_for(exc).http_status >= 500 and not isinstance(exc, ModelNotReady):
-        logger.error("%s failed: %s", request.url.path, exc)
+        logger.warning("%s failed: %s", request.url.path, exc)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
     return _problem(problem_for(exc, request.url.path), headers)
 

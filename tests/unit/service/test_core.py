@@ -169,3 +169,20 @@ def test_watch_reloads_a_changed_bundle_and_survives_a_bad_one(
 
     bad, good = run(service, main())
     assert bad.startswith(manifest["name"] + ":") and good.startswith("v3:")
+
+
+def test_loading_a_first_bundle_makes_the_service_ready(fast_bundle: Path) -> None:
+    service = RouteService(ServiceSettings())
+    seen: list[bool] = []
+
+    async def listener(ready: bool) -> None:
+        seen.append(ready)
+
+    service.add_readiness_listener(listener)
+
+    async def main() -> None:
+        await service.reload(fast_bundle)
+        await service.drain()
+
+    run(service, main())
+    assert seen == [True, False] and service.draining and not service.ready
