@@ -41,6 +41,8 @@ async def serve(server: uvicorn.Server, sock: socket.socket) -> bool:
         loop.add_signal_handler(sig, stop)
     try:
         await server.serve(sockets=[sock])
+    except SystemExit:  # uvicorn exits this way when the lifespan start-up failed
+        return False
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
