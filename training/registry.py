@@ -10,6 +10,7 @@ uses aliases (``challenger``, ``champion``), never stages.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ def _mlflow(tracking_uri: str) -> Any:
 def _flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in metrics.items():
-        name = f"{prefix}{key}".replace("@", "_at_")
+        # MLflow accepts alphanumerics, _ - . space : / in metric names
+        name = re.sub(r"[^A-Za-z0-9_\-. :/]", "_", f"{prefix}{key}")
         if isinstance(value, bool) or value is None:
             continue
         if isinstance(value, int | float):
