@@ -131,6 +131,8 @@ def start_server(app: Any, *, lifespan: str = "off") -> ServerThread:
         RuntimeError: when the app does not start (for example its lifespan hook raised).
     """
     sock = socket.create_server(("127.0.0.1", 0))
+    # accepted sockets inherit it; without it Nagle + delayed ACK add ~40 ms per keep-alive call
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -84,8 +84,15 @@ class Gateway:
     config: GatewayConfig
     app: Any
 
+    clients: dict[str, openai.OpenAI] = field(default_factory=dict)
+
     def client(self, key: str = CLIENT_KEY) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=20)
+        """An OpenAI SDK client of this gateway (one per key: building one takes ~70 ms)."""
+        if key not in self.clients:
+            self.clients[key] = openai.OpenAI(
+                base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=20
+            )
+        return self.clients[key]
 
     def http(self, key: str | None = CLIENT_KEY) -> httpx.Client:
         headers = {"authorization": f"Bearer {key}"} if key else {}
@@ -115,6 +122,7 @@ def make_gateway_fixture(
 ) -> Iterator[Any]:
     """A factory: ``make_gateway(bundle=Path | None, **config_overrides)`` -> ``Gateway``."""
     started: list[ServerThread] = []
+    gateways: list[Gateway] = []
     upstreams.reset()
 
     def make(bundle: Path | None = None, **overrides: Any) -> Gateway:
@@ -123,9 +131,13 @@ def make_gateway_fixture(
             doc.setdefault("router", {})["bundle"] = str(bundle)
         gateway, st = start_gateway(doc)
         started.append(st)
+        gateways.append(gateway)
         return gateway
 
     yield make
+    for gateway in gateways:
+        for c in gateway.clients.values():
+            c.close()
     for st in started:
         st.stop()
     upstreams.reset()
