@@ -68,6 +68,7 @@ class MicroBatcher(Generic[T, R]):
         self._worker: asyncio.Task[None] | None = None
         self._busy = False
         self._last_size = 0
+        self._last_end = 0.0
 
     @property
     def depth(self) -> int:
@@ -144,11 +145,14 @@ class MicroBatcher(Generic[T, R]):
             finally:
                 self._busy = False
             self._last_size = len(jobs)
+            self._last_end = loop.time()
             for job, result in zip(jobs, results, strict=True):
                 _settle(job.future, result)
 
     async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
-        deadline = self._queue[0].enqueued + self._config.max_wait_s
+        # counted from the later of the oldest item's arrival and the end of the last batch, so
+        # that the clients that batch just answered can send their next request into this one
+        deadline = max(self._queue[0].enqueued, self._last_end) + self._config.max_wait_s
         while len(self._queue) < self._config.max_size:
             remaining = deadline - loop.time()
             if remaining <= 0:
