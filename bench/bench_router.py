@@ -16,7 +16,7 @@ import re
 import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -195,27 +195,29 @@ def encoder_batch_throughput(router: ComplexityRouter, prompts: list[str], batch
 
 @dataclass
 class Server:
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     http: str
     grpc: str
 
 
-def start_server(bundle: Path) -> Server:
-    """``tierwise serve`` in its own process, as deployed (decision log on, at INFO)."""
+def start_server(bundle: Path, log: Path) -> Server:
+    """``tierwise serve`` in its own process, as deployed (decision log on, at INFO).
+
+    Its log goes to a file: a pipe read by this (busy) process would block the server's writes.
+    """
     env = {**os.environ, "TIERWISE_LOG_LEVEL": "INFO"}
     cmd = [sys.executable, "-m", "router_model.cli", "serve", "--model", str(bundle),
            "--http-port", "0", "--grpc-port", "0"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=sink)
     ports: dict[str, str] = {}
+    deadline = time.monotonic() + 120
     while len(ports) < 2:
-        line = proc.stderr.readline()
-        if not line:
-            raise RuntimeError("tierwise serve exited before listening")
-        if m := LISTENING.search(line):
-            ports[m.group(1)] = f"{m.group(2)}:{m.group(3)}"
-    stderr = proc.stderr
-    threading.Thread(target=lambda: [None for _ in stderr], daemon=True).start()
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"tierwise serve did not start; see {log}")
+        ports = {m.group(1): f"{m.group(2)}:{m.group(3)}"
+                 for m in LISTENING.finditer(log.read_text("utf-8", "replace"))}
+        time.sleep(0.05)
     return Server(proc, f"http://{ports['http']}", ports["grpc"])
 
 
@@ -354,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{MAX_TOKENS} tokens), {os.cpu_count()} CPUs, load average {load}\n")
     latency_section(service, router, sets, args.n)
     fast_section(args.fast_model, sets[20], args.n)
-    server = start_server(args.model)
+    log = Path(tempfile.mkdtemp(prefix="tierwise-bench-")) / "serve.log"
+    server = start_server(args.model, log)
     try:
         transport_section(server, sets[20], args.n)
         throughput_section(service, router, server, sets[200], args.clients, args.seconds)
