@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RECORD_SCHEMA_VERSION = 1
 
@@ -72,6 +72,12 @@ class TrafficRecord(BaseModel):
     features: list[float] = Field(default_factory=list)
     prompt_sha256: str = ""
     prompt: str | None = None
+
+    @field_validator("features")
+    @classmethod
+    def _float32(cls, value: list[float]) -> list[float]:
+        # the vector is float32 (what the classifier scored): hold exactly those values
+        return [float(x) for x in np.asarray(value, dtype=np.float32)]
 
     @property
     def savings_usd(self) -> float:

@@ -143,7 +143,7 @@ def make_gateway_fixture(
     upstreams.reset()
 
 
-@pytest.fixture(name="postgres_url", scope="session")
+@pytest.fixture(name="postgres_url")
 def postgres_url_fixture() -> Iterator[str]:
     """A fresh PostgreSQL database on the server named by TIERWISE_TEST_POSTGRES_URL (CI sets it).
 
@@ -162,3 +162,9 @@ def postgres_url_fixture() -> Iterator[str]:
     yield url
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(name="child_env")
+def child_env_fixture() -> dict[str, str]:
+    """This process's environment, for subprocesses (tests read the environment only here)."""
+    return dict(os.environ)
