@@ -19,10 +19,11 @@ def all_subclasses(cls: type[RouterError]) -> set[type[RouterError]]:
 
 
 def test_every_error_has_its_own_entry() -> None:
-    # import the modules that define errors so that __subclasses__ sees them all
-    assert domain and service_errors
-    known = {c for c in all_subclasses(RouterError) if c.__module__.startswith(
-        ("router_model.", "service."))}
+    # the errors the route transports can meet: the domain's and this table's own (the gateway's
+    # errors travel in the OpenAI envelope and are mapped there)
+    modules = {domain.__name__, service_errors.__name__}
+    known = {c for c in all_subclasses(RouterError) if c.__module__ in modules}
+    assert len(known) >= 10
     assert known <= ERROR_MAP.keys()
     assert RouterError in ERROR_MAP
     codes = [c.code for c in ERROR_MAP]
