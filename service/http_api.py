@@ -176,8 +176,9 @@ def _problem(doc: dict[str, Any], headers: dict[str, str] | None = None) -> Resp
 
 def _count_rejected(app: Any, code: str) -> None:
     # requests refused before they reach the core (which counts its own errors)
-    service: RouteService = app.state.route_service
-    service.metrics.errors.labels("http", code).inc()
+    service: RouteService | None = getattr(app.state, "route_service", None)
+    if service is not None:
+        service.metrics.errors.labels("http", code).inc()
 
 
 async def _router_error(request: Request, exc: Exception) -> Response:
