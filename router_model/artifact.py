@@ -119,6 +119,7 @@ def write_bundle(path: Path, manifest: Manifest, onnx_bytes: bytes) -> Path:
         raise ArtifactMismatch("manifest onnx_sha256 does not match the model bytes")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; a bundle is read by whichever user serves it
     try:
         (tmp / MODEL_FILE).write_bytes(onnx_bytes)
         (tmp / MANIFEST_FILE).write_text(

@@ -32,7 +32,7 @@ class Recipe:
     tiers_file: str
     data_files: tuple[str, ...]
     feature_set: FeatureSet = "full"
-    candidates: tuple[str, ...] = ("logreg", "gbt", "mlp", "knn")
+    candidates: tuple[str, ...] = ("gbt_pca", "logreg", "gbt", "mlp", "knn")
     tolerance: float = 0.0
     #: groups held out for the unseen-domain report; empty → a seeded 20% of groups
     unseen_groups: tuple[str, ...] = ()

@@ -1,0 +1,273 @@
+"""Candidate classifiers for the cheapest-adequate tier, and fitting one of them.
+
+Every candidate is a stock scikit-learn estimator or pipeline that ``training.export`` turns into
+ONNX. Tiers are labels ``0..k-1`` (cheapest first); a fitted estimator may know only the classes
+present in its training rows, so ``predict_proba_full`` always returns ``k`` columns.
+
+Sample weights (retraining on traffic passes them) reach every pipeline step whose ``fit``
+accepts ``sample_weight``: all candidates except ``knn``, which ignores them with a warning.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
+
+from router_model.encoder import EMBEDDING_DIM
+from router_model.features import HAND_FEATURE_NAMES
+
+logger = logging.getLogger(__name__)
+
+#: Principal components of the sentence embedding that ``gbt_pca`` feeds its trees.
+EMBED_COMPONENTS = 32
+
+#: A fitted scikit-learn classifier (``classes_``, ``predict_proba``); sklearn ships no types.
+Estimator: TypeAlias = Any
+
+#: Dimensions kNN compares in (PCA inside the pipeline) and the most reference rows it keeps:
+#: the ONNX graph embeds the reference set, 20,000 x 32 float32 = 2.5 MB.
+KNN_COMPONENTS = 32
+KNN_MAX_REFERENCE = 20_000
+KNN_NEIGHBORS = 25
+
+
+def _logreg(seed: int) -> Estimator:
+    # C=0.1 on standardised inputs: ~400 correlated columns (an embedding) over-fit at C=1,
+    # and stronger penalties flatten the probabilities the policy thresholds.
+    return make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=0.1, max_iter=2000, random_state=seed),
+    )
+
+
+def _gbt(seed: int) -> Estimator:
+    # HistGradientBoosting bins features, so it fits 20k x 400 in seconds where
+    # GradientBoostingClassifier takes minutes; export.py repairs its ONNX converter. Capped at
+    # 100 rounds of 15-leaf trees, each split drawn from half the columns (faster, and less prone
+    # to chase one of ~400 correlated embedding dimensions); early stopping usually ends sooner.
+    return HistGradientBoostingClassifier(
+        learning_rate=0.15,
+        max_iter=100,
+        max_leaf_nodes=15,
+        min_samples_leaf=40,
+        max_features=0.5,
+        l2_regularization=1.0,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        random_state=seed,
+    )
+
+
+def _gbt_pca(seed: int) -> Estimator:
+    # Trees on the hand-made columns as they are plus the embedding's first EMBED_COMPONENTS
+    # principal components: on 400 raw columns the trees split on single embedding dimensions that
+    # encode topic, which does not carry over to unseen domains (held-out MMLU domains: APGR 0.63
+    # against 0.58 for the same trees on all columns, in a prototype on the shipped data).
+    n_hand = len(HAND_FEATURE_NAMES)
+    columns = ColumnTransformer(
+        [
+            ("hand", "passthrough", list(range(n_hand))),
+            (
+                "emb",
+                PCA(n_components=EMBED_COMPONENTS, random_state=seed),
+                list(range(n_hand, n_hand + EMBEDDING_DIM)),
+            ),
+        ]
+    )
+    trees = HistGradientBoostingClassifier(
+        learning_rate=0.05,
+        max_iter=200,
+        max_leaf_nodes=15,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        random_state=seed,
+    )
+    return make_pipeline(columns, trees)
+
+
+def _mlp(seed: int) -> Estimator:
+    return make_pipeline(
+        StandardScaler(),
+        MLPClassifier(
+            hidden_layer_sizes=(64,),
+            alpha=1e-3,
+            learning_rate_init=1e-3,
+            max_iter=200,
+            early_stopping=True,
+            validation_fraction=0.1,
+            n_iter_no_change=10,
+            random_state=seed,
+        ),
+    )
+
+
+def _knn(seed: int) -> Estimator:
+    # Standardise, project to KNN_COMPONENTS dims, L2-normalise: Euclidean distance on unit rows
+    # ranks like cosine similarity, and the exported graph stays a few MB. Uniform weights:
+    # distance weights divide by zero on duplicate prompts, which ONNX does not reproduce.
+    return make_pipeline(
+        StandardScaler(),
+        PCA(n_components=KNN_COMPONENTS, random_state=seed),
+        Normalizer(),
+        KNeighborsClassifier(n_neighbors=KNN_NEIGHBORS),
+    )
+
+
+#: Candidate name -> factory of an unfitted estimator from a seed. ``hand_logreg`` is ``logreg``;
+#: the caller passes only the hand-made feature columns.
+CANDIDATES: Mapping[str, Callable[[int], Estimator]] = MappingProxyType(
+    {
+        "logreg": _logreg,
+        "gbt": _gbt,
+        "gbt_pca": _gbt_pca,
+        "mlp": _mlp,
+        "knn": _knn,
+        "hand_logreg": _logreg,
+    }
+)
+
+
+def _steps(est: Estimator) -> list[tuple[str, Estimator]]:
+    if isinstance(est, Pipeline):
+        return list(est.steps)
+    return [("", est)]
+
+
+def _accepts_weight(step: Estimator) -> bool:
+    return "sample_weight" in inspect.signature(step.fit).parameters
+
+
+def _weight_params(name: str, est: Estimator, weight: NDArray[Any] | None) -> dict[str, Any]:
+    """``fit`` keyword arguments routing ``weight`` to every step that accepts it."""
+    if weight is None:
+        return {}
+    steps = _steps(est)
+    if not _accepts_weight(steps[-1][1]):
+        logger.warning("candidate %s ignores sample weights (its estimator takes none)", name)
+        return {}
+    return {
+        (f"{step_name}__sample_weight" if step_name else "sample_weight"): weight
+        for step_name, step in steps
+        if _accepts_weight(step)
+    }
+
+
+def _adapt_to_data(name: str, est: Estimator, y: NDArray[np.int64], n_features: int) -> None:
+    """Shrink settings that small or skewed training sets cannot satisfy."""
+    min_count = int(np.bincount(y)[np.unique(y)].min())
+    for _, step in _steps(est):
+        params = step.get_params(deep=False)
+        # early stopping holds out a stratified split: a class with one row cannot be split
+        if params.get("early_stopping") is True and min_count < 2:
+            logger.info("candidate %s: a class has one row; early stopping off", name)
+            step.set_params(early_stopping=False)
+        if isinstance(step, PCA):
+            step.set_params(n_components=min(KNN_COMPONENTS, n_features, len(y)))
+        if isinstance(step, KNeighborsClassifier):
+            step.set_params(n_neighbors=min(KNN_NEIGHBORS, len(y)))
+
+
+def _reference_rows(n: int, seed: int) -> NDArray[np.int64]:
+    """At most ``KNN_MAX_REFERENCE`` row indices, a seeded uniform sample when there are more."""
+    if n <= KNN_MAX_REFERENCE:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=KNN_MAX_REFERENCE, replace=False)).astype(np.int64)
+
+
+def _fit_logging_convergence(
+    name: str,
+    est: Estimator,
+    X: NDArray[np.float32],
+    y: NDArray[np.int64],
+    params: dict[str, Any],
+) -> None:
+    """Fit ``est``, turning scikit-learn's ConvergenceWarning into a log record.
+
+    A model that stopped at its iteration cap is still a usable candidate (selection judges it
+    on held-out rows); the training log is where that fact belongs. Other warnings pass through.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        est.fit(X, y, **params)
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            logger.warning("candidate %s did not converge: %s", name, w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def fit_candidate(
+    name: str,
+    X: NDArray[np.float32],
+    y: NDArray[np.int64],
+    *,
+    n_classes: int,
+    seed: int,
+    sample_weight: NDArray[np.floating[Any]] | None = None,
+) -> Estimator:
+    """Fit candidate ``name`` on ``X``/``y`` (labels in ``[0, n_classes)``) and return it.
+
+    ``knn`` keeps a seeded sample of at most ``KNN_MAX_REFERENCE`` rows and ignores weights.
+
+    Raises:
+        KeyError: ``name`` is not in ``CANDIDATES``.
+        ValueError: shapes disagree, a label is outside ``[0, n_classes)``, or ``y`` holds
+            fewer than two classes.
+    """
+    if name not in CANDIDATES:
+        raise KeyError(f"unknown candidate {name!r}; expected one of {sorted(CANDIDATES)}")
+    y = np.asarray(y, dtype=np.int64)
+    if X.ndim != 2 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"X {X.shape} and y {y.shape} disagree")
+    if sample_weight is not None and sample_weight.shape != y.shape:
+        raise ValueError(f"sample_weight {sample_weight.shape} and y {y.shape} disagree")
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes}), got [{y.min()}, {y.max()}]")
+    if np.unique(y).size < 2:
+        raise ValueError(f"candidate {name} needs at least two classes, got {np.unique(y)}")
+    est = CANDIDATES[name](seed)
+    if name == "knn":
+        rows = _reference_rows(len(y), seed)
+        X, y = X[rows], y[rows]
+        sample_weight = None if sample_weight is None else sample_weight[rows]
+    _adapt_to_data(name, est, y, X.shape[1])
+    _fit_logging_convergence(name, est, X, y, _weight_params(name, est, sample_weight))
+    absent = sorted(set(range(n_classes)) - {int(c) for c in est.classes_})
+    if absent:
+        logger.warning("candidate %s saw no rows of classes %s; they score 0", name, absent)
+    return est
+
+
+def predict_proba_full(
+    est: Estimator, X: NDArray[np.float32], n_classes: int
+) -> NDArray[np.float64]:
+    """``(n, n_classes)`` probabilities in class order ``0..n_classes-1``; unseen classes are 0.
+
+    Raises:
+        ValueError: the estimator knows a class outside ``[0, n_classes)``.
+    """
+    classes = np.asarray(est.classes_, dtype=np.int64)
+    if classes.size and (classes.min() < 0 or classes.max() >= n_classes):
+        raise ValueError(f"estimator classes {classes.tolist()} exceed {n_classes} classes")
+    proba = np.asarray(est.predict_proba(X), dtype=np.float64)
+    out = np.zeros((proba.shape[0], n_classes), dtype=np.float64)
+    out[:, classes] = proba
+    return out
