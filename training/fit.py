@@ -47,13 +47,23 @@ KNN_MAX_REFERENCE = 20_000
 KNN_NEIGHBORS = 25
 
 
-def _logreg(seed: int) -> Estimator:
-    # C=0.1 on standardised inputs: ~400 correlated columns (an embedding) over-fit at C=1,
-    # and stronger penalties flatten the probabilities the policy thresholds.
+def _scaled_logreg(C: float, seed: int) -> Estimator:
     return make_pipeline(
         StandardScaler(),
-        LogisticRegression(C=0.1, max_iter=2000, random_state=seed),
+        LogisticRegression(C=C, max_iter=2000, random_state=seed),
     )
+
+
+def _logreg(seed: int) -> Estimator:
+    # The penalty grows with the width: on the shipped routellm and mmlu_pro data (hand + 384
+    # embedding columns, standardised) held-out log-loss and AUC improved steadily from C=1 down
+    # to C~1e-4..3e-4, on random and on held-out-domain splits; the signal is weak and wide.
+    return _scaled_logreg(3e-4, seed)
+
+
+def _hand_logreg(seed: int) -> Estimator:
+    # On the ~33 hand-made columns alone the same sweep is flat from C=0.01 to 1 and worse at 1e-4.
+    return _scaled_logreg(0.1, seed)
 
 
 def _gbt(seed: int) -> Estimator:
@@ -130,8 +140,8 @@ def _knn(seed: int) -> Estimator:
     )
 
 
-#: Candidate name -> factory of an unfitted estimator from a seed. ``hand_logreg`` is ``logreg``;
-#: the caller passes only the hand-made feature columns.
+#: Candidate name -> factory of an unfitted estimator from a seed. ``hand_logreg`` is ``logreg``
+#: with the penalty for ~33 columns; the caller passes only the hand-made feature columns.
 CANDIDATES: Mapping[str, Callable[[int], Estimator]] = MappingProxyType(
     {
         "logreg": _logreg,
@@ -139,7 +149,7 @@ CANDIDATES: Mapping[str, Callable[[int], Estimator]] = MappingProxyType(
         "gbt_pca": _gbt_pca,
         "mlp": _mlp,
         "knn": _knn,
-        "hand_logreg": _logreg,
+        "hand_logreg": _hand_logreg,
     }
 )
 
