@@ -1,4 +1,4 @@
-"""Time training the shipped bundles: features (cold and warm embedding cache), fit, calibrate, export.
+"""Time training the shipped bundles: features (cold/warm embedding cache), fit, export.
 
 Prints one row per recipe. Cold = embeddings computed by the encoder (an empty cache in a temp
 dir); warm = the cache filled by the cold pass. Evaluation protocols and candidate comparison are
@@ -51,8 +51,11 @@ def main() -> int:
     out.write(f"{'recipe':<15}{'rows':>7}{'cache':>7}{'features s':>12}{'fit+export s':>14}\n")
     totals = {"warm": 0.0, "cold": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
-        modes = [("cold", Path(tmp)), ("warm", Path(tmp))] if args.cold else [
-            ("warm", settings.training.cache_dir)]
+        modes = (
+            [("cold", Path(tmp)), ("warm", Path(tmp))]
+            if args.cold
+            else [("warm", settings.training.cache_dir)]
+        )
         for mode, cache in modes:
             for name in SHIPPED:
                 feat_s, fit_s, n = _time_recipe(name, cache)

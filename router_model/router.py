@@ -1,4 +1,4 @@
-"""``ComplexityRouter``: a loaded bundle that turns prompts into tier probabilities and decisions."""
+"""``ComplexityRouter``: a loaded bundle turning prompts into tier probabilities and decisions."""
 
 from __future__ import annotations
 
@@ -113,7 +113,11 @@ class ComplexityRouter:
         ]
 
     def _decide(
-        self, proba: NDArray[np.float64], n_tokens: int, policy: ResolvedPolicy, tiers: Sequence[Tier]
+        self,
+        proba: NDArray[np.float64],
+        n_tokens: int,
+        policy: ResolvedPolicy,
+        tiers: Sequence[Tier],
     ) -> RouteDecision:
         k = int(choose_tiers(proba[None, :], policy.quality, allowed_mask(policy, tiers))[0])
         return RouteDecision(

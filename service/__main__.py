@@ -101,7 +101,7 @@ async def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``tierwise serve``; returns 0 after a clean shutdown, 1 when the bundle is refused."""
+    """Run ``tierwise serve``; 0 after a clean shutdown, 1 when the bundle or a port is refused."""
     parser = argparse.ArgumentParser(
         prog="tierwise serve", description="Serve routing decisions over HTTP and gRPC."
     )
@@ -130,7 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("serving %s from %s", route_service.manifest.model_version, path)
     # a bundle materialised from the registry is a private copy: only watch a path given as such
     watch = path if not ref.startswith(REGISTRY_SCHEME) else None
-    asyncio.run(serve(service_settings, route_service, watch))
+    try:
+        asyncio.run(serve(service_settings, route_service, watch))
+    except OSError as exc:
+        logger.error("cannot listen: %s", exc)
+        return 1
     return 0
 
 

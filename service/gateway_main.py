@@ -104,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    # one line per upstream call at INFO; the gateway's own per-request line says it all
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     path = args.config or settings.gateway.config
     try:
         if path is None:

@@ -134,7 +134,7 @@ def create_grpc_server(
     Returns the server and the port it bound (the real one when ``grpc_port`` is 0).
 
     Raises:
-        RuntimeError: when the address cannot be bound.
+        OSError: when the address cannot be bound.
     """
     server = grpc.aio.server(
         options=[
@@ -154,5 +154,5 @@ def create_grpc_server(
     reflection.enable_server_reflection(services, server)
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     if port == 0:
-        raise RuntimeError(f"cannot bind gRPC to {settings.host}:{settings.grpc_port}")
+        raise OSError(f"cannot bind gRPC to {settings.host}:{settings.grpc_port}")
     return server, port

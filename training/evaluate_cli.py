@@ -49,8 +49,12 @@ def evaluate_bundle(model_dir: Path, data: Path, cache_dir: Path | None) -> dict
     proba = router.proba_from_features(feats.matrix)
     costs = table_costs(table, feats.n_tokens, tiers)
     report = build_report(table.scores, costs, [t.name for t in tiers], proba)
-    report.update(model_version=router.model_version, data=str(data), skipped_rows=table.skipped,
-                  default_knob=router.manifest.threshold)
+    report.update(
+        model_version=router.model_version,
+        data=str(data),
+        skipped_rows=table.skipped,
+        default_knob=router.manifest.threshold,
+    )
     return report
 
 
@@ -73,16 +77,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     try:
-        report = evaluate_bundle(args.model, args.data,
-                                 None if args.no_cache else settings.training.cache_dir)
+        report = evaluate_bundle(
+            args.model, args.data, None if args.no_cache else settings.training.cache_dir
+        )
     except RouterError as exc:
         logger.error("%s", exc)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(args.out / "report.json", report)
-    plot_cost_quality(report, args.out / "cost_quality.png", title=f"{args.model.name} on {args.data.name}")
-    logger.info("apgr=%s cpt50=%s cpt80=%s aiq=%s -> %s", report["apgr"], report["cpt50"],
-                report["cpt80"], report["aiq"], args.out)
+    plot_cost_quality(
+        report, args.out / "cost_quality.png", title=f"{args.model.name} on {args.data.name}"
+    )
+    logger.info(
+        "apgr=%s cpt50=%s cpt80=%s aiq=%s -> %s",
+        report["apgr"],
+        report["cpt50"],
+        report["cpt80"],
+        report["aiq"],
+        args.out,
+    )
     return 0
 
 

@@ -49,13 +49,22 @@ def fit_calibrated(
     cal_idx_a = np.asarray(cal_idx, dtype=np.int64)
     weight = None if sample_weight is None else sample_weight[fit_idx_a]
     est = fit_candidate(
-        candidate, ds.X[fit_idx_a], ds.labels[fit_idx_a], n_classes=n_classes, seed=seed,
+        candidate,
+        ds.X[fit_idx_a],
+        ds.labels[fit_idx_a],
+        n_classes=n_classes,
+        seed=seed,
         sample_weight=weight,
     )
     cal = calibrate(est, ds.X[cal_idx_a], ds.labels[cal_idx_a], n_classes=n_classes)
     seconds = time.perf_counter() - start
-    logger.info("fitted %s on %d rows (+%d calibration) in %.1fs",
-                candidate, len(fit_idx_a), len(cal_idx_a), seconds)
+    logger.info(
+        "fitted %s on %d rows (+%d calibration) in %.1fs",
+        candidate,
+        len(fit_idx_a),
+        len(cal_idx_a),
+        seconds,
+    )
     return Fitted(cal, candidate, cal_idx_a, seconds)
 
 
@@ -88,7 +97,11 @@ def default_knob(fitted: Fitted, ds: Dataset, target_pgr: float = 0.8) -> float:
     weak, strong = cal.scores[:, 0].mean(), cal.scores[:, -1].mean()
     gap = strong - weak
     points = sweep_router(cal.scores, cal.costs, proba)
-    good = [p for p in points if p.knob is not None and (gap <= 0 or (p.quality - weak) / gap >= target_pgr)]
+    good = [
+        p
+        for p in points
+        if p.knob is not None and (gap <= 0 or (p.quality - weak) / gap >= target_pgr)
+    ]
     if not good:
         return 1.0
     best = min(good, key=lambda p: (p.cost, -(p.knob or 0.0)))
@@ -107,7 +120,9 @@ def select_candidate(
     Each fold holds out a different seeded 20% of the groups: one split alone is too noisy to
     rank candidates (a few hundred rows need the strong tier in a typical validation split).
     """
-    splits = [group_split(list(ds.rows), test_fraction=0.2, seed=seed + 1 + f) for f in range(folds)]
+    splits = [
+        group_split(list(ds.rows), test_fraction=0.2, seed=seed + 1 + f) for f in range(folds)
+    ]
     table: dict[str, dict[str, float]] = {}
     for name in candidates:
         reps, seconds = [], 0.0

@@ -86,7 +86,9 @@ def log_and_register(
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     logger.info("registered %s version %s (run %s)", name, version.version, run.info.run_id)
-    return RunRecord(run.info.run_id, name, str(version.version), f"models:/{name}/{version.version}")
+    return RunRecord(
+        run.info.run_id, name, str(version.version), f"models:/{name}/{version.version}"
+    )
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
@@ -116,7 +118,9 @@ def materialize(tracking_uri: str, model_uri: str, dest: Path | None = None) -> 
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target))
     except mlflow.exceptions.MlflowException as exc:
-        raise NotFound(f"{model_uri}: not in the registry at {tracking_uri} ({exc.message})") from exc
+        raise NotFound(
+            f"{model_uri}: not in the registry at {tracking_uri} ({exc.message})"
+        ) from exc
     path = Path(local)
     if not (path / "manifest.json").exists():
         raise ArtifactMismatch(f"{model_uri}: downloaded files are not a tierwise bundle")

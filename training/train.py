@@ -32,7 +32,6 @@ from training.export import export_checked
 from training.pipeline import (
     default_knob,
     fit_calibrated,
-    gate_metric,
     report_on,
     select_candidate,
 )
@@ -67,7 +66,9 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def protocol_splits(ds: Dataset, recipe: Recipe, seed: int) -> dict[str, tuple[list[int], list[int]]]:
+def protocol_splits(
+    ds: Dataset, recipe: Recipe, seed: int
+) -> dict[str, tuple[list[int], list[int]]]:
     """Named (train, test) index splits: unseen groups, in-domain, and never-seen tasks."""
     rows = list(ds.rows)
     unseen = set(recipe.unseen_groups) or None
@@ -98,16 +99,21 @@ def evaluate_protocols(
 def _git_sha() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-            text=True, check=True, timeout=10,
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip()
 
 
-def train_recipe(recipe: Recipe, paths: TrainPaths, ctx: FeatureContext, *, seed: int,
-                 compare: bool) -> Path:
+def train_recipe(
+    recipe: Recipe, paths: TrainPaths, ctx: FeatureContext, *, seed: int, compare: bool
+) -> Path:
     """Train, evaluate, export and register one bundle; returns its directory.
 
     Raises:
@@ -118,21 +124,37 @@ def train_recipe(recipe: Recipe, paths: TrainPaths, ctx: FeatureContext, *, seed
     tiers = load_tiers(paths.tiers_dir / recipe.tiers_file)
     names = [t.name for t in tiers]
     files = [paths.labeled_dir / f for f in recipe.data_files]
-    ds = build_dataset(load_rows(files), tiers, ctx, tolerance=recipe.tolerance,
-                       source=", ".join(str(f) for f in files))
-    logger.info("%s: %d rows, label shares %s", recipe.name, len(ds.rows),
-                np.bincount(ds.labels, minlength=len(tiers)) / len(ds.rows))
-    candidate, table = recipe.candidates[0], {}
+    ds = build_dataset(
+        load_rows(files),
+        tiers,
+        ctx,
+        tolerance=recipe.tolerance,
+        source=", ".join(str(f) for f in files),
+    )
+    logger.info(
+        "%s: %d rows, label shares %s",
+        recipe.name,
+        len(ds.rows),
+        np.bincount(ds.labels, minlength=len(tiers)) / len(ds.rows),
+    )
+    candidate = recipe.candidates[0]
+    table: dict[str, dict[str, float]] = {}
     if compare and len(recipe.candidates) > 1:
         candidate, table = select_candidate(ds, recipe.candidates, names, seed)
     reports = evaluate_protocols(ds, recipe, candidate, names, seed)
     final = fit_calibrated(ds, candidate, len(tiers), seed)
     onnx_bytes, parity = export_checked(final.estimator, ds.X[final.cal_idx], len(tiers))
     metrics: dict[str, Any] = {k: summary(v) for k, v in reports.items()}
-    metrics.update(candidates=table, onnx_parity_max_abs_diff=parity, n_rows=len(ds.rows),
-                   skipped_rows=ds.skipped, train_seconds=round(time.perf_counter() - start, 1))
-    manifest = _manifest(recipe, tiers, candidate, default_knob(final, ds), metrics, files,
-                         onnx_bytes)
+    metrics.update(
+        candidates=table,
+        onnx_parity_max_abs_diff=parity,
+        n_rows=len(ds.rows),
+        skipped_rows=ds.skipped,
+        train_seconds=round(time.perf_counter() - start, 1),
+    )
+    manifest = _manifest(
+        recipe, tiers, candidate, default_knob(final, ds), metrics, files, onnx_bytes
+    )
     bundle = write_bundle(paths.models_dir / recipe.name, manifest, onnx_bytes)
     plots = _write_reports(paths.reports_dir / recipe.name, recipe.name, reports, manifest)
     if paths.tracking_uri:
@@ -141,15 +163,26 @@ def train_recipe(recipe: Recipe, paths: TrainPaths, ctx: FeatureContext, *, seed
     return bundle
 
 
-def _manifest(recipe: Recipe, tiers: Sequence[Tier], candidate: str, knob: float,
-              metrics: dict[str, Any], files: Sequence[Path], onnx_bytes: bytes) -> Manifest:
+def _manifest(
+    recipe: Recipe,
+    tiers: Sequence[Tier],
+    candidate: str,
+    knob: float,
+    metrics: dict[str, Any],
+    files: Sequence[Path],
+    onnx_bytes: bytes,
+) -> Manifest:
     return Manifest(
         name=recipe.name,
         feature_version=FEATURE_VERSION,
         feature_set=recipe.feature_set,
         feature_names=list(feature_names(recipe.feature_set)),
-        tiers=[TierSpec(name=t.name, model=t.model, input_price=t.input_price,
-                        output_price=t.output_price) for t in tiers],
+        tiers=[
+            TierSpec(
+                name=t.name, model=t.model, input_price=t.input_price, output_price=t.output_price
+            )
+            for t in tiers
+        ],
         classes=[t.name for t in tiers],
         threshold=round(knob, 6),
         calibration="CalibratedClassifierCV(FrozenEstimator)",
@@ -162,27 +195,49 @@ def _manifest(recipe: Recipe, tiers: Sequence[Tier], candidate: str, knob: float
     )
 
 
-def _write_reports(out: Path, name: str, reports: dict[str, dict[str, Any]],
-                   manifest: Manifest) -> tuple[Path, ...]:
+def _write_reports(
+    out: Path, name: str, reports: dict[str, dict[str, Any]], manifest: Manifest
+) -> tuple[Path, ...]:
     out.mkdir(parents=True, exist_ok=True)
     plots = []
     for split, rep in reports.items():
         slug = split.replace(":", "_").replace("->", "_to_").replace("/", "_")
         (out / f"report_{slug}.json").write_text(json.dumps(rep, indent=1, default=float) + "\n")
-        plots.append(plot_cost_quality(rep, out / f"cost_quality_{slug}.png",
-                                       title=f"{name}: {split} ({manifest.estimator})"))
+        plots.append(
+            plot_cost_quality(
+                rep,
+                out / f"cost_quality_{slug}.png",
+                title=f"{name}: {split} ({manifest.estimator})",
+            )
+        )
     return tuple(plots)
 
 
-def _register(uri: str, recipe: Recipe, bundle: Path, candidate: str, seed: int,
-              metrics: dict[str, Any], plots: tuple[Path, ...]) -> None:
+def _register(
+    uri: str,
+    recipe: Recipe,
+    bundle: Path,
+    candidate: str,
+    seed: int,
+    metrics: dict[str, Any],
+    plots: tuple[Path, ...],
+) -> None:
     champion = registry.alias_version(uri, recipe.name, registry.CHAMPION)
     rec = registry.log_and_register(
-        uri, name=recipe.name, bundle_dir=bundle,
-        params={"estimator": candidate, "seed": seed, "feature_set": recipe.feature_set,
-                "tiers": recipe.tiers_file, "data": ",".join(recipe.data_files),
-                "tolerance": recipe.tolerance, "feature_version": FEATURE_VERSION},
-        metrics=metrics, plots=plots,
+        uri,
+        name=recipe.name,
+        bundle_dir=bundle,
+        params={
+            "estimator": candidate,
+            "seed": seed,
+            "feature_set": recipe.feature_set,
+            "tiers": recipe.tiers_file,
+            "data": ",".join(recipe.data_files),
+            "tolerance": recipe.tolerance,
+            "feature_version": FEATURE_VERSION,
+        },
+        metrics=metrics,
+        plots=plots,
         alias=registry.CHAMPION if champion is None else registry.CHALLENGER,
     )
     logger.info("%s registered as %s", recipe.name, rec.model_uri)
@@ -191,8 +246,13 @@ def _register(uri: str, recipe: Recipe, bundle: Path, candidate: str, seed: int,
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tierwise train", description=__doc__)
     p.add_argument("--all", action="store_true", help="rebuild every shipped bundle")
-    p.add_argument("--recipe", action="append", choices=sorted(SHIPPED), default=[],
-                   help="a shipped recipe to build (repeatable)")
+    p.add_argument(
+        "--recipe",
+        action="append",
+        choices=sorted(SHIPPED),
+        default=[],
+        help="a shipped recipe to build (repeatable)",
+    )
     p.add_argument("--data", type=Path, nargs="+", help="labeled JSONL files (custom bundle)")
     p.add_argument("--tiers", type=Path, help="tiers YAML file (custom bundle)")
     p.add_argument("--name", help="bundle name (custom bundle)")
@@ -215,8 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     t = settings.training
     paths = TrainPaths(
-        labeled_dir=t.labeled_dir, tiers_dir=DATA_DIR / "tiers",
-        models_dir=args.models_dir or t.models_dir, reports_dir=args.reports_dir,
+        labeled_dir=t.labeled_dir,
+        tiers_dir=DATA_DIR / "tiers",
+        models_dir=args.models_dir or t.models_dir,
+        reports_dir=args.reports_dir,
         cache_dir=None if args.no_cache else t.cache_dir,
         tracking_uri=None if args.no_register else (args.tracking_uri or t.mlflow_tracking_uri),
     )
@@ -233,8 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if recipe.feature_set not in contexts:
             contexts[recipe.feature_set] = make_context(recipe.feature_set, paths.cache_dir)
         try:
-            train_recipe(recipe, paths, contexts[recipe.feature_set], seed=seed,
-                         compare=args.compare)
+            train_recipe(
+                recipe, paths, contexts[recipe.feature_set], seed=seed, compare=args.compare
+            )
         except RouterError as exc:
             logger.error("%s: %s", recipe.name, exc)
             return 2
@@ -253,9 +316,14 @@ def _recipes(args: argparse.Namespace, paths: TrainPaths) -> list[Recipe]:
     if args.data:
         if not (args.tiers and args.name):
             raise SystemExit("tierwise train: --data needs --tiers and --name")
-        chosen.append(Recipe(name=args.name, tiers_file=str(args.tiers.resolve()),
-                             data_files=tuple(str(p.resolve()) for p in args.data),
-                             feature_set=args.feature_set))
+        chosen.append(
+            Recipe(
+                name=args.name,
+                tiers_file=str(args.tiers.resolve()),
+                data_files=tuple(str(p.resolve()) for p in args.data),
+                feature_set=args.feature_set,
+            )
+        )
     if args.estimator:
         chosen = [replace(r, candidates=(args.estimator,)) for r in chosen]
     return chosen

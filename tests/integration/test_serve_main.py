@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -82,6 +83,13 @@ def restore_logging() -> Iterator[None]:
 @pytest.mark.usefixtures("restore_logging")
 def test_main_refuses_a_missing_bundle(tmp_path: Path) -> None:
     assert main(["--model", str(tmp_path / "nope"), "--http-port", "0", "--grpc-port", "0"]) == 1
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_main_refuses_a_busy_port(fast_bundle: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = str(busy.getsockname()[1])
+        assert main(["--model", str(fast_bundle), "--http-port", port, "--grpc-port", "0"]) == 1
 
 
 def test_main_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:

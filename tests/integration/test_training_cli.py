@@ -45,8 +45,18 @@ def test_three_tier_bundle_routes(three_tier_bundle: Path) -> None:
 
 def test_evaluate_writes_report_and_plot(full_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    code = cli(["evaluate", "--model", str(full_bundle), "--data",
-                str(FIXTURES / "routellm_small.jsonl"), "--out", str(out), "--no-cache"])
+    code = cli(
+        [
+            "evaluate",
+            "--model",
+            str(full_bundle),
+            "--data",
+            str(FIXTURES / "routellm_small.jsonl"),
+            "--out",
+            str(out),
+            "--no-cache",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     for key in ("apgr", "cpt50", "cpt80", "aiq"):
@@ -58,11 +68,22 @@ def test_evaluate_writes_report_and_plot(full_bundle: Path, tmp_path: Path) -> N
     assert (out / "cost_quality.png").stat().st_size > 1000
 
 
-def test_evaluate_rejects_bad_data(full_bundle: Path, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_rejects_bad_data(
+    full_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = FIXTURES / "bad" / "no_tier_models.jsonl"
-    code = cli(["evaluate", "--model", str(full_bundle), "--data", str(bad),
-                "--out", str(tmp_path / "o"), "--no-cache"])
+    code = cli(
+        [
+            "evaluate",
+            "--model",
+            str(full_bundle),
+            "--data",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-cache",
+        ]
+    )
     assert code == 2
     assert "no_tier_models.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "o" / "report.json").exists()
@@ -71,14 +92,30 @@ def test_evaluate_rejects_bad_data(full_bundle: Path, tmp_path: Path,
 @pytest.mark.parametrize(
     "name", ["bad_json", "empty_prompt", "missing_prompt", "score_out_of_range", "no_tier_models"]
 )
-def test_train_on_bad_data_leaves_nothing(name: str, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_on_bad_data_leaves_nothing(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from training.train import main
 
     bad = FIXTURES / "bad" / f"{name}.jsonl"
-    code = main(["--data", str(bad), "--tiers", str(TIERS / "routellm.yaml"), "--name", "x",
-                 "--feature-set", "hand", "--models-dir", str(tmp_path / "models"),
-                 "--reports-dir", str(tmp_path / "r"), "--no-register", "--no-cache"])
+    code = main(
+        [
+            "--data",
+            str(bad),
+            "--tiers",
+            str(TIERS / "routellm.yaml"),
+            "--name",
+            "x",
+            "--feature-set",
+            "hand",
+            "--models-dir",
+            str(tmp_path / "models"),
+            "--reports-dir",
+            str(tmp_path / "r"),
+            "--no-register",
+            "--no-cache",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert bad.name in err
@@ -91,10 +128,25 @@ def test_train_registers_in_mlflow(tmp_path: Path) -> None:
     from training.train import main
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = ["--data", str(FIXTURES / "routellm_small.jsonl"), "--tiers", str(TIERS / "routellm.yaml"),
-            "--name", "reg", "--feature-set", "hand", "--estimator", "logreg",
-            "--models-dir", str(tmp_path / "models"), "--reports-dir", str(tmp_path / "r"),
-            "--tracking-uri", uri, "--no-cache"]
+    args = [
+        "--data",
+        str(FIXTURES / "routellm_small.jsonl"),
+        "--tiers",
+        str(TIERS / "routellm.yaml"),
+        "--name",
+        "reg",
+        "--feature-set",
+        "hand",
+        "--estimator",
+        "logreg",
+        "--models-dir",
+        str(tmp_path / "models"),
+        "--reports-dir",
+        str(tmp_path / "r"),
+        "--tracking-uri",
+        uri,
+        "--no-cache",
+    ]
     assert main(args) == 0
     assert registry.alias_version(uri, "reg", registry.CHAMPION) == "1"
     assert main(args) == 0  # second run: registered as challenger, champion unchanged
