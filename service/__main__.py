@@ -67,10 +67,14 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    grpc_server, grpc_port = create_grpc_server(settings, route_service)
+    sock = bind_http_socket(settings.host, settings.http_port)  # both bind before either serves
+    try:
+        grpc_server, grpc_port = create_grpc_server(settings, route_service)
+    except OSError:
+        sock.close()
+        raise
     await grpc_server.start()
     logger.info("grpc listening on %s:%d", settings.host, grpc_port)
-    sock = bind_http_socket(settings.host, settings.http_port)
     config = uvicorn.Config(
         create_app(settings, route_service), log_config=None, access_log=False, lifespan="off",
         timeout_graceful_shutdown=max(1, round(settings.grace_seconds)),

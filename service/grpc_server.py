@@ -152,7 +152,9 @@ def create_grpc_server(
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(services, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-    if port == 0:
-        raise OSError(f"cannot bind gRPC to {settings.host}:{settings.grpc_port}")
+    address = f"{settings.host}:{settings.grpc_port}"
+    try:
+        port: int = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc reports a failed bind as a bare RuntimeError
+        raise OSError(f"cannot bind gRPC to {address}: {exc}") from exc
     return server, port

@@ -86,10 +86,13 @@ def test_main_refuses_a_missing_bundle(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_main_refuses_a_busy_port(fast_bundle: Path) -> None:
+@pytest.mark.parametrize("flag", ["--http-port", "--grpc-port"])
+def test_main_refuses_a_busy_port(fast_bundle: Path, flag: str) -> None:
+    ports = {"--http-port": "0", "--grpc-port": "0"}
     with socket.create_server(("127.0.0.1", 0)) as busy:
-        port = str(busy.getsockname()[1])
-        assert main(["--model", str(fast_bundle), "--http-port", port, "--grpc-port", "0"]) == 1
+        ports[flag] = str(busy.getsockname()[1])
+        args = ["--model", str(fast_bundle), *(x for kv in ports.items() for x in kv)]
+        assert main(args) == 1
 
 
 def test_main_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
