@@ -1,0 +1,260 @@
+"""The gateway's added latency over calling the upstream directly, next to LiteLLM's proxy.
+
+Every server runs as its own process on loopback: the fake OpenAI upstream (``tests/
+fake_upstream.py``), ``tierwise gateway`` (routing in process with the full encoder bundle,
+traffic committed to SQLite on disk with ``synchronous=FULL`` before each answer) and, when its
+separate venv exists, LiteLLM's proxy forwarding to the same upstream. One client sends the same
+real prompts to each, interleaved round by round; "added" is a percentile through the proxy minus
+the same percentile direct. Prints a table; not a test.
+
+    python bench/bench_gateway.py [--model DIR] [--n 300] [--litellm /tmp/litellm-venv]
+
+LiteLLM goes in its own venv, never the project's:
+``python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]==1.108.7'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+STRONG = "gpt-4-1106-preview"
+MASTER_KEY = "sk-bench-master"
+CLIENT_KEY = "bench-client"
+logger = logging.getLogger("bench_gateway")
+
+
+def emit(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def serve_upstream(port: int) -> None:
+    """Child-process mode: the fake upstream on ``port`` (uvicorn binds it itself)."""
+    import uvicorn
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from fake_upstream import FakeUpstream
+
+    uvicorn.run(FakeUpstream("bench").app(), host="127.0.0.1", port=port, log_level="warning",
+                access_log=False)
+
+
+class Process:
+    """A child process whose output lines are collected, so a pattern can be waited for."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str], name: str) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            list(args), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float = 120.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := regex.search(line):
+                    return match
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = "".join(self.lines[-30:])
+        raise RuntimeError(f"{self.name}: no line matching {pattern!r}; output:\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def start_upstream(stack: ExitStack, env: dict[str, str]) -> str:
+    port = free_port()
+    proc = Process([sys.executable, __file__, "--serve-upstream", str(port)], env, "upstream")
+    stack.callback(proc.stop)
+    wait_http(f"http://127.0.0.1:{port}/")
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def start_tierwise(stack: ExitStack, env: dict[str, str], upstream: str, model: Path,
+                   traffic_dir: Path, tmp: Path) -> str:
+    tier = {"base_url": upstream, "api_key_env": "BENCH_UPSTREAM_KEY", "timeout_s": 30}
+    config = {
+        "tiers": [{"name": "weak", "model": WEAK, "input_price": 0.6, "output_price": 0.6,
+                   **tier},
+                  {"name": "strong", "model": STRONG, "input_price": 10, "output_price": 30,
+                   **tier}],
+        "router": {"bundle": str(model)},
+        "default_tier": "strong",
+        "traffic": {"url": f"sqlite:///{traffic_dir / 'bench-traffic.db'}"},
+    }
+    path = tmp / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    # default log level (INFO): the gateway logs one line per request, as in production
+    child = {**env, "BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": CLIENT_KEY}
+    proc = Process([sys.executable, "-m", "router_model.cli", "gateway", "--config", str(path),
+                    "--port", "0"], child, "tierwise")
+    stack.callback(proc.stop)
+    port = proc.wait_for(r"gateway listening on http://127.0.0.1:(\d+)").group(1)
+    proc.wait_for("Application startup complete")
+    return f"http://127.0.0.1:{port}"
+
+
+def start_litellm(stack: ExitStack, env: dict[str, str], upstream: str, venv: Path,
+                  tmp: Path) -> str | None:
+    exe = venv / "bin" / "litellm"
+    if not exe.exists():
+        emit(f"  LiteLLM: not installed at {venv} (see the module docstring); skipped")
+        return None
+    config = {
+        "model_list": [{"model_name": "weak", "litellm_params": {
+            "model": f"openai/{WEAK}", "api_base": upstream, "api_key": "sk-fake"}}],
+        "general_settings": {"master_key": MASTER_KEY},
+    }
+    path = tmp / "litellm.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    child = {**env, "LITELLM_MASTER_KEY": MASTER_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+             "DISABLE_SCHEMA_UPDATE": "True"}
+    port = free_port()
+    proc = Process([str(exe), "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
+                    "--num_workers", "1"], child, "litellm")
+    stack.callback(proc.stop)
+    # LiteLLM moves to another port without saying so when its port is busy: read the real one
+    bound = proc.wait_for(r"Uvicorn running on http://[\d.]+:(\d+)", timeout=180).group(1)
+    url = f"http://127.0.0.1:{bound}"
+    wait_http(url + "/health/liveliness")
+    return url
+
+
+def prompts() -> list[str]:
+    """Real prompts of the shipped fixtures (RouteLLM's MMLU rows), short and long."""
+    path = REPO / "data" / "fixtures" / "routellm_small.jsonl"
+    return [str(json.loads(line)["prompt"]) for line in path.read_text("utf-8").splitlines()]
+
+
+def call(client: httpx.Client, url: str, key: str | None, model: str, prompt: str) -> float:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    start = time.perf_counter()
+    response = client.post(url + "/chat/completions", json=body, headers=headers)
+    elapsed = time.perf_counter() - start
+    if response.status_code != 200:
+        raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
+    return elapsed
+
+
+def measure(targets: dict[str, Callable[[str], float]], texts: list[str],
+            n: int) -> dict[str, list[float]]:
+    """Seconds per call for each target, interleaved round-robin (drift hits all alike)."""
+    for fn in targets.values():
+        for text in texts[:10]:
+            fn(text)  # warm-up: connections, encoder, caches
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    for i in range(n):
+        text = texts[i % len(texts)]
+        for name, fn in targets.items():
+            samples[name].append(fn(text))
+    return samples
+
+
+def report(samples: dict[str, list[float]]) -> None:
+    direct = np.asarray(samples["direct (fake upstream)"]) * 1000
+    base50, base99 = np.percentile(direct, 50), np.percentile(direct, 99)
+    emit(f"  {'path':<44} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}")
+    for name, values in samples.items():
+        ms = np.asarray(values) * 1000
+        p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
+        emit(f"  {name:<44} {p50:8.2f} {p99:8.2f} {p50 - base50:10.2f} {p99 - base99:10.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--model", type=Path, default=REPO / "data" / "models" / "routellm")
+    parser.add_argument("--n", type=int, default=300, help="requests per path")
+    parser.add_argument("--litellm", type=Path, default=Path("/tmp/litellm-venv"))
+    parser.add_argument("--traffic-dir", type=Path, default=None,
+                        help="where the traffic DB goes (default: a temp dir on disk)")
+    parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_upstream:
+        serve_upstream(args.serve_upstream)
+        return 0
+    logging.basicConfig(level=logging.WARNING)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
+    texts = prompts()
+    # /tmp is on the same disk here: the traffic store's fsyncs are real
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        upstream = start_upstream(stack, env)
+        gateway = start_tierwise(stack, env, upstream, args.model,
+                                 args.traffic_dir or tmp, tmp) + "/v1"
+        litellm = start_litellm(stack, env, upstream, args.litellm, tmp)
+        client = stack.enter_context(httpx.Client(timeout=30))
+        targets: dict[str, Callable[[str], float]] = {
+            "direct (fake upstream)": lambda t: call(client, upstream, None, WEAK, t),
+            "tierwise pass-through (model=weak)": lambda t: call(
+                client, gateway, CLIENT_KEY, "weak", t),
+            "tierwise routed (tierwise-auto, full encoder)": lambda t: call(
+                client, gateway, CLIENT_KEY, "tierwise-auto", t),
+        }
+        if litellm is not None:
+            targets["litellm proxy 1.108.7"] = lambda t: call(client, litellm, MASTER_KEY,
+                                                              "weak", t)
+        emit(f"bench_gateway: {args.n} requests per path, {len(texts)} real prompts, "
+             f"bundle {args.model.name}, {os.cpu_count()} CPUs")
+        report(measure(targets, texts, args.n))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
