@@ -126,8 +126,10 @@ def start_upstream(stack: ExitStack, env: dict[str, str]) -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-def start_tierwise(stack: ExitStack, env: dict[str, str], upstream: str, model: Path,
-                   traffic_dir: Path, tmp: Path) -> str:
+def start_tierwise(
+    stack: ExitStack, env: dict[str, str], upstream: str, model: Path, workdir: Path
+) -> str:
+    """``tierwise gateway`` on a free port; its config and traffic DB go in ``workdir``."""
     tier = {"base_url": upstream, "api_key_env": "BENCH_UPSTREAM_KEY", "timeout_s": 30}
     config = {
         "tiers": [{"name": "weak", "model": WEAK, "input_price": 0.6, "output_price": 0.6,
@@ -136,9 +138,9 @@ def start_tierwise(stack: ExitStack, env: dict[str, str], upstream: str, model: 
                    **tier}],
         "router": {"bundle": str(model)},
         "default_tier": "strong",
-        "traffic": {"url": f"sqlite:///{traffic_dir / 'bench-traffic.db'}"},
+        "traffic": {"url": f"sqlite:///{workdir / 'bench-traffic.db'}"},
     }
-    path = tmp / "gateway.yaml"
+    path = workdir / "bench-gateway.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     # default log level (INFO): the gateway logs one line per request, as in production
     child = {**env, "BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": CLIENT_KEY}
@@ -236,8 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         upstream = start_upstream(stack, env)
-        gateway = start_tierwise(stack, env, upstream, args.model,
-                                 args.traffic_dir or tmp, tmp) + "/v1"
+        gateway = start_tierwise(stack, env, upstream, args.model, args.traffic_dir or tmp)
+        gateway += "/v1"
         litellm = start_litellm(stack, env, upstream, args.litellm, tmp)
         client = stack.enter_context(httpx.Client(timeout=30))
         targets: dict[str, Callable[[str], float]] = {

@@ -264,7 +264,8 @@ class Completions:
             logger.warning("upstream %s stream broke: %s", answer.upstream.tier.name, exc)
             trailer = json_event(envelope("the upstream stream broke", 502, code="upstream_error"))
         except (asyncio.CancelledError, GeneratorExit):  # the client went away mid-stream
-            self._later(self._finish(call, 499, await_free_usage(tap)))
+            if not call.recorded:
+                self._later(self._finish(call, 499, reported_usage(tap)))
             raise
         finally:
             await answer.aclose()
@@ -295,8 +296,8 @@ class Completions:
 
     async def _finish(self, call: Call, status: int, usage: Usage) -> TrafficRecord:
         """Build, commit (before the caller answers), count and log the request's record."""
-        record = await self._record(call, status, usage)
         call.recorded = True
+        record = await self._record(call, status, usage)
         try:
             await self.store.record(record)
         except Exception:  # availability first: the answer still goes out, the loss is counted
@@ -357,7 +358,7 @@ class Completions:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
-def await_free_usage(tap: SseTap) -> Usage:
+def reported_usage(tap: SseTap) -> Usage:
     """Usage of an abandoned stream: what the upstream reported, else unknown (zero)."""
     usage = tap.usage or {}
     n_in, n_out = usage.get("prompt_tokens"), usage.get("completion_tokens")

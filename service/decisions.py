@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from router_model.errors import (
     InvalidData,
     ModelNotReady,
     Overloaded,
+    PromptTooLarge,
     RouterError,
 )
 from router_model.features import FEATURE_VERSION, Featurizer, featurize
@@ -198,7 +198,8 @@ class LocalDecisions(DecisionSource):
             result = await self._service.route(
                 RouteInput(messages=messages, policy=names.policy(policy)), transport="gateway"
             )
-        except (Overloaded, DeadlineExceeded, ModelNotReady) as exc:
+        except (Overloaded, DeadlineExceeded, ModelNotReady, PromptTooLarge) as exc:
+            # a prompt too long to score is still a fine request for the LLM: fail open
             raise RouterUnavailable(str(exc)) from exc
         d = result.decision
         return Decision(
@@ -238,7 +239,3 @@ def remote_featurizer(feature_set: str, feature_version: int, address: str) -> F
     encoder = SentenceEncoder.load()
     return Featurizer("full", encoder.tokenizer, encoder)
 
-
-def elapsed_ms(start: float) -> float:
-    """Milliseconds since ``start`` (a ``time.perf_counter()`` value)."""
-    return (time.perf_counter() - start) * 1000.0
