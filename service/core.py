@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from router_model.artifact import MANIFEST_FILE, Manifest, read_bundle
@@ -378,7 +378,12 @@ class RouteService:
                 "tier": d.tier,
                 "model": d.model,
                 "probabilities": d.probabilities,
-                "policy": asdict(d.policy),
+                "policy": {
+                    "quality": d.policy.quality,
+                    "min_tier": d.policy.min_tier,
+                    "max_tier": d.policy.max_tier,
+                    "allowed_tiers": list(d.policy.allowed_tiers),
+                },
                 "model_version": d.model_version,
                 "feature_version": d.feature_version,
                 "latency_ms": round(result.latency_ms, 3),
