@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from router_model.encoder import load_tokenizer
 from router_model.errors import ModelNotReady, NotFound, PromptTooLarge, RouterError
 from router_model.records import FeedbackRecord
-from router_model.settings import ServiceSettings
+from router_model.settings import DEFAULT_BUNDLE, ServiceSettings
 from service.ab import Arm, ArmAssigner
 from service.completions import Completions
 from service.decisions import DecisionSource, LocalDecisions
@@ -62,8 +62,6 @@ def decision_source(config: GatewayConfig, options: GatewayOptions) -> DecisionS
     """The in-process router (``router.bundle``) or the gRPC client (``router.address``)."""
     if config.router.address is not None:
         return RemoteDecisions(config.router.address, config.router.timeout_s)
-    from router_model.settings import DEFAULT_BUNDLE
-
     bundle = config.router.bundle or DEFAULT_BUNDLE
     return LocalDecisions(bundle, options.service, config.router.encoder_threads)
 
@@ -188,11 +186,15 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             decisions = decision_source(config, options)
-            await decisions.start(config.tier_ladder())
-            stack.push_async_callback(decisions.aclose)
             store = open_store(config.traffic.url)
-            await store.start()
-            stack.push_async_callback(store.aclose)
+            try:
+                await decisions.start(config.tier_ladder())
+                stack.push_async_callback(decisions.aclose)
+                await store.start()
+                stack.push_async_callback(store.aclose)
+            except RouterError as exc:
+                logger.error("gateway refused to start: %s", exc)
+                raise
             tokenizer = await asyncio.to_thread(load_tokenizer)
             http = await stack.enter_async_context(httpx.AsyncClient(
                 timeout=httpx.Timeout(60.0, connect=config.failover.connect_timeout_s),
