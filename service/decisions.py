@@ -6,14 +6,15 @@ the configured order, and both report an unreachable, overloaded or unready rout
 differ between the router and the config: they are matched by model name and translated here.
 
 Both also give the feature vector the router scored, for the traffic record. In process it is
-exactly the router's (the encoder remembers the embeddings it just computed, so the second pass
-costs only the hand features); over gRPC the gateway computes it with the same feature code and
-the router's feature set, after checking the feature versions agree.
+exactly the router's (``RecordingRouter`` keeps the rows it scored); over gRPC the gateway
+computes it with the same feature code and the router's feature set, after checking the feature
+versions agree.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -27,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from router_model.artifact import read_bundle
-from router_model.encoder import EMBEDDING_DIM, EncoderConfig, SentenceEncoder, load_tokenizer
+from router_model.encoder import EncoderConfig, SentenceEncoder, load_tokenizer
 from router_model.errors import (
     ArtifactMismatch,
     InvalidData,
@@ -38,7 +39,7 @@ from router_model.errors import (
 )
 from router_model.features import FEATURE_VERSION, Featurizer, featurize
 from router_model.policy import Policy
-from router_model.router import ComplexityRouter
+from router_model.router import ComplexityRouter, RouteDecision
 from router_model.settings import ServiceSettings
 from router_model.tiers import Tier
 from service.chat import ChatMessage
@@ -126,45 +127,59 @@ class DecisionSource(ABC):
         """Release the router (stop batching, close the channel)."""
 
 
-class MemoEncoder(SentenceEncoder):
-    """A sentence encoder that remembers its most recent embeddings (keyed by word-piece ids).
+def text_key(text: str) -> bytes:
+    """A short key of a scored text (the texts themselves may be long; they are not kept)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
-    The gateway's traffic record needs the features the router just scored; this makes the second
-    ``featurize`` of the same text reuse the router's embedding instead of encoding again.
+
+class RecordingRouter(ComplexityRouter):
+    """A router that remembers the feature rows it just scored, keyed by the scored text.
+
+    The traffic record must hold exactly the features the router used; keeping the rows of
+    ``route_batch`` (through ``proba_from_features``, which it calls once with the batch's matrix,
+    rows in prompt order) costs nothing, where computing them again would cost the hand features
+    and, without a cache, a second encoder pass.
     """
 
-    capacity: ClassVar[int] = 2048
+    capacity: ClassVar[int] = 4096
 
-    def __init__(self, session: Any, tokenizer: Any, config: EncoderConfig) -> None:
-        super().__init__(session, tokenizer, config)
-        self._memo: OrderedDict[tuple[int, ...], NDArray[np.float32]] = OrderedDict()
+    def __init__(self, session: Any, manifest: Any, featurizer: Featurizer) -> None:
+        super().__init__(session, manifest, featurizer)
+        self._rows: OrderedDict[bytes, NDArray[np.float32]] = OrderedDict()
         self._lock = threading.Lock()
+        self._local = threading.local()
 
-    def encode_ids(self, ids: Sequence[list[int]]) -> NDArray[np.float32]:
-        keys = [tuple(x) for x in ids]
-        out = np.zeros((len(keys), EMBEDDING_DIM), dtype=np.float32)
-        with self._lock:
-            found = [self._memo.get(k) for k in keys]
-        todo = [i for i, v in enumerate(found) if v is None]
-        if todo:
-            fresh = super().encode_ids([ids[i] for i in todo])
+    def proba_from_features(self, matrix: NDArray[np.float32]) -> NDArray[np.float64]:
+        self._local.matrix = matrix
+        return super().proba_from_features(matrix)
+
+    def route_batch(
+        self, prompts: Sequence[str], policies: Sequence[Policy | None]
+    ) -> list[RouteDecision]:
+        self._local.matrix = None
+        decisions = super().route_batch(prompts, policies)
+        matrix = self._local.matrix
+        if matrix is not None and len(matrix) == len(prompts):
             with self._lock:
-                for j, i in enumerate(todo):
-                    self._memo[keys[i]] = found[i] = fresh[j]
-                    self._memo.move_to_end(keys[i])
-                while len(self._memo) > self.capacity:
-                    self._memo.popitem(last=False)
-        for i, v in enumerate(found):
-            out[i] = v
-        return out
+                for prompt, row in zip(prompts, matrix, strict=True):
+                    self._rows[text_key(prompt)] = np.array(row, dtype=np.float32)
+                while len(self._rows) > self.capacity:
+                    self._rows.popitem(last=False)
+        return decisions
+
+    def scored_features(self, text: str) -> NDArray[np.float32] | None:
+        """The row scored for ``text`` (taken: each is handed out once), None if not kept."""
+        with self._lock:
+            return self._rows.pop(text_key(text), None)
 
 
-def _load_local_router(path: Path, encoder_threads: int) -> ComplexityRouter:
+def _load_local_router(path: Path, encoder_threads: int) -> RecordingRouter:
     manifest, _ = read_bundle(path)
     encoder = None
     if manifest.feature_set == "full":
-        encoder = MemoEncoder.load(config=EncoderConfig(intra_op_threads=encoder_threads))
-    router = ComplexityRouter.from_artifact(path, encoder=encoder)
+        encoder = SentenceEncoder.load(config=EncoderConfig(intra_op_threads=encoder_threads))
+    router = RecordingRouter.from_artifact(path, encoder=encoder)
+    assert isinstance(router, RecordingRouter)
     try:
         router.manifest.tier_ladder()
     except InvalidData as exc:
@@ -179,7 +194,7 @@ class LocalDecisions(DecisionSource):
         self._bundle = bundle
         self._settings = settings
         self._encoder_threads = encoder_threads
-        self._router: ComplexityRouter | None = None
+        self._router: RecordingRouter | None = None
         self._service: RouteService | None = None
         self._names: TierNames | None = None
 
@@ -213,9 +228,10 @@ class LocalDecisions(DecisionSource):
     async def features(self, text: str) -> list[float]:
         if self._router is None:
             return []
-        featurizer = self._router.featurizer
-        feats = await asyncio.to_thread(featurize, [text], featurizer)
-        return [float(x) for x in feats.matrix[0]]
+        row = self._router.scored_features(text)
+        if row is None:  # evicted under heavy load: compute it again (same code, same values)
+            row = (await asyncio.to_thread(featurize, [text], self._router.featurizer)).matrix[0]
+        return [float(x) for x in row]
 
     async def aclose(self) -> None:
         if self._service is not None:
