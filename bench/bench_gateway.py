@@ -200,10 +200,11 @@ def measure(targets: dict[str, Callable[[str], float]], texts: list[str],
     """Seconds per call for each target, interleaved round-robin (drift hits all alike)."""
     for fn in targets.values():
         for text in texts[:10]:
-            fn(text)  # warm-up: connections, encoder, caches
+            fn(f"{text}\n\n(warm-up)")  # connections, encoder, allocator
     samples: dict[str, list[float]] = {name: [] for name in targets}
     for i in range(n):
-        text = texts[i % len(texts)]
+        # every request is a new text, as in real traffic: no cache anywhere can answer it
+        text = f"{texts[i % len(texts)]}\n\n(request {i})"
         for name, fn in targets.items():
             samples[name].append(fn(text))
     return samples
@@ -222,6 +223,9 @@ def report(samples: dict[str, list[float]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model", type=Path, default=REPO / "data" / "models" / "routellm")
+    parser.add_argument("--fast-model", type=Path,
+                        default=REPO / "data" / "models" / "routellm_fast",
+                        help="hand-feature bundle, also reported when it exists")
     parser.add_argument("--n", type=int, default=300, help="requests per path")
     parser.add_argument("--litellm", type=Path, default=Path("/tmp/litellm-venv"))
     parser.add_argument("--traffic-dir", type=Path, default=None,
@@ -240,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstream = start_upstream(stack, env)
         gateway = start_tierwise(stack, env, upstream, args.model, args.traffic_dir or tmp)
         gateway += "/v1"
+        fast = None
+        if (args.fast_model / "manifest.json").exists():
+            fast_dir = Path(tempfile.mkdtemp(dir=args.traffic_dir or tmp))
+            fast = start_tierwise(stack, env, upstream, args.fast_model, fast_dir) + "/v1"
         litellm = start_litellm(stack, env, upstream, args.litellm, tmp)
         client = stack.enter_context(httpx.Client(timeout=30))
         targets: dict[str, Callable[[str], float]] = {
@@ -249,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tierwise routed (tierwise-auto, full encoder)": lambda t: call(
                 client, gateway, CLIENT_KEY, "tierwise-auto", t),
         }
+        if fast is not None:
+            targets["tierwise routed (tierwise-auto, hand features)"] = lambda t: call(
+                client, fast, CLIENT_KEY, "tierwise-auto", t)
         if litellm is not None:
             targets["litellm proxy 1.108.7"] = lambda t: call(client, litellm, MASTER_KEY,
                                                               "weak", t)
