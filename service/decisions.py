@@ -173,7 +173,12 @@ class RecordingRouter(ComplexityRouter):
             return self._rows.pop(text_key(text), None)
 
 
-def _load_local_router(path: Path, encoder_threads: int) -> RecordingRouter:
+def load_recording_router(path: Path, encoder_threads: int) -> RecordingRouter:
+    """Load a bundle as a ``RecordingRouter``.
+
+    Raises:
+        ArtifactMismatch: when the bundle cannot be served.
+    """
     manifest, _ = read_bundle(path)
     encoder = None
     if manifest.feature_set == "full":
@@ -199,7 +204,7 @@ class LocalDecisions(DecisionSource):
         self._names: TierNames | None = None
 
     async def start(self, tiers: Sequence[Tier]) -> None:
-        router = await asyncio.to_thread(_load_local_router, self._bundle, self._encoder_threads)
+        router = await asyncio.to_thread(load_recording_router, self._bundle, self._encoder_threads)
         self._names = TierNames(tiers, router.tiers, f"bundle {self._bundle}")
         self._router = router
         self._service = RouteService(self._settings, router, encoder_threads=self._encoder_threads)

@@ -29,6 +29,7 @@ from router_model.features import featurize
 from router_model.policy import Policy
 from router_model.records import TrafficRecord
 from router_model.router import ComplexityRouter
+from service.decisions import load_recording_router
 
 
 def chat(text: str) -> list[dict[str, Any]]:
@@ -318,3 +319,15 @@ def test_no_prompt_text_or_keys_in_logs(
     assert "completion " in text  # the gateway did log its requests
     for secret in ("zebra-unicorn", UPSTREAM_KEY, CLIENT_KEY, "bad-key-123", "tw-admin-key"):
         assert secret not in text
+
+
+def test_recording_router_hands_out_the_scored_rows(full_bundle: Path) -> None:
+    router = load_recording_router(full_bundle, 0)
+    texts = [HARD, EASY, HARD + " twice"]
+    router.route_batch(texts, [None] * 3)
+    plain = ComplexityRouter.from_artifact(full_bundle, encoder=router.featurizer.encoder)
+    want = featurize(texts, plain.featurizer).matrix  # the same batch, so the same int8 rounding
+    for text, row in zip(texts, want, strict=True):
+        got = router.scored_features(text)
+        assert got is not None and np.array_equal(got, row)
+        assert router.scored_features(text) is None  # handed out once
