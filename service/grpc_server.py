@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -98,6 +99,32 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         return convert.model_info_pb(self._service.manifest, self._service.tiers)
 
 
+class MalformedRequests(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Answer INVALID_ARGUMENT to a unary request whose bytes are not its protobuf message.
+
+    Why: grpc.aio parses the request before any handler runs, and a parse error there ends the
+    call with UNKNOWN plus an ERROR traceback in the log for every garbage frame a client sends.
+    Here the handler receives the raw bytes and parses them itself.
+    """
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        parse, behavior = handler.request_deserializer, handler.unary_unary
+
+        async def parsed(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                request = parse(raw)
+            except DecodeError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "the request is not a valid protobuf message")
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            parsed, response_serializer=handler.response_serializer)
+
+
 class ReadinessHealth(health_aio.HealthServicer):  # type: ignore[misc]
     """gRPC health that follows the core: NOT_SERVING until a bundle is loaded and from drain on."""
 
@@ -137,6 +164,7 @@ def create_grpc_server(
         OSError: when the address cannot be bound.
     """
     server = grpc.aio.server(
+        interceptors=[MalformedRequests()],
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.so_reuseport", 0),
