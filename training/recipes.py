@@ -55,6 +55,7 @@ SHIPPED: dict[str, Recipe] = {
         feature_set="hand",
         candidates=("hand_logreg", "gbt"),
         unseen_groups=ROUTELLM_UNSEEN,
+        cross_tasks=(("mmlu/", "gsm8k"), ("gsm8k", "mmlu/")),
     ),
     "llmrouter": Recipe(
         name="llmrouter",

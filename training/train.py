@@ -257,6 +257,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tiers", type=Path, help="tiers YAML file (custom bundle)")
     p.add_argument("--name", help="bundle name (custom bundle)")
     p.add_argument("--feature-set", choices=["full", "hand"], default="full")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="label rule: cheapest tier within this of the best tier's score")
     p.add_argument("--estimator", default=None, help="skip comparison and use this candidate")
     p.add_argument("--compare", action="store_true", help="compare candidates and pick the best")
     p.add_argument("--models-dir", type=Path, help="where bundles are written")
@@ -301,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RouterError as exc:
             logger.error("%s: %s", recipe.name, exc)
             return 2
-    if args.all:
+    if (args.all or (args.recipe and not args.data)) and paths.models_dir == t.models_dir:
         from training.results import write_results
 
         write_results(args.reports_dir, paths.models_dir, REPO_ROOT / "RESULTS.md")
@@ -322,6 +324,10 @@ def _recipes(args: argparse.Namespace, paths: TrainPaths) -> list[Recipe]:
                 tiers_file=str(args.tiers.resolve()),
                 data_files=tuple(str(p.resolve()) for p in args.data),
                 feature_set=args.feature_set,
+                tolerance=args.tolerance,
+                candidates=SHIPPED["routellm_fast"].candidates
+                if args.feature_set == "hand"
+                else SHIPPED["routellm"].candidates,
             )
         )
     if args.estimator:
