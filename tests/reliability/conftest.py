@@ -26,7 +26,7 @@ from gateway_support import (  # noqa: E402, F401  (fixtures)
     postgres_url_fixture,
     upstreams_fixture,
 )
-from reliability_servers import ServerProcess, start_router  # noqa: E402
+from reliability_servers import ROUTER_ADMIN_KEY, ServerProcess, start_router  # noqa: E402
 
 ROWS = pytest.StashKey[list[dict[str, Any]]]()
 OBSERVED = "reliability_observed"
@@ -85,9 +85,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if path:
         rows = session.config.stash[ROWS]
         Path(path).write_text(json.dumps(rows, indent=1), encoding="utf-8")
-
-
-ROUTER_ADMIN_KEY = "rel-router-admin-SECRET-5150"
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+ROUTER_ADMIN_KEY = "rel-router-admin-SECRET-5150"
 LISTENING = re.compile(r"(http|grpc|gateway) listening on (?:http://)?([\d.]+):(\d+)")
 
 
