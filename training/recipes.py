@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from router_model.features import FeatureSet
 
@@ -40,22 +40,19 @@ class Recipe:
     cross_tasks: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
+_ROUTELLM = Recipe(
+    name="routellm",
+    tiers_file="routellm.yaml",
+    data_files=("routellm_mmlu.jsonl", "routellm_gsm8k.jsonl"),
+    unseen_groups=ROUTELLM_UNSEEN,
+    cross_tasks=(("mmlu/", "gsm8k"), ("gsm8k", "mmlu/")),
+)
+
 SHIPPED: dict[str, Recipe] = {
-    "routellm": Recipe(
-        name="routellm",
-        tiers_file="routellm.yaml",
-        data_files=("routellm_mmlu.jsonl", "routellm_gsm8k.jsonl"),
-        unseen_groups=ROUTELLM_UNSEEN,
-        cross_tasks=(("mmlu/", "gsm8k"), ("gsm8k", "mmlu/")),
-    ),
-    "routellm_fast": Recipe(
-        name="routellm_fast",
-        tiers_file="routellm.yaml",
-        data_files=("routellm_mmlu.jsonl", "routellm_gsm8k.jsonl"),
-        feature_set="hand",
-        candidates=("hand_logreg", "gbt"),
-        unseen_groups=ROUTELLM_UNSEEN,
-        cross_tasks=(("mmlu/", "gsm8k"), ("gsm8k", "mmlu/")),
+    "routellm": _ROUTELLM,
+    # the same data and protocol on hand-made features only: no encoder at serving time
+    "routellm_fast": replace(
+        _ROUTELLM, name="routellm_fast", feature_set="hand", candidates=("hand_logreg", "gbt")
     ),
     "llmrouter": Recipe(
         name="llmrouter",
