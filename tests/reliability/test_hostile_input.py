@@ -135,8 +135,8 @@ def _assert_in(code: grpc.StatusCode, allowed: set[grpc.StatusCode]) -> None:
 
 @pytest.mark.reliability(
     scenario="gRPC: oversized and unknown calls",
-    action="a 5 MB frame (over gRPC's 4 MB receive limit) and a call of a method that does "
-           "not exist",
+    action="a 5 MB frame (over the server's 1 MiB receive limit, max_body_bytes) and a call "
+           "of a method that does not exist",
     expected="RESOURCE_EXHAUSTED and UNIMPLEMENTED; the server keeps serving")
 def test_oversized_frame_and_unknown_method(
     router_process: ServerProcess, observed: Any

@@ -40,7 +40,7 @@ def ask(http: httpx.Client, i: int, stream: bool = False) -> httpx.Response:
 @pytest.mark.reliability(
     scenario="Traffic database unavailable at run time (SQLite locked)",
     action="another connection holds an exclusive lock on the gateway's SQLite database while "
-           "4 concurrent requests (2 streamed) arrive; then the lock is released",
+           "2 concurrent requests (1 streamed) arrive; then the lock is released",
     expected="requests still answered (after the 5 s busy timeout); the lost records are "
              "counted in tierwise_gateway_traffic_write_errors_total; recording resumes after")
 def test_locked_sqlite_still_answers(
