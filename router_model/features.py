@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,34 +22,83 @@ from router_model.encoder import EMBEDDING_DIM, ENCODER_ID, SentenceEncoder, wor
 FEATURE_VERSION = 1
 FeatureSet = Literal["full", "hand"]
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+# The patterns are written so that re can skip ahead: one whose first item is a literal or a
+# character class is scanned by a tight C loop, one that starts with \b or ^ is tried at every
+# position (~10x slower). Each counts exactly what its plain form counts; the plain forms are the
+# reference implementation in tests/unit/router_model/test_features_speedpath.py.
+
+#: Characters besides ASCII letters that re's IGNORECASE matches to an ASCII letter (İ ı ſ K); a
+#: test checks every code point, so that a first-letter class never misses one.
+_FOLD_EXTRA = "\u0130\u0131\u017f\u212a"
+
+
+def _keywords(words: Sequence[str], tail: str, *, ignore_case: bool = True) -> re.Pattern[str]:
+    r"""``\b(?:word|...)`` then ``tail``, rewritten to start with a character class.
+
+    The class consumes the first letter (case-sensitively, so that re can scan for it), the ``\b``
+    before it becomes a look-behind, and a look-behind on that letter picks the words that start
+    with it. Words with different first letters never match at one position, so grouping them by
+    first letter keeps the alternation's order wherever the order matters.
+    """
+    groups: dict[str, list[str]] = {}
+    for word in words:
+        groups.setdefault(word[0], []).append(word[1:])
+    firsts = {c for k in groups for c in ((k.lower(), k.upper()) if ignore_case else (k,))}
+    first = "".join(sorted(firsts)) + (_FOLD_EXTRA if ignore_case else "")
+    body = "|".join(f"(?<={k})(?:{'|'.join(rest)})" for k, rest in groups.items())
+    flags = re.IGNORECASE if ignore_case else re.NOFLAG
+    return re.compile(rf"(?-i:[{first}])(?<!\w.)(?:{body}){tail}", flags)
+
+
+_WORD = re.compile(r"\w+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-_MATH = re.compile(r"[=+\-*/^<>≤≥∑∫√π]|\\(?:frac|sum|int|sqrt|cdot|le|ge)|\$")
+# [=+\-*/^<>≤≥∑∫√π]|\\(?:frac|sum|int|sqrt|cdot|le|ge)|\$ with one leading class
+_MATH = re.compile(r"[=+\-*/^<>≤≥∑∫√π$\\](?:(?<=\\)(?:frac|sum|int|sqrt|cdot|le|ge)|(?<!\\))")
+# ```|\bdef \w+\(|\bclass \w+|\breturn\b|\bimport \w+|#include|\bfunction\b|=>|;\s*$|\{\s*$
 _CODE = re.compile(
-    r"```|\bdef \w+\(|\bclass \w+|\breturn\b|\bimport \w+|#include|\bfunction\b|=>|;\s*$|\{\s*$",
+    r"```|d(?<!\wd)ef \w+\(|c(?<!\wc)lass \w+|r(?<!\wr)eturn\b|i(?<!\wi)mport \w+|#include"
+    r"|f(?<!\wf)unction\b|=>|;\s*$|\{\s*$",
     re.MULTILINE,
 )
-_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)]|\(?[a-zA-Z][.)])\s+", re.MULTILINE)
-_CHOICE = re.compile(r"^\s*\(?[A-J][.)]\s+\S", re.MULTILINE)
-_TURN = re.compile(r"^(?:system|user|assistant|human|ai)\s*:", re.MULTILINE | re.IGNORECASE)
-_WH = re.compile(r"\b(?:what|why|how|which|who|whom|whose|when|where)\b", re.IGNORECASE)
-_REASON = re.compile(
-    r"\b(?:prove|derive|explain|justify|analy[sz]e|compare|evaluate|calculate|compute|solve|"
-    r"step[- ]by[- ]step|reason|implement|design|optimi[sz]e|debug|refactor)\w*",
-    re.IGNORECASE,
+# The line-anchored patterns run on "\n" + prompt and start with that newline instead of ^. Where
+# the plain form starts with \s* (which spans blank lines, and is quadratic on runs of them), only
+# a line's first non-blank character can start a match, so the rewrite skips horizontal blanks.
+# ^\s*(?:[-*•]|\d+[.)]|\(?[a-zA-Z][.)])\s+ : the trailing blanks are consumed as the plain form
+# consumes them, except a last newline, which starts the next line's match.
+_LIST_ITEM = re.compile(
+    r"\n[^\S\n]*+(?:[-*•]|\d+[.)]|\(?[a-zA-Z][.)])(?=\s)\s*?(?=\n?(?:\S|\Z))"
 )
-_CONSTRAINT = re.compile(
-    r"\b(?:must|exactly|at least|at most|without|only|never|always|do not|don't|ensure)\b",
-    re.IGNORECASE,
+# ^\s*\(?[A-J][.)]\s+\S
+_CHOICE = re.compile(r"\n[^\S\n]*+\(?[A-J][.)]\s++\S")
+# ^(?:system|user|assistant|human|ai)\s*:
+_TURN = re.compile(r"\n(?:system|user|assistant|human|ai)\s*:", re.IGNORECASE)
+# ^\(?[A-J][.)]\s+(.*)$
+_CHOICE_LINE = re.compile(r"\n\(?[A-J][.)]\s+(.*)$", re.MULTILINE)
+_WH = _keywords(("what", "why", "how", "which", "who", "whom", "whose", "when", "where"), r"\b")
+_REASON = _keywords(
+    (
+        "prove", "derive", "explain", "justify", "analy[sz]e", "compare", "evaluate", "calculate",
+        "compute", "solve", "step[- ]by[- ]step", "reason", "implement", "design", "optimi[sz]e",
+        "debug", "refactor",
+    ),
+    r"\w*",
+)
+_CONSTRAINT = _keywords(
+    (
+        "must", "exactly", "at least", "at most", "without", "only", "never", "always", "do not",
+        "don't", "ensure",
+    ),
+    r"\b",
 )
 _URL = re.compile(r"https?://")
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
-_CHOICE_LINE = re.compile(r"^\(?[A-J][.)]\s+(.*)$", re.MULTILINE)
-_NEGATION = re.compile(r"\b(?:not|except|false|incorrect|least|never)\b", re.IGNORECASE)
-_NEGATION_CAPS = re.compile(r"\b(?:NOT|EXCEPT|LEAST|FALSE)\b")
-_STATEMENTS = re.compile(r"Statement \d|\bI+\.|\bI+ only\b|\bI and II\b")
-_WHICH_FOLLOWING = re.compile(r"which of the following", re.IGNORECASE)
-_ABOVE = re.compile(r"\b(?:all|none|both) of the above\b", re.IGNORECASE)
+_NEGATION = _keywords(("not", "except", "false", "incorrect", "least", "never"), r"\b")
+_NEGATION_CAPS = _keywords(("NOT", "EXCEPT", "LEAST", "FALSE"), r"\b", ignore_case=False)
+# Statement \d|\bI+\.|\bI+ only\b|\bI and II\b
+_STATEMENTS = re.compile(r"Statement \d|I(?<!\wI)(?:I*\.|I* only\b| and II\b)")
+# which of the following, case-insensitive (no other character folds to w)
+_WHICH_FOLLOWING = re.compile(r"[wW](?i:hich of the following)")
+_ABOVE = _keywords(("all", "none", "both"), r" of the above\b")
 
 HAND_FEATURE_NAMES: tuple[str, ...] = (
     "log_tokens",
@@ -125,46 +175,115 @@ def _log(x: float) -> float:
     return math.log1p(x)
 
 
+def _is_punct(c: str) -> bool:
+    return not c.isalnum() and not c.isspace()
+
+
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"  # what re's \w matches
+
+
+def _keep_ascii(keep: Callable[[str], bool]) -> bytes:
+    """``bytes.translate``'s delete argument that keeps only the ASCII bytes ``keep`` accepts."""
+    return bytes(b for b in range(256) if not (b < 128 and keep(chr(b))))
+
+
+_KEEP_DIGIT = _keep_ascii(str.isdigit)
+_KEEP_UPPER = _keep_ascii(str.isupper)
+_KEEP_PUNCT = _keep_ascii(_is_punct)
+_KEEP_WORD = _keep_ascii(_is_word)
+_DROP_ASCII = bytes(range(128))
+#: ``bytes.translate`` tables marking word bytes ``a`` and the others a blank: a word then starts
+#: at each ``" a"``. UTF-8 bytes of non-ASCII characters are all >= 128 and get one mark.
+_MARK_HIGH_BLANK = bytes(ord("a" if b < 128 and _is_word(chr(b)) else " ") for b in range(256))
+_MARK_HIGH_WORD = bytes(ord("a" if b >= 128 or _is_word(chr(b)) else " ") for b in range(256))
+
+
+_ASCII_KEEPS = (_KEEP_DIGIT, _KEEP_UPPER, _KEEP_PUNCT, _KEEP_WORD)
+
+
+class _CharCounts(NamedTuple):
+    digits: int
+    upper: int
+    punct: int
+    non_ascii: int
+    word_chars: int
+    words: int
+
+
+def _char_counts(prompt: str) -> _CharCounts:
+    """Per-character class counts and the number of ``\\w+`` runs, in C loops over UTF-8 bytes.
+
+    ASCII characters are counted by deleting the other bytes; the few distinct non-ASCII ones are
+    classified one by one.
+    """
+    raw = prompt.encode("utf-8", "surrogatepass")
+    digits, upper, punct, word_chars = [len(raw.translate(None, keep)) for keep in _ASCII_KEEPS]
+    if prompt.isascii():
+        marks = raw.translate(_MARK_HIGH_BLANK)
+        words = marks.count(b" a") + marks.startswith(b"a")
+        return _CharCounts(digits, upper, punct, 0, word_chars, words)
+    high = raw.translate(None, _DROP_ASCII).decode("utf-8", "surrogatepass")
+    high_words = 0
+    for ch, n in Counter(high).items():
+        digits += n * ch.isdigit()
+        upper += n * ch.isupper()
+        punct += n * _is_punct(ch)
+        high_words += n * _is_word(ch)
+    if high_words in (0, len(high)):  # every non-ASCII character a word character, or none
+        marks = raw.translate(_MARK_HIGH_WORD if high_words else _MARK_HIGH_BLANK)
+        words = marks.count(b" a") + marks.startswith(b"a")
+    else:
+        words = len(_WORD.findall(prompt))
+    return _CharCounts(digits, upper, punct, len(high), word_chars + high_words, words)
+
+
 def hand_features(prompt: str, n_tokens: int) -> list[float]:
     """The hand-made structural features of one prompt, in ``HAND_FEATURE_NAMES`` order."""
     n_chars = len(prompt)
     chars = max(n_chars, 1)
-    words = _WORD.findall(prompt)
-    n_words = len(words)
+    counts = _char_counts(prompt)
+    n_words = counts.words
     stripped = prompt.rstrip()
     sentences = max(len(_SENTENCE_END.findall(prompt)), 1)
+    lined = "\n" + prompt  # for the line-anchored patterns
+    numbers = len(_NUMBER.findall(prompt))
     return [
         _log(n_tokens),
         _log(n_chars),
         _log(n_words),
         _log(prompt.count("\n") + 1 if prompt else 0),
-        min(sum(len(w) for w in words) / n_words, 30.0) / 10.0 if n_words else 0.0,
+        min(counts.word_chars / n_words, 30.0) / 10.0 if n_words else 0.0,
         _log(n_words / sentences),
-        sum(c.isdigit() for c in prompt) / chars,
-        sum(c.isupper() for c in prompt) / chars,
-        sum((not c.isalnum()) and (not c.isspace()) for c in prompt) / chars,
-        sum(ord(c) > 127 for c in prompt) / chars,
-        _log(len(_NUMBER.findall(prompt))),
+        counts.digits / chars,
+        counts.upper / chars,
+        counts.punct / chars,
+        counts.non_ascii / chars,
+        _log(numbers),
         _log(len(_MATH.findall(prompt))),
         _log(len(_CODE.findall(prompt))),
-        _log(len(_LIST_ITEM.findall(prompt))),
-        _log(len(_CHOICE.findall(prompt))),
-        _log(len(_TURN.findall(prompt))),
+        _log(len(_LIST_ITEM.findall(lined))),
+        _log(len(_CHOICE.findall(lined))),
+        _log(len(_TURN.findall(lined))),
         _log(prompt.count("?")),
         _log(len(_WH.findall(prompt))),
         _log(len(_REASON.findall(prompt))),
         _log(len(_CONSTRAINT.findall(prompt))),
         1.0 if _URL.search(prompt) else 0.0,
         1.0 if stripped.endswith("?") or stripped.endswith("Answer:") else 0.0,
-        *_choice_features(prompt),
+        *_choice_features(prompt, lined, numbers),
     ]
 
 
-def _choice_features(prompt: str) -> list[float]:
-    """Multiple-choice structure: the stem before the first option, and the options' shape."""
-    choices = _CHOICE_LINE.findall(prompt)
-    first = _CHOICE_LINE.search(prompt)
+def _choice_features(prompt: str, lined: str, numbers: int) -> list[float]:
+    """Multiple-choice structure: the stem before the first option, and the options' shape.
+
+    ``lined`` is ``"\\n" + prompt``, ``numbers`` the count of numbers in the whole prompt.
+    """
+    first = _CHOICE_LINE.search(lined)
+    # a match in ``lined`` starts at the newline before its line: at that line's index in prompt
     stem = prompt[: first.start()] if first else prompt
+    choices = _CHOICE_LINE.findall(lined, first.start()) if first else []
     lengths = [len(c) for c in choices] or [0]
     mean_len = sum(lengths) / len(lengths)
     spread = (max(lengths) - min(lengths)) / (mean_len + 1.0)
@@ -179,7 +298,7 @@ def _choice_features(prompt: str) -> list[float]:
         _log(len(_STATEMENTS.findall(prompt))),
         1.0 if _WHICH_FOLLOWING.search(stem) else 0.0,
         1.0 if _ABOVE.search(prompt) else 0.0,
-        _log(len(_NUMBER.findall(stem))),
+        _log(len(_NUMBER.findall(stem)) if first else numbers),
     ]
 
 
