@@ -12,6 +12,8 @@ tail the actual question, which is what decides difficulty in long few-shot or d
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,18 +48,115 @@ def load_tokenizer() -> Any:
     return tokenizer
 
 
-def word_piece_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+def word_piece_ids(
+    tokenizer: Any, texts: Sequence[str], fast: AsciiWordPiece | None = None
+) -> list[list[int]]:
     """Word-piece ids without special tokens, one list per text (Rust tokenizer, batched).
+
+    With ``fast`` (built from the same tokenizer), the texts it covers are tokenised in Python,
+    which for short prompts costs a fraction of the Rust tokenizer's per-call overhead.
 
     Lone UTF-16 surrogates (valid in JSON escapes, invalid in UTF-8) are replaced before
     tokenising, since the Rust tokenizer rejects them.
     """
+    out: list[list[int] | None] = [fast.ids(t) for t in texts] if fast else [None] * len(texts)
+    todo = [i for i, ids in enumerate(out) if ids is None]
+    if todo:
+        for i, ids in zip(todo, _rust_ids(tokenizer, [texts[i] for i in todo]), strict=True):
+            out[i] = ids
+    return [ids if ids is not None else [] for ids in out]
+
+
+def _rust_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     try:
-        encs = tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encs = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
     except TypeError:
         clean = [t.encode("utf-8", "replace").decode("utf-8") for t in texts]
         encs = tokenizer.backend_tokenizer.encode_batch(clean, add_special_tokens=False)
     return [e.ids for e in encs]
+
+
+#: The committed tokenizer's pipeline, as ``tokenizer.json`` spells it; ``AsciiWordPiece``
+#: re-implements exactly this and refuses any other.
+_BERT_NORMALIZER = {
+    "type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+    "strip_accents": None, "lowercase": True,
+}
+#: BertNormalizer's clean_text on ASCII: tab, newline and carriage return become blanks, other
+#: control characters are dropped; the other characters are lower-cased.
+_ASCII_BLANKS = b"\t\n\r"
+_ASCII_CONTROLS = bytes(c for c in [*range(32), 127] if c not in _ASCII_BLANKS)
+_ASCII_NORMALIZE = bytes(
+    ord(" ") if c in _ASCII_BLANKS else ord(chr(c).lower()) if c < 128 else c for c in range(256)
+)
+#: BertPreTokenizer on normalised ASCII: split at blanks, every punctuation character alone.
+_ASCII_PRE_TOKENS = re.compile(rb"[a-z0-9]+|[!-/:-@\[-`{-~]")
+
+
+class AsciiWordPiece:
+    """The committed BERT word-piece tokenizer re-implemented for ASCII text, with equal ids.
+
+    It covers texts that are ASCII and hold no ``[`` (which every added special token such as
+    ``[CLS]`` starts with, and which the Rust tokenizer matches before normalising); ``ids``
+    returns ``None`` for the others. ``tests/unit/router_model/test_encoder_wordpiece.py`` checks
+    it against the Rust tokenizer on arbitrary ASCII text.
+    """
+
+    def __init__(self, vocab: dict[bytes, int], unk_id: int, max_word_chars: int) -> None:
+        self._vocab = vocab
+        self._unk_id = unk_id
+        self._max_word_chars = max_word_chars
+        # no piece is longer than this: a longer slice need not be looked up
+        self._longest = max(map(len, vocab), default=0)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> AsciiWordPiece | None:
+        """The Python twin of ``tokenizer``, or ``None`` when its pipeline is not the BERT one."""
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+        model = spec.get("model") or {}
+        added = [t.get("content", "") for t in spec.get("added_tokens") or []]
+        if (
+            spec.get("normalizer") != _BERT_NORMALIZER
+            or spec.get("pre_tokenizer") != {"type": "BertPreTokenizer"}
+            or model.get("type") != "WordPiece"
+            or model.get("continuing_subword_prefix") != "##"
+            or model.get("unk_token") not in model.get("vocab", {})
+            or not all(a.startswith("[") for a in added)
+        ):
+            return None
+        vocab = {k.encode(): v for k, v in model["vocab"].items() if k.isascii()}
+        return cls(vocab, model["vocab"][model["unk_token"]], model["max_input_chars_per_word"])
+
+    def ids(self, text: str) -> list[int] | None:
+        """Word-piece ids of ``text`` without special tokens; ``None`` when it is not covered."""
+        if not text.isascii() or "[" in text:
+            return None
+        normal = text.encode("ascii").translate(_ASCII_NORMALIZE, _ASCII_CONTROLS)
+        out: list[int] = []
+        vocab = self._vocab
+        for word in _ASCII_PRE_TOKENS.findall(normal):
+            whole = vocab.get(word)
+            if whole is not None:
+                out.append(whole)
+            else:
+                out += self._pieces(word)
+        return out
+
+    def _pieces(self, word: bytes) -> list[int]:
+        """Greedy longest-match-first pieces of one word, or the unknown token (WordPiece)."""
+        if len(word) > self._max_word_chars:
+            return [self._unk_id]
+        pieces, start = [], 0
+        while start < len(word):
+            for end in range(min(len(word), start + self._longest), start, -1):
+                piece = self._vocab.get(word[start:end] if start == 0 else b"##" + word[start:end])
+                if piece is not None:
+                    break
+            else:
+                return [self._unk_id]
+            pieces.append(piece)
+            start = end
+        return pieces
 
 
 def default_model_path() -> Path:

@@ -7,6 +7,7 @@ and at serving time. Bump ``FEATURE_VERSION`` whenever any output value changes;
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -17,7 +18,13 @@ from typing import Any, Literal, NamedTuple, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from router_model.encoder import EMBEDDING_DIM, ENCODER_ID, SentenceEncoder, word_piece_ids
+from router_model.encoder import (
+    EMBEDDING_DIM,
+    ENCODER_ID,
+    AsciiWordPiece,
+    SentenceEncoder,
+    word_piece_ids,
+)
 
 FEATURE_VERSION = 1
 FeatureSet = Literal["full", "hand"]
@@ -169,6 +176,11 @@ class Featurizer:
     @property
     def names(self) -> tuple[str, ...]:
         return feature_names(self.feature_set)
+
+    @functools.cached_property
+    def word_piece(self) -> AsciiWordPiece | None:
+        """The Python twin of ``tokenizer`` for ASCII prompts (built on first use, ~20 ms)."""
+        return AsciiWordPiece.from_tokenizer(self.tokenizer)
 
 
 def _log(x: float) -> float:
@@ -342,7 +354,7 @@ def featurize(
     """
     if featurizer.feature_set == "full" and featurizer.encoder is None:
         raise ValueError("the 'full' feature set needs an encoder")
-    ids = word_piece_ids(featurizer.tokenizer, prompts)
+    ids = word_piece_ids(featurizer.tokenizer, prompts, featurizer.word_piece)
     hand = np.array(
         [hand_features(p, len(i)) for p, i in zip(prompts, ids, strict=True)], dtype=np.float32
     ).reshape(len(prompts), len(HAND_FEATURE_NAMES))
