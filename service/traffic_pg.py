@@ -63,9 +63,22 @@ class PostgresTrafficStore(TrafficStore):
             await self._conn.close()
             self._conn = None
 
-    def _db(self) -> psycopg.AsyncConnection[Any]:
+    async def _db(self) -> psycopg.AsyncConnection[Any]:
+        """The connection, opened again first if the server dropped it (call under the lock).
+
+        Why: psycopg does not reconnect by itself, so without this one PostgreSQL restart or
+        network blip would lose every later record until the gateway restarts.
+
+        Raises:
+            RuntimeError: when the store is not started.
+            psycopg.OperationalError: when the server is still unreachable.
+        """
         if self._conn is None:
             raise RuntimeError("traffic store is not started")
+        if self._conn.broken or self._conn.closed:
+            logger.warning("traffic store (PostgreSQL): connection lost, reconnecting")
+            await self._conn.close()
+            self._conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=5)
         return self._conn
 
     async def _write_many(self, records: list[TrafficRecord]) -> None:
@@ -74,20 +87,21 @@ class PostgresTrafficStore(TrafficStore):
             values = encode_record(r)
             rows.append(tuple(values[n] for n in NAMES))
         sql = f"INSERT INTO traffic ({', '.join(NAMES)}) VALUES ({', '.join(['%s'] * len(NAMES))})"
-        conn = self._db()
-        async with self._lock, conn.transaction():
-            async with conn.cursor() as cur:
+        async with self._lock:
+            conn = await self._db()
+            async with conn.transaction(), conn.cursor() as cur:
                 await cur.executemany(sql, rows)
 
     async def add_feedback(self, feedback: FeedbackRecord) -> None:
-        conn = self._db()
         sql = (
             f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, value) "
             "SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS "
             "(SELECT 1 FROM traffic WHERE decision_id = %s)"
         )
-        async with self._lock, conn.transaction():
-            cur = await conn.execute(sql, (*feedback_values(feedback), feedback.decision_id))
+        async with self._lock:
+            conn = await self._db()
+            async with conn.transaction():
+                cur = await conn.execute(sql, (*feedback_values(feedback), feedback.decision_id))
             if cur.rowcount == 0:
                 raise NotFound(f"no decision with id {feedback.decision_id!r}")
 
@@ -108,7 +122,8 @@ class PostgresTrafficStore(TrafficStore):
         return savings_report(await self._fetch(SAVINGS_SQL, (), one=False))
 
     async def _fetch(self, sql: str, params: tuple[Any, ...], *, one: bool) -> Any:
-        conn = self._db()
-        async with self._lock, conn.transaction():
-            cur = await conn.execute(sql, params)
-            return await cur.fetchone() if one else await cur.fetchall()
+        async with self._lock:
+            conn = await self._db()
+            async with conn.transaction():
+                cur = await conn.execute(sql, params)
+                return await cur.fetchone() if one else await cur.fetchall()
