@@ -42,6 +42,11 @@ file and a missing bundle on reload, every malformed `/v1/route` body (`test_htt
 invalid gRPC fields (`test_grpc_api.py`); kill -9 of the gateway with 4 clients, with no answered
 record lost (`test_gateway_traffic.py`); in-process log scan for keys and prompts
 (`test_gateway_routing.py`).
+
+Not covered yet: a PostgreSQL server that drops packets instead of refusing them (each request
+would wait for the reconnect's 5 s connect timeout before answering); the upstream resetting a
+stream after its first bytes does not count as a failure for that upstream's circuit breaker
+(row "mid-stream" above: the breaker stays closed, so such an upstream keeps getting streams).
 """
 
 

@@ -91,9 +91,9 @@ def relay(postgres_url: str) -> Iterator[tuple[Relay, str]]:
 
 @pytest.mark.reliability(
     scenario="Traffic database unreachable at run time (PostgreSQL)",
-    action="gateway on PostgreSQL through a TCP relay; the relay is cut (connections reset, new "
-           "ones refused) for 3 requests, then restored for 3 more",
-    expected="all 6 answered; the 3 records made while it was down are lost and counted in "
+    action="gateway on PostgreSQL through a TCP relay; 1 request, then the relay is cut "
+           "(connections reset, new ones refused) for 3 requests, then restored for 3 more",
+    expected="all 7 answered; the 3 records made while it was down are lost and counted in "
              "tierwise_gateway_traffic_write_errors_total; recording resumes once it is back")
 def test_postgres_outage(
     make_gateway: Any, fast_bundle: Path, relay: tuple[Relay, str], postgres_url: str,
