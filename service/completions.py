@@ -40,8 +40,10 @@ from service.gateway_requests import (
     unit_id,
 )
 from service.openai_errors import BadRequest, ModelNotFound, envelope
+from service.semantic_cache import CacheKey, Hit, ResponseCache, replay, tenant_of
 from service.sse import SseTap, data_of, json_event, with_member
 from service.traffic import TrafficStore
+from service.trimming import trim_forward
 from service.upstream import Forwarded, UpstreamPool
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,8 @@ class Call:
     features: asyncio.Task[list[float]] | None = None
     answer: Forwarded | None = None
     recorded: bool = field(default=False)
+    trimmed: int = 0
+    cache_key: CacheKey | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class Completions:
     metrics: GatewayMetrics
     upstreams: UpstreamPool
     tokenizer: Any
+    cache: ResponseCache | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
@@ -128,9 +133,17 @@ class Completions:
         scored = self._scored(body, messages)
         plan = await self.plan(body, headers, messages)
         call = Call(body, messages, scored, plan, start)
+        forward = {k: v for k, v in doc.items() if k != "tierwise"}
+        call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
+        self.metrics.trimmed_tokens.inc(call.trimmed)
+        if self.cache is not None and not body.stream:  # streams are neither served nor stored
+            call.cache_key = self.cache.key(forward, tenant_of(headers), plan.tier)
+            hit = await self.cache.lookup(call.cache_key)
+            self.metrics.cache.labels(hit.layer if hit else "miss").inc()
+            if hit is not None:
+                return self._replay(call, hit)
         if plan.decision is not None:
             call.features = asyncio.create_task(self.decisions.features(scored))
-        forward = {k: v for k, v in doc.items() if k != "tierwise"}
         try:
             call.answer = await self.upstreams.send(forward, plan.tier, stream=body.stream)
         except UpstreamError:
@@ -205,8 +218,8 @@ class Completions:
             "tier": answer.upstream.tier.name if answer else None,
             "model": answer.upstream.tier.model if answer else None,
             "failovers": answer.failovers if answer else 0,
-            "fail_open": plan.source == "fail_open",
-            "router_tier": d.tier if d else None,
+            "fail_open": plan.source == "fail_open", "trimmed_tokens": call.trimmed,
+            "router_tier": d.tier if d else None, "cache": None,
             "quality": d.quality if d else None,
             "probabilities": d.probabilities if d else None,
         }
@@ -240,8 +253,20 @@ class Completions:
         usage = await self._usage(call, doc.get("usage"), "".join(texts))
         doc.setdefault("model", answer.upstream.tier.model)
         record = await self._finish(call, response.status_code, usage)
+        if self.cache is not None and call.cache_key is not None and not answer.failovers:
+            self.cache.store(call.cache_key, doc, record.cost_usd, answer.upstream.tier.name)
         doc["tierwise"] = self.info(call, record)
         return JSONResponse(doc, headers=self.headers(call))
+
+    def _replay(self, call: Call, hit: Hit) -> Response:
+        """A cached answer, forwarded nowhere and not recorded (no routing outcome to learn)."""
+        self.metrics.cache_saved.inc(hit.cost_usd)
+        doc = replay(hit)
+        doc["tierwise"] = {**self.info(call), "tier": hit.tier, "model": doc.get("model"),
+                           "cache": hit.layer, "similarity": hit.similarity, "cost_usd": 0.0,
+                           "saved_usd": hit.cost_usd}
+        return JSONResponse(doc, headers={**self.headers(call), "x-tierwise-tier": hit.tier,
+                                          "x-tierwise-cache": hit.layer})
 
     async def _events(self, call: Call, answer: Forwarded) -> AsyncIterator[bytes]:
         tap, first, done = SseTap(), True, False

@@ -126,6 +126,10 @@ class DecisionSource(ABC):
     async def aclose(self) -> None:
         """Release the router (stop batching, close the channel)."""
 
+    def encoder(self) -> SentenceEncoder | None:
+        """The router's sentence encoder, for the semantic cache (None: none in this process)."""
+        return None
+
 
 def text_key(text: str) -> bytes:
     """A short key of a scored text (the texts themselves may be long; they are not kept)."""
@@ -229,6 +233,9 @@ class LocalDecisions(DecisionSource):
             max_tier=names.to_config[d.policy.max_tier], model_version=d.model_version,
             feature_version=d.feature_version, latency_ms=result.latency_ms,
         )
+
+    def encoder(self) -> SentenceEncoder | None:
+        return self._router.featurizer.encoder if self._router is not None else None
 
     async def features(self, text: str) -> list[float]:
         if self._router is None:

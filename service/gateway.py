@@ -37,6 +37,7 @@ from service.http_api import BodyLimit
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.openai_errors import BadRequest, envelope, envelope_for
 from service.router_client import RemoteDecisions
+from service.semantic_cache import CacheSettings, ResponseCache
 from service.traffic import SavingsReport, open_store
 from service.upstream import UpstreamPool, build_upstreams
 
@@ -72,6 +73,16 @@ def arm_assigner(config: GatewayConfig) -> ArmAssigner:
         return ArmAssigner.single_router()
     arms = [Arm(a.name, a.tier, a.weight) for a in config.ab.arms]
     return ArmAssigner(arms, config.ab.salt)
+
+
+def response_cache(config: GatewayConfig, decisions: DecisionSource) -> ResponseCache | None:
+    """The response cache when enabled; semantic only with the in-process router's encoder."""
+    if not config.cache.enabled:
+        return None
+    c = config.cache
+    found = ResponseCache(CacheSettings(c.similarity, c.ttl_s, c.max_entries), decisions.encoder())
+    logger.info("response cache on: exact%s", " and semantic" if found.semantic else " only")
+    return found
 
 
 def get_completions(request: Request) -> Completions:
@@ -205,7 +216,8 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
                                 http)
             pool.on_failure = app.state.metrics.upstream_failure
             completions = Completions(config, decisions, arm_assigner(config), store,
-                                      app.state.metrics, pool, tokenizer)
+                                      app.state.metrics, pool, tokenizer,
+                                      response_cache(config, decisions))
             stack.push_async_callback(completions.aclose)
             app.state.completions = completions
             logger.info("gateway ready: %d tiers, traffic in %s", len(config.tiers),

@@ -119,6 +119,23 @@ class FailoverConfig(_Strict):
     connect_timeout_s: float = Field(default=3.0, gt=0)
 
 
+class CacheConfig(_Strict):
+    """The response cache (``service.semantic_cache``): exact, then semantic on the encoder."""
+
+    enabled: bool = False
+    #: Cosine similarity at or above which a stored answer serves a new chat (semantic layer).
+    similarity: float = Field(default=0.95, gt=0, le=1)
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
+class TrimConfig(_Strict):
+    """Prompt trimming (``service.trimming``); a request's ``tierwise.trim`` wins over this."""
+
+    enabled: bool = False
+    max_input_tokens: int = Field(default=4000, ge=256)
+
+
 class GatewayConfig(_Strict):
     """The whole gateway config file."""
 
@@ -132,6 +149,8 @@ class GatewayConfig(_Strict):
     ab: ABConfig | None = None
     limits: LimitsConfig = LimitsConfig()
     failover: FailoverConfig = FailoverConfig()
+    cache: CacheConfig = CacheConfig()
+    trim: TrimConfig = TrimConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:

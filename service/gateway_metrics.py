@@ -53,6 +53,19 @@ class GatewayMetrics:
             "tierwise_gateway_traffic_write_errors", "Traffic records that could not be committed.",
             registry=r,
         )
+        self.cache = Counter(
+            "tierwise_gateway_cache_lookups", "Response cache lookups, by result.",
+            ["result"], registry=r,
+        )
+        self.cache_saved = Counter(
+            "tierwise_gateway_cache_saved_usd",
+            "USD not spent upstream: the stored cost of each answer served from the cache.",
+            registry=r,
+        )
+        self.trimmed_tokens = Counter(
+            "tierwise_gateway_trimmed_tokens", "Input tokens removed by prompt trimming.",
+            registry=r,
+        )
         self.latency = Histogram(
             "tierwise_gateway_latency_seconds", "Whole request time, upstream included.",
             ["routed"], buckets=LATENCY_BUCKETS, registry=r,

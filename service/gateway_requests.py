@@ -52,6 +52,8 @@ class KnobIn(BaseModel):
     min_tier: str | None = None
     max_tier: str | None = None
     allowed_tiers: list[str] = Field(default_factory=list)
+    #: Trim redundant context before forwarding (None: the config's ``trim.enabled``).
+    trim: bool | None = None
 
 
 class ChatBody(BaseModel):

@@ -1,0 +1,144 @@
+"""Prompt trimming: drop redundant context from a chat before it is forwarded (opt-in).
+
+Three steps, each only while it helps: (1) a system or developer message whose text repeats an
+earlier one is dropped; (2) a message identical (role and content) to an earlier one is dropped;
+(3) while the chat is over ``max_input_tokens`` (counted with the router's word-piece tokenizer),
+the longest older plain-text turn is cut to its head and tail around a marker. The last user turn
+is never changed, nor are messages that carry tool calls or non-text parts (their structure is
+part of the conversation's meaning). Steps 1 and 2 run whatever the budget: a verbatim repeat
+tells the model nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from router_model.encoder import word_piece_ids
+from service.gateway_config import TrimConfig
+from service.gateway_requests import KnobIn
+
+#: Tokens of an older turn kept at each end when it is cut (the head states the task, the tail
+#: usually holds the conclusion the next turn refers to).
+KEEP_EDGE_TOKENS = 64
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+_MARKER = "\n[… {n} tokens trimmed by tierwise …]\n"
+
+Counter = Callable[[Sequence[str]], list[list[int]]]
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """The trimmed messages and how many input tokens (by the router's tokenizer) were saved."""
+
+    messages: list[Any]
+    tokens_before: int
+    tokens_after: int
+
+    @property
+    def saved(self) -> int:
+        return self.tokens_before - self.tokens_after
+
+
+def _text(message: Any) -> str:
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+def _plain(message: Any) -> bool:
+    """A message with string content and nothing structural (tool calls, function calls)."""
+    return (isinstance(message, dict) and isinstance(message.get("content"), str)
+            and not set(message) - {"role", "content", "name"})
+
+
+def _last_user(messages: Sequence[Any]) -> int:
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], dict) and messages[i].get("role") == "user":
+            return i
+    return len(messages)  # no user turn: nothing is protected beyond the rules above
+
+
+def _dedupe(messages: list[Any], protected: int) -> list[Any]:
+    seen_system: set[str] = set()
+    seen: set[str] = set()
+    out: list[Any] = []
+    for i, m in enumerate(messages):
+        if i != protected and _plain(m):
+            role, text = m.get("role"), _text(m).strip()
+            if role in _SYSTEM_ROLES and text in seen_system:
+                continue
+            whole = json.dumps(m, sort_keys=True)
+            if whole in seen:
+                continue
+            seen.add(whole)
+            if role in _SYSTEM_ROLES:
+                seen_system.add(text)
+        out.append(m)
+    return out
+
+
+def trim_messages(messages: Sequence[Any], max_input_tokens: int, ids: Counter) -> Trimmed:
+    """Drop repeated system text and duplicate messages, then shorten older turns to the budget.
+
+    ``ids`` tokenises texts (the router's word-piece tokenizer). The last user message is kept
+    verbatim; the input list is not modified.
+    """
+    original = list(messages)
+    before = sum(len(x) for x in ids([_text(m) for m in original]))
+    protected = _last_user(original)
+    out = _dedupe(original, protected)
+    last = next((i for i, m in enumerate(out) if m is original[protected]), -1) \
+        if protected < len(original) else -1
+    token_ids = ids([_text(m) for m in out])
+    total = sum(len(x) for x in token_ids)
+    for _ in range(4 * len(out)):  # each cut shrinks a turn; the bound guards odd tokenizations
+        if total <= max_input_tokens:
+            break
+        cuttable = [i for i, m in enumerate(out)
+                    if _plain(m) and i != last and len(token_ids[i]) > 2 * KEEP_EDGE_TOKENS + 16]
+        if not cuttable:
+            break
+        i = max(cuttable, key=lambda j: len(token_ids[j]))
+        out[i] = {**out[i], "content": _shorten(_text(out[i]), len(token_ids[i]),
+                                                total - max_input_tokens)}
+        token_ids[i] = ids([_text(out[i])])[0]
+        total = sum(len(x) for x in token_ids)
+    return Trimmed(out, before, total)
+
+
+def _shorten(text: str, n_tokens: int, excess: int) -> str:
+    """``text`` cut to head and tail, dropping about ``excess`` of its ``n_tokens`` tokens.
+
+    Cut by characters in proportion to tokens (the tokenizer gives ids, not offsets); the loop in
+    ``trim_messages`` re-counts and cuts again when the estimate falls short.
+    """
+    keep_tokens = max(2 * KEEP_EDGE_TOKENS, n_tokens - excess - 16)
+    keep_chars = max(1, len(text) * keep_tokens // max(n_tokens, 1))
+    head, tail = keep_chars // 2, keep_chars - keep_chars // 2
+    if head + tail >= len(text):
+        head, tail = len(text) // 3, len(text) // 3
+    return text[:head] + _MARKER.format(n=n_tokens - keep_tokens) + text[len(text) - tail:]
+
+
+async def trim_forward(
+    forward: dict[str, Any], config: TrimConfig, knob: KnobIn | None, tokenizer: Any
+) -> int:
+    """Trim a forwarded body's messages in place when the request's knob (else the config) asks.
+
+    Returns the input tokens saved (0 when trimming is off). Long chats are tokenised off the
+    event loop.
+    """
+    messages = forward.get("messages")
+    asked = knob.trim if knob is not None else None
+    if not (config.enabled if asked is None else asked) or not isinstance(messages, list):
+        return 0
+
+    def ids(texts: Sequence[str]) -> list[list[int]]:
+        return word_piece_ids(tokenizer, texts)
+
+    result = await asyncio.to_thread(trim_messages, messages, config.max_input_tokens, ids)
+    forward["messages"] = result.messages
+    return result.saved

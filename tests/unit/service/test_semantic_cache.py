@@ -1,0 +1,86 @@
+"""The response cache's bounds: scopes, TTL (on a test clock), LRU size, the semantic layer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from router_model.encoder import SentenceEncoder
+from service.semantic_cache import CacheSettings, ResponseCache, replay, tenant_of
+
+QUESTION = "What is the capital of France?"
+
+
+def body(text: str, **params: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": text}], **params}
+
+
+def answer(text: str) -> dict[str, Any]:
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def look(cache: ResponseCache, doc: dict[str, Any], tenant: str = "t", tier: str = "weak") -> Any:
+    key = cache.key(doc, tenant, tier)
+    return key, asyncio.run(cache.lookup(key))
+
+
+def test_exact_layer_scopes_and_replay() -> None:
+    cache = ResponseCache(CacheSettings(), encoder=None)
+    key, hit = look(cache, body(QUESTION))
+    assert hit is None
+    cache.store(key, {**answer("Paris."), "tierwise": {"x": 1}}, 0.002, "weak")
+    _, hit = look(cache, body("  What is the  capital of France? "))
+    assert hit is not None and hit.layer == "exact" and hit.cost_usd == 0.002
+    assert "tierwise" not in hit.doc
+    again = replay(hit)
+    assert again["id"] != "chatcmpl-1" and again["choices"] == answer("Paris.")["choices"]
+    assert look(cache, body(QUESTION), tenant="u")[1] is None
+    assert look(cache, body(QUESTION), tier="strong")[1] is None
+    assert look(cache, body(QUESTION, temperature=0.0))[1] is None
+    assert look(cache, body("What is the capital of Italy?"))[1] is None
+    assert tenant_of({"authorization": "Bearer a"}) != tenant_of({"authorization": "Bearer b"})
+
+
+def test_ttl_and_lru_bounds() -> None:
+    clock = Clock()
+    cache = ResponseCache(CacheSettings(ttl_s=10, max_entries=2), encoder=None, clock=clock)
+    for text in ("one", "two"):
+        cache.store(cache.key(body(text), "t", "weak"), answer(text), 0.0, "weak")
+    assert look(cache, body("one"))[1] is not None  # "one" is now the most recently used
+    cache.store(cache.key(body("three"), "t", "weak"), answer("three"), 0.0, "weak")
+    assert len(cache) == 2
+    assert look(cache, body("two"))[1] is None
+    assert look(cache, body("one"))[1] is not None
+    clock.now += 10
+    assert look(cache, body("one"))[1] is None
+    assert len(cache) == 1
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder.load()
+
+
+def test_semantic_layer_within_scope(encoder: SentenceEncoder) -> None:
+    cache = ResponseCache(CacheSettings(similarity=0.95, max_entries=3), encoder)
+    key, _ = look(cache, body(QUESTION))
+    cache.store(key, answer("Paris."), 0.01, "weak")
+    _, hit = look(cache, body("What's the capital of France?"))
+    assert hit is not None and hit.layer == "semantic" and hit.similarity >= 0.95
+    assert look(cache, body("What's the capital of France?"), tenant="u")[1] is None
+    assert look(cache, body("What is the population of France?"))[1] is None
+    for i in range(3):  # evicts the first entry, and its row in the matrix
+        k, _ = look(cache, body(f"Name {i} rivers in Germany."))
+        cache.store(k, answer("Rhine."), 0.0, "weak")
+    assert look(cache, body("What's the capital of France?"))[1] is None

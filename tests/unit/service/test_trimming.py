@@ -1,0 +1,113 @@
+"""Prompt trimming on chats built from shipped prompts (the committed routellm fixture rows)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router_model.encoder import load_tokenizer, word_piece_ids
+from service.trimming import KEEP_EDGE_TOKENS, trim_messages
+
+FIXTURE = Path(__file__).resolve().parents[3] / "data" / "fixtures" / "routellm_small.jsonl"
+SYSTEM = "You are a patient tutor. Answer with the letter of the correct option, then explain."
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[str]:
+    rows = [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
+    return sorted({str(r["prompt"]) for r in rows}, key=len)
+
+
+@pytest.fixture(scope="module")
+def ids() -> Any:
+    tokenizer = load_tokenizer()
+
+    def count(texts: Sequence[str]) -> list[list[int]]:
+        return word_piece_ids(tokenizer, texts)
+
+    return count
+
+
+def tokens(ids: Any, messages: list[dict[str, Any]]) -> int:
+    return sum(len(x) for x in ids([m["content"] for m in messages]))
+
+
+def tutoring_chat(prompts: list[str], turns: int) -> list[dict[str, Any]]:
+    """A system prompt, ``turns`` earlier question/answer pairs, then a short final question."""
+    chat: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}]
+    for p in prompts[-turns - 1:-1]:  # the longest prompts: the context to trim
+        chat += [{"role": "user", "content": p},
+                 {"role": "assistant", "content": "B. " + p[: len(p) // 2]}]
+    return chat + [{"role": "user", "content": prompts[0]}]
+
+
+def test_short_chat_is_unchanged(prompts: list[str], ids: Any) -> None:
+    chat = tutoring_chat(prompts, 2)
+    out = trim_messages(chat, 100_000, ids)
+    assert out.messages == chat and out.saved == 0
+
+
+def test_repeated_system_text_and_duplicate_turns_are_dropped(
+    prompts: list[str], ids: Any
+) -> None:
+    chat = tutoring_chat(prompts, 2)
+    question = chat[1]
+    # an SDK loop that re-sends the system prompt and re-posts a question verbatim
+    noisy = [*chat[:3], {"role": "system", "content": SYSTEM + "  "}, dict(question), *chat[3:]]
+    out = trim_messages(noisy, 100_000, ids)
+    assert out.messages == chat
+    assert out.saved == tokens(ids, noisy) - tokens(ids, chat) > 0
+
+
+def test_over_budget_cuts_older_turns_to_head_and_tail(prompts: list[str], ids: Any) -> None:
+    chat = tutoring_chat(prompts, 6)
+    before = copy.deepcopy(chat)
+    budget = tokens(ids, chat) * 6 // 10
+    out = trim_messages(chat, budget, ids)
+    assert chat == before  # the caller's list is not modified
+    assert out.tokens_after <= budget < out.tokens_before
+    assert out.saved == out.tokens_before - out.tokens_after
+    assert out.messages[-1] == chat[-1]  # the last user turn, verbatim
+    assert out.messages[0] == chat[0]
+    cut = [(a, b) for a, b in zip(chat, out.messages, strict=True) if a != b]
+    assert cut
+    for old, new in cut:
+        assert old["role"] == new["role"]
+        assert "tokens trimmed by tierwise" in new["content"]
+        head, tail = new["content"].split("\n[…")[0], new["content"].split("…]\n")[-1]
+        assert old["content"].startswith(head) and old["content"].endswith(tail)
+
+
+def test_unreachable_budget_cuts_every_long_turn_to_its_edges(
+    prompts: list[str], ids: Any
+) -> None:
+    out = trim_messages(tutoring_chat(prompts, 6), 1, ids)
+    assert out.tokens_after < out.tokens_before
+    for m in out.messages[:-1]:
+        assert len(ids([m["content"]])[0]) <= 2 * KEEP_EDGE_TOKENS + 16
+
+
+def test_last_user_turn_is_never_cut(prompts: list[str], ids: Any) -> None:
+    huge = "\n".join(prompts[-40:])
+    chat = [{"role": "user", "content": prompts[-1]}, {"role": "assistant", "content": "C."},
+            {"role": "user", "content": huge}]
+    out = trim_messages(chat, 256, ids)
+    assert out.messages[-1]["content"] == huge
+    assert len(ids([out.messages[0]["content"]])[0]) <= 2 * KEEP_EDGE_TOKENS + 16
+
+
+def test_structured_messages_are_kept(prompts: list[str], ids: Any) -> None:
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c1", "type": "function",
+                            "function": {"name": "lookup", "arguments": "{}"}}]}
+    tool = {"role": "tool", "tool_call_id": "c1", "content": prompts[-2]}
+    chat = [{"role": "user", "content": prompts[-3]}, call, tool, dict(tool),
+            {"role": "user", "content": prompts[-1]}]
+    out = trim_messages(chat, 256, ids)
+    assert out.messages[1:4] == [call, tool, tool]
+    assert out.messages[-1] == chat[-1]
