@@ -101,6 +101,8 @@ def read_bundle(path: Path) -> tuple[Manifest, bytes]:
         raise ArtifactMismatch(
             f"{path}: not a model bundle ({exc.strerror}: {exc.filename})"
         ) from exc
+    except ValueError as exc:  # the OS cannot take the name at all (an embedded NUL byte)
+        raise ArtifactMismatch(f"{str(path)!r}: not a model bundle ({exc})") from exc
     try:
         manifest = Manifest.model_validate_json(raw)
     except ValidationError as exc:
