@@ -43,6 +43,12 @@ invalid gRPC fields (`test_grpc_api.py`); kill -9 of the gateway with 4 clients,
 record lost (`test_gateway_traffic.py`); in-process log scan for keys and prompts
 (`test_gateway_routing.py`).
 
+Found by these tests and fixed: a gRPC request that is not valid protobuf ended with UNKNOWN and
+an ERROR traceback per frame (now INVALID_ARGUMENT, `service/grpc_server.py`); after a PostgreSQL
+outage the gateway never recorded again until restarted (now it reconnects,
+`service/traffic_pg.py`); `POST /v1/admin/reload` of a path with a NUL byte was a 500 (now 409,
+`router_model/artifact.py`).
+
 Not covered yet: a PostgreSQL server that drops packets instead of refusing them (each request
 would wait for the reconnect's 5 s connect timeout before answering); the upstream resetting a
 stream after its first bytes does not count as a failure for that upstream's circuit breaker
