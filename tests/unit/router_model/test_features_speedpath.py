@@ -176,6 +176,8 @@ def test_equal_on_edge_cases() -> None:
         "x\n\n\n- item\n\n  (b) second\nA.\nB. swallowed", "é—", "é a", "— a", "-\n -\r",
         "-\n\n- a", "1.\n \n2. b", "a) \n", "A.\n\n  B. c\nC) d",
         " ai: x", "x\n\tuser :\n", "AI\n\n: y",
+        # re folds these to ASCII letters, str.lower() does not: "which", "solve", "at least"
+        "WH\u0130CH one?", "\u017folve it", "at lea\u017ft", "wh\u0131ch of the followıng",
     ):
         assert_same(prompt)
 
