@@ -99,3 +99,27 @@ def choose_tiers(
     first_ok = np.where(ok.any(axis=1), ok.argmax(axis=1), -1)
     fallback = int(np.flatnonzero(mask)[-1])
     return np.where(first_ok >= 0, first_ok, fallback).astype(np.int64)
+
+
+def choose_tier(proba: Sequence[float], quality: float, allowed: Sequence[bool]) -> int:
+    """``choose_tiers`` for one row, in plain Python: the same decision without numpy's overhead.
+
+    The running sum adds in the order ``np.cumsum`` does, so the adequacies are the same floats.
+
+    Raises:
+        ValueError: when no tier is allowed.
+    """
+    threshold = quality - 1e-12
+    last = len(proba) - 1
+    total, fallback = 0.0, -1
+    for k, p in enumerate(proba):
+        total += p
+        if not allowed[k]:
+            continue
+        # the top tier is adequate by definition of the label; clipped like ``adequacy``
+        if (1.0 if k == last else min(max(total, 0.0), 1.0)) >= threshold:
+            return k
+        fallback = k
+    if fallback < 0:
+        raise ValueError("no tier is allowed")
+    return fallback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from router_model.artifact import Manifest, read_bundle
 from router_model.encoder import SentenceEncoder, load_tokenizer
 from router_model.errors import ArtifactMismatch, InvalidPrompt
 from router_model.features import FEATURE_VERSION, Featurizer, featurize
-from router_model.policy import Policy, ResolvedPolicy, allowed_mask, choose_tiers, resolve_policy
+from router_model.policy import Policy, ResolvedPolicy, choose_tier, resolve_policy
 from router_model.tiers import Tier
 
 
@@ -67,17 +68,39 @@ class ComplexityRouter:
         featurizer = Featurizer(manifest.feature_set, tokenizer, encoder)
         return cls(session, manifest, featurizer)
 
-    @property
+    # derived from the frozen manifest once, on first use (validating the ladder is ~10 us)
+    @functools.cached_property
     def tiers(self) -> tuple[Tier, ...]:
+        """The validated tier ladder, cheapest first.
+
+        Raises:
+            InvalidData: when the manifest's ladder is malformed.
+        """
         return self.manifest.tier_ladder()
 
-    @property
+    @functools.cached_property
     def model_version(self) -> str:
         return self.manifest.model_version
 
+    @functools.cached_property
+    def _default_policy(self) -> ResolvedPolicy:
+        return resolve_policy(None, self.tiers, self.manifest.threshold)
+
+    def resolve(self, policy: Policy | None) -> ResolvedPolicy:
+        """``policy`` with this bundle's defaults applied and its tier names checked.
+
+        Raises:
+            InvalidPrompt: when the knob is outside [0, 1], a tier name is unknown, or no tier is
+                left.
+        """
+        if policy is None:
+            return self._default_policy
+        return resolve_policy(policy, self.tiers, self.manifest.threshold)
+
     def proba_from_features(self, matrix: NDArray[np.float32]) -> NDArray[np.float64]:
         """Run the ONNX classifier on a feature matrix: ``(n, n_tiers)`` probabilities."""
-        out = self.session.run(["probabilities"], {"features": matrix.astype(np.float32)})[0]
+        features = np.ascontiguousarray(matrix, dtype=np.float32)  # no copy when it already is
+        out = self.session.run(["probabilities"], {"features": features})[0]
         return np.asarray(out, dtype=np.float64)
 
     def predict_proba(self, prompts: Sequence[str]) -> NDArray[np.float64]:
@@ -101,29 +124,28 @@ class ComplexityRouter:
             InvalidPrompt: when a prompt is empty or a policy is invalid.
         """
         tiers = self.tiers
-        resolved = [resolve_policy(p, tiers, self.manifest.threshold) for p in policies]
+        resolved = [self.resolve(p) for p in policies]
         for prompt in prompts:
             if not prompt or not prompt.strip():
                 raise InvalidPrompt("prompt must be a non-empty string")
         feats = featurize(prompts, self.featurizer)
-        proba = self.proba_from_features(feats.matrix)
+        # one row at a time in plain Python: numpy's per-call overhead outweighs a row's work
+        rows: list[list[float]] = self.proba_from_features(feats.matrix).tolist()
+        counts: list[int] = feats.n_tokens.tolist()
         return [
-            self._decide(proba[i], int(feats.n_tokens[i]), resolved[i], tiers)
-            for i in range(len(prompts))
+            self._decide(row, n, policy, tiers)
+            for row, n, policy in zip(rows, counts, resolved, strict=True)
         ]
 
     def _decide(
-        self,
-        proba: NDArray[np.float64],
-        n_tokens: int,
-        policy: ResolvedPolicy,
-        tiers: Sequence[Tier],
+        self, proba: list[float], n_tokens: int, policy: ResolvedPolicy, tiers: Sequence[Tier]
     ) -> RouteDecision:
-        k = int(choose_tiers(proba[None, :], policy.quality, allowed_mask(policy, tiers))[0])
+        allowed = [t.name in policy.allowed_tiers for t in tiers]
+        k = choose_tier(proba, policy.quality, allowed)
         return RouteDecision(
             tier=tiers[k].name,
             model=tiers[k].model,
-            probabilities={t.name: float(p) for t, p in zip(tiers, proba, strict=True)},
+            probabilities={t.name: p for t, p in zip(tiers, proba, strict=True)},
             policy=policy,
             model_version=self.model_version,
             feature_version=FEATURE_VERSION,
