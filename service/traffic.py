@@ -5,17 +5,13 @@ only once the record is committed to disk (SQLite: WAL, ``synchronous=FULL``; Po
 committed transaction), so a gateway that answers after it returns loses no answered record in a
 crash. Concurrent records are group-committed: one transaction per batch of waiting records.
 
-Table ``traffic`` has one column per ``TrafficRecord`` field (``COLUMNS`` below, same names and
-order), primary key ``decision_id``; ``features`` is little-endian float32 bytes and
-``probabilities`` JSON text. Table ``feedback`` holds ``FeedbackRecord`` rows (``id``,
-``decision_id`` referencing ``traffic``, ``created_at``, ``score``, ``thumbs``, ``comment``, and
-``value``: the label as a number in [0, 1]).
+The tables, columns and row encoding are ``router_model.traffic_schema``'s (pure, so retraining
+reads the store without importing the service).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 from abc import ABC, abstractmethod
@@ -29,69 +25,17 @@ from pydantic import BaseModel
 
 from router_model.errors import InvalidData, NotFound
 from router_model.records import FeedbackRecord, TrafficRecord
+from router_model.traffic_schema import COLUMNS as COLUMNS  # re-exported: tests build SQL on it
+from router_model.traffic_schema import (
+    FEEDBACK_COLUMNS,
+    NAMES,
+    decode_record,
+    encode_record,
+    feedback_from_row,
+    feedback_values,
+)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column of the ``traffic`` table: its name and SQL type in each backend."""
-
-    name: str
-    sqlite: str
-    postgres: str
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("schema_version", "INTEGER NOT NULL", "INTEGER NOT NULL"),
-    Column("decision_id", "TEXT PRIMARY KEY", "TEXT PRIMARY KEY"),
-    Column("created_at", "TEXT NOT NULL", "TIMESTAMPTZ NOT NULL"),
-    Column("arm", "TEXT NOT NULL", "TEXT NOT NULL"),
-    Column("propensity", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
-    Column("source", "TEXT NOT NULL", "TEXT NOT NULL"),
-    Column("requested_model", "TEXT NOT NULL", "TEXT NOT NULL"),
-    Column("decided_tier", "TEXT NOT NULL", "TEXT NOT NULL"),
-    Column("tier", "TEXT NOT NULL", "TEXT NOT NULL"),
-    Column("model", "TEXT NOT NULL", "TEXT NOT NULL"),
-    Column("router_tier", "TEXT NOT NULL", "TEXT NOT NULL"),
-    Column("status", "INTEGER NOT NULL", "INTEGER NOT NULL"),
-    Column("stream", "INTEGER NOT NULL", "BOOLEAN NOT NULL"),
-    Column("failovers", "INTEGER NOT NULL", "INTEGER NOT NULL"),
-    Column("fail_open", "INTEGER NOT NULL", "BOOLEAN NOT NULL"),
-    Column("input_tokens", "INTEGER NOT NULL", "INTEGER NOT NULL"),
-    Column("output_tokens", "INTEGER NOT NULL", "INTEGER NOT NULL"),
-    Column("usage_source", "TEXT NOT NULL", "TEXT NOT NULL"),
-    Column("cost_usd", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
-    Column("top_tier_cost_usd", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
-    Column("latency_ms", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
-    Column("router_latency_ms", "REAL", "DOUBLE PRECISION"),
-    Column("quality", "REAL", "DOUBLE PRECISION"),
-    Column("min_tier", "TEXT", "TEXT"),
-    Column("max_tier", "TEXT", "TEXT"),
-    Column("probabilities", "TEXT NOT NULL", "TEXT NOT NULL"),
-    Column("model_version", "TEXT", "TEXT"),
-    Column("feature_version", "INTEGER", "INTEGER"),
-    Column("features", "BLOB NOT NULL", "BYTEA NOT NULL"),
-    Column("prompt_sha256", "TEXT NOT NULL", "TEXT NOT NULL"),
-    Column("prompt", "TEXT", "TEXT"),
-)
-NAMES = tuple(c.name for c in COLUMNS)
-
-
-def encode_record(record: TrafficRecord) -> dict[str, Any]:
-    """Column values of a record (features as float32 bytes, probabilities as JSON)."""
-    values = record.model_dump()
-    values["features"] = record.features_blob()
-    values["probabilities"] = json.dumps(record.probabilities, sort_keys=True)
-    return values
-
-
-def decode_record(values: dict[str, Any]) -> TrafficRecord:
-    """The record of a row (inverse of ``encode_record``)."""
-    doc = dict(values)
-    doc["features"] = TrafficRecord.features_from_blob(bytes(doc["features"] or b""))
-    doc["probabilities"] = json.loads(doc["probabilities"] or "{}")
-    return TrafficRecord.model_validate(doc)
 
 
 class TierTotals(BaseModel):
@@ -232,18 +176,6 @@ class TrafficStore(ABC):
     @abstractmethod
     async def savings(self) -> SavingsReport:
         """Cost and savings against the always-top-tier baseline, by arm and tier."""
-
-
-FEEDBACK_COLUMNS = ("decision_id", "created_at", "score", "thumbs", "comment")
-
-
-def feedback_values(feedback: FeedbackRecord) -> tuple[Any, ...]:
-    doc = feedback.model_dump()
-    return (*(doc[c] for c in FEEDBACK_COLUMNS), feedback.value)
-
-
-def feedback_from_row(row: Sequence[Any]) -> FeedbackRecord:
-    return FeedbackRecord.model_validate(dict(zip(FEEDBACK_COLUMNS, row, strict=True)))
 
 
 class SqliteTrafficStore(TrafficStore):

@@ -10,19 +10,16 @@ import psycopg
 
 from router_model.errors import InvalidData, NotFound
 from router_model.records import FeedbackRecord, TrafficRecord
-from service.traffic import (
+from router_model.traffic_schema import (
     COLUMNS,
     FEEDBACK_COLUMNS,
     NAMES,
-    SAVINGS_SQL,
-    SavingsReport,
-    TrafficStore,
     decode_record,
     encode_record,
     feedback_from_row,
     feedback_values,
-    savings_report,
 )
+from service.traffic import SAVINGS_SQL, SavingsReport, TrafficStore, savings_report
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,104 @@
+"""The traffic store's schema: tables, columns, row encoding (shared by gateway and training).
+
+Pure (stdlib + ``router_model.records``), so retraining can read the store without the service.
+Table ``traffic`` has one column per ``TrafficRecord`` field (``COLUMNS``, same names and order),
+primary key ``decision_id``; ``features`` is little-endian float32 bytes and ``probabilities``
+JSON text. Table ``feedback`` holds ``FeedbackRecord`` rows (``id``, ``decision_id`` referencing
+``traffic``, ``created_at``, ``score``, ``thumbs``, ``comment``, and ``value``: the label as a
+number in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from router_model.records import FeedbackRecord, TrafficRecord
+
+TRAFFIC_TABLE = "traffic"
+FEEDBACK_TABLE = "feedback"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the ``traffic`` table: its name and SQL type in each backend."""
+
+    name: str
+    sqlite: str
+    postgres: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("schema_version", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("decision_id", "TEXT PRIMARY KEY", "TEXT PRIMARY KEY"),
+    Column("created_at", "TEXT NOT NULL", "TIMESTAMPTZ NOT NULL"),
+    Column("arm", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("propensity", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("source", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("requested_model", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("decided_tier", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("tier", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("model", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("router_tier", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("status", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("stream", "INTEGER NOT NULL", "BOOLEAN NOT NULL"),
+    Column("failovers", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("fail_open", "INTEGER NOT NULL", "BOOLEAN NOT NULL"),
+    Column("input_tokens", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("output_tokens", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("usage_source", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("cost_usd", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("top_tier_cost_usd", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("latency_ms", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("router_latency_ms", "REAL", "DOUBLE PRECISION"),
+    Column("quality", "REAL", "DOUBLE PRECISION"),
+    Column("min_tier", "TEXT", "TEXT"),
+    Column("max_tier", "TEXT", "TEXT"),
+    Column("probabilities", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("model_version", "TEXT", "TEXT"),
+    Column("feature_version", "INTEGER", "INTEGER"),
+    Column("features", "BLOB NOT NULL", "BYTEA NOT NULL"),
+    Column("prompt_sha256", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("prompt", "TEXT", "TEXT"),
+)
+NAMES = tuple(c.name for c in COLUMNS)
+
+#: Columns of ``feedback`` that hold ``FeedbackRecord`` fields (``id`` and ``value`` aside).
+FEEDBACK_COLUMNS = ("decision_id", "created_at", "score", "thumbs", "comment")
+
+
+def encode_record(record: TrafficRecord) -> dict[str, Any]:
+    """Column values of a record (features as float32 bytes, probabilities as JSON)."""
+    values = record.model_dump()
+    values["features"] = record.features_blob()
+    values["probabilities"] = json.dumps(record.probabilities, sort_keys=True)
+    return values
+
+
+def decode_record(values: dict[str, Any]) -> TrafficRecord:
+    """The record of a row (inverse of ``encode_record``).
+
+    Raises:
+        pydantic.ValidationError: when the row does not hold a valid record.
+    """
+    doc = dict(values)
+    doc["features"] = TrafficRecord.features_from_blob(bytes(doc["features"] or b""))
+    doc["probabilities"] = json.loads(doc["probabilities"] or "{}")
+    return TrafficRecord.model_validate(doc)
+
+
+def feedback_values(feedback: FeedbackRecord) -> tuple[Any, ...]:
+    """The ``FEEDBACK_COLUMNS`` values of a label, then its ``value``."""
+    doc = feedback.model_dump()
+    return (*(doc[c] for c in FEEDBACK_COLUMNS), feedback.value)
+
+
+def feedback_from_row(row: Sequence[Any]) -> FeedbackRecord:
+    """The label of a ``FEEDBACK_COLUMNS`` row.
+
+    Raises:
+        pydantic.ValidationError: when the row does not hold a valid label.
+    """
+    return FeedbackRecord.model_validate(dict(zip(FEEDBACK_COLUMNS, row, strict=True)))
