@@ -1,0 +1,106 @@
+"""A/B statistics on hand-computed examples, and ``tierwise ab-report`` on small stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from traffic_db import record, write_store
+
+from training.ab_report import (
+    bootstrap_diff,
+    logging_propensity,
+    main,
+    off_policy,
+    online_report,
+    permutation_p,
+)
+from training.traffic import Decision
+
+
+def test_difference_of_means_and_ci_hand_example() -> None:
+    a = np.array([0.0, 0.0, 1.0, 1.0])  # mean 0.5
+    b = np.array([1.0, 1.0, 1.0, 0.0])  # mean 0.75
+    d = bootstrap_diff(a, b, seed=1)
+    assert d.diff == pytest.approx(0.25)
+    assert d.lo <= 0.25 <= d.hi and -1.0 <= d.lo and d.hi <= 1.0
+    assert bootstrap_diff(a, b, seed=1) == d  # seeded: the same numbers every run
+
+
+def test_constant_samples_have_a_zero_width_ci() -> None:
+    d = bootstrap_diff(np.full(5, 2.0), np.full(7, 3.0), seed=0)
+    assert (d.diff, d.lo, d.hi) == (1.0, 1.0, 1.0)
+
+
+def test_permutation_p_value() -> None:
+    rng = np.random.default_rng(0)
+    same = np.array([0.0, 1.0, 0.0, 1.0])
+    # identical samples: every shuffle is at least as extreme -> p = 1
+    assert permutation_p(same, same.copy(), rng, 200) == 1.0
+    # fully separated groups of 6: only 2 of C(12, 6) = 924 splits are as extreme, p ~ 0.002
+    p = permutation_p(np.zeros(6), np.ones(6), rng, 2000)
+    assert p < 0.01
+    with pytest.raises(ValueError):
+        bootstrap_diff(np.array([]), same, seed=0)
+
+
+def test_propensity_of_the_logging_experiment() -> None:
+    recs = [record(0, "router", "weak", router_tier="weak", propensity=0.75),
+            record(1, "always_strong", "strong", router_tier="weak", propensity=0.25),
+            record(2, "router", "strong", router_tier="strong", propensity=0.75)]
+    pi0 = logging_propensity([Decision(r, 1.0, 1) for r in recs])
+    d0, d2 = Decision(recs[0], 1.0, 1), Decision(recs[2], 1.0, 1)
+    assert pi0(d0, "weak") == 0.75 and pi0(d0, "strong") == 0.25
+    assert pi0(d2, "strong") == 1.0  # both arms would have answered with the strong tier
+
+
+def _ab_decisions(n: int) -> list[Decision]:
+    out = []
+    for i in range(n):
+        router = i % 2 == 0
+        tier = "weak" if router and i % 4 == 0 else "strong"
+        rec = record(i, "router" if router else "always_strong", tier,
+                     router_tier="weak" if i % 4 == 0 else "strong",
+                     cost=0.001 if tier == "weak" else 0.01)
+        out.append(Decision(rec, 1.0 if i % 3 else 0.0, 1))
+    return out
+
+
+def test_online_report_verdict_and_not_enough_data() -> None:
+    rep = online_report(_ab_decisions(200), seed=0, min_labeled=30)
+    strong = rep["arms"]["always_strong"]
+    assert strong["requests"] == 100 and strong["tier_mix"] == {"strong": 1.0}
+    assert rep["arms"]["router"]["cost_per_request_usd"] == pytest.approx(0.0055)
+    cmp = rep["comparisons"]["always_strong"]
+    assert cmp["cost_diff"]["diff"] == pytest.approx(0.0055 - 0.01)
+    assert rep["verdict"].startswith("router arm saves 45.0% per request against 'always_strong'")
+    small = online_report(_ab_decisions(40), seed=0, min_labeled=30)
+    assert small["verdict"].startswith("not enough data")
+    assert "cost_diff" not in small["comparisons"]["always_strong"]
+
+
+def test_off_policy_recovers_the_logged_router() -> None:
+    decisions = _ab_decisions(200)
+    est = off_policy(decisions, [0.5], seed=0)
+    assert est["n"] == 200 and set(est["knobs"]) == {"0.5"}
+    k = est["knobs"]["0.5"]
+    assert k["quality_dr"]["lo"] <= k["quality_dr"]["mean"] <= k["quality_dr"]["hi"]
+
+
+def test_main_writes_report_and_rejects_bad_input(tmp_path: Path) -> None:
+    decisions = _ab_decisions(120)
+    url = write_store(tmp_path / "t.db", [d.record for d in decisions],
+                      [(d.record.decision_id, float(d.score or 0.0)) for d in decisions])
+    out = tmp_path / "out"
+    assert main(["--db", url, "--out", str(out), "--seed", "3"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["arms"]) == {"router", "always_strong"}
+    assert (out / "report.md").read_text().startswith("# A/B report")
+    assert (out / "ab_arms.png").stat().st_size > 1000
+    assert main(["--db", f"sqlite:///{tmp_path / 'missing.db'}", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+    assert main(["--db", "mysql://nope", "--out", str(tmp_path / "x")]) == 2
+    bad = write_store(tmp_path / "bad.db", [decisions[0].record], [("d0", 1.5)])
+    assert main(["--db", bad, "--out", str(tmp_path / "x")]) == 2

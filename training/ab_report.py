@@ -1,0 +1,337 @@
+"""``tierwise ab-report``: compare the A/B arms the gateway recorded, offline sweeps, off-policy.
+
+Online (default): per arm, requests, cost per request, quality (mean feedback), tier mix and
+latency; every other arm's difference from the ``router`` arm with seeded bootstrap 95% CIs and a
+two-sided permutation p-value; a PNG; a plain verdict. An arm with fewer than ``--min-labeled``
+scored requests gives the verdict "not enough data", never a number.
+Off-policy (``--knob``): the router at other knob settings, estimated from the logged traffic by
+inverse propensity scoring (IPS) and doubly robust (DR) estimation, with bootstrap CIs.
+Offline (``--offline --model DIR --data FILE``): the bundle's curve against every fixed tier and
+random routing at matched cost on a labeled file, with ``training.evaluate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from router_model.errors import RouterError
+from router_model.logs import configure_logging
+from router_model.policy import choose_tiers
+from router_model.settings import Settings
+from training.traffic import Decision, parse_since, read_decisions
+
+logger = logging.getLogger(__name__)
+
+F64 = NDArray[np.float64]
+REFERENCE_ARM = "router"
+MIN_LABELED = 30
+N_RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Diff:
+    """``mean(b) - mean(a)`` with a bootstrap 95% CI and a permutation p-value."""
+
+    diff: float
+    lo: float
+    hi: float
+    p_value: float
+
+
+def bootstrap_diff(a: F64, b: F64, seed: int, n_boot: int = N_RESAMPLES) -> Diff:
+    """Difference of means ``b - a``: percentile bootstrap 95% CI, permutation p-value.
+
+    Each sample is resampled on its own (the arms are independent). The p-value is two-sided,
+    ``(1 + #{|perm diff| >= |diff|}) / (1 + n)`` so that it is never 0.
+
+    Raises:
+        ValueError: when a sample is empty.
+    """
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.size == 0 or y.size == 0:
+        raise ValueError("both samples need at least one value")
+    rng = np.random.default_rng(seed)
+    diff = float(y.mean() - x.mean())
+    bx = x[rng.integers(0, x.size, (n_boot, x.size))].mean(axis=1)
+    by = y[rng.integers(0, y.size, (n_boot, y.size))].mean(axis=1)
+    lo, hi = np.percentile(by - bx, [2.5, 97.5])
+    return Diff(diff, float(lo), float(hi), permutation_p(x, y, rng, n_boot))
+
+
+def permutation_p(a: F64, b: F64, rng: np.random.Generator, n_perm: int = N_RESAMPLES) -> float:
+    """Two-sided permutation p-value of the difference of means (``n_perm`` label shuffles)."""
+    pooled = np.concatenate([a, b])
+    observed = abs(b.mean() - a.mean())
+    hits = 0
+    for _ in range(n_perm):
+        perm = rng.permutation(pooled)
+        hits += abs(perm[a.size:].mean() - perm[: a.size].mean()) >= observed - 1e-12
+    return float((1 + hits) / (1 + n_perm))
+
+
+def arm_summary(decisions: Sequence[Decision]) -> dict[str, Any]:
+    """Requests, cost, quality, tier mix and latency of one arm's answered requests."""
+    cost = np.asarray([d.record.cost_usd for d in decisions], dtype=np.float64)
+    scores = [d.score for d in decisions if d.score is not None]
+    lat = np.asarray([d.record.latency_ms for d in decisions], dtype=np.float64)
+    mix = Counter(d.record.tier for d in decisions)
+    n = len(decisions)
+    return {
+        "requests": n,
+        "labeled": len(scores),
+        "cost_per_request_usd": float(cost.mean()) if n else None,
+        "quality": float(np.mean(scores)) if scores else None,
+        "tier_mix": {t: c / n for t, c in sorted(mix.items())},
+        "latency_ms_mean": float(lat.mean()) if n else None,
+        "latency_ms_p50": float(np.median(lat)) if n else None,
+    }
+
+
+def compare_arms(
+    by_arm: dict[str, list[Decision]], seed: int, min_labeled: int = MIN_LABELED
+) -> dict[str, Any]:
+    """Each arm against the router arm: cost and quality differences and one verdict per arm."""
+    out: dict[str, Any] = {}
+    ref = by_arm.get(REFERENCE_ARM, [])
+    for arm, ds in sorted(by_arm.items()):
+        if arm == REFERENCE_ARM:
+            continue
+        q_ref = np.asarray([d.score for d in ref if d.score is not None], dtype=np.float64)
+        q_arm = np.asarray([d.score for d in ds if d.score is not None], dtype=np.float64)
+        if min(q_ref.size, q_arm.size) < min_labeled:
+            out[arm] = {"verdict": f"not enough data: {q_ref.size} labeled requests on "
+                                   f"'{REFERENCE_ARM}', {q_arm.size} on '{arm}' "
+                                   f"(need {min_labeled} each)"}
+            continue
+        c_ref = np.asarray([d.record.cost_usd for d in ref], dtype=np.float64)
+        c_arm = np.asarray([d.record.cost_usd for d in ds], dtype=np.float64)
+        cost = bootstrap_diff(c_arm, c_ref, seed)  # router minus arm
+        quality = bootstrap_diff(q_arm, q_ref, seed + 1)
+        out[arm] = {"cost_diff": asdict(cost), "quality_diff": asdict(quality),
+                    "verdict": verdict(arm, float(c_arm.mean()), cost, quality)}
+    return out
+
+
+def verdict(arm: str, arm_cost: float, cost: Diff, quality: Diff) -> str:
+    """One sentence: the router arm's saving against ``arm`` and its quality change with CI."""
+    saved = -100.0 * cost.diff / arm_cost if arm_cost > 0 else 0.0
+    half = (quality.hi - quality.lo) / 2
+    word = "saves" if saved >= 0 else "costs"
+    return (f"router arm {word} {abs(saved):.1f}% per request against '{arm}' at a quality change "
+            f"of {quality.diff:+.3f} ± {half:.3f} (95% CI [{quality.lo:+.3f}, {quality.hi:+.3f}], "
+            f"p = {quality.p_value:.3g})")
+
+
+def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) -> dict[str, Any]:
+    """The online A/B report of answered requests (``status < 400``)."""
+    by_arm: dict[str, list[Decision]] = {}
+    for d in decisions:
+        if d.record.status < 400 and d.record.tier:
+            by_arm.setdefault(d.record.arm, []).append(d)
+    arms = {arm: arm_summary(ds) for arm, ds in sorted(by_arm.items())}
+    if REFERENCE_ARM not in by_arm or len(by_arm) < 2:
+        comparisons: dict[str, Any] = {}
+        text = f"not enough data: need the '{REFERENCE_ARM}' arm and one other, got {sorted(arms)}"
+    else:
+        comparisons = compare_arms(by_arm, seed, min_labeled)
+        text = "; ".join(c["verdict"] for c in comparisons.values())
+    return {"arms": arms, "comparisons": comparisons, "verdict": text,
+            "min_labeled": min_labeled, "seed": seed}
+
+
+def logging_propensity(decisions: Sequence[Decision]) -> Callable[[Decision, str], float]:
+    """``pi0(tier | request)`` of the A/B experiment that logged ``decisions``.
+
+    The arm is drawn with its weight (the record's ``propensity``); the router arm then answers
+    with ``router_tier`` and a fixed arm with its tier, so a tier's probability is the sum of the
+    weights of the arms that would have picked it for that request.
+    """
+    weights: dict[str, float] = {}
+    fixed: dict[str, str] = {}
+    for d in decisions:
+        weights[d.record.arm] = d.record.propensity
+        if d.record.source == "fixed_arm":
+            fixed[d.record.arm] = d.record.decided_tier
+
+    def pi0(d: Decision, tier: str) -> float:
+        p = sum(w for arm, w in weights.items() if arm in fixed and fixed[arm] == tier)
+        if REFERENCE_ARM in weights and d.record.router_tier == tier:
+            p += weights[REFERENCE_ARM]
+        return p
+
+    return pi0
+
+
+def off_policy(decisions: Sequence[Decision], knobs: Sequence[float], seed: int) -> dict[str, Any]:
+    """IPS and DR estimates of the router's cost and quality at other knobs, with bootstrap CIs.
+
+    The candidate routes each logged request from its stored ``probabilities`` (what the router
+    scored) at the knob. DR's direct model is each tier's mean observed score (and cost share).
+    """
+    logged = [d for d in decisions if d.record.status < 400 and d.record.probabilities
+              and d.score is not None]
+    if len(logged) < MIN_LABELED:
+        return {"verdict": f"not enough data: {len(logged)} labeled requests with probabilities"}
+    tiers = list(logged[0].record.probabilities)
+    proba = np.asarray([[d.record.probabilities.get(t, 0.0) for t in tiers] for d in logged])
+    pi0 = logging_propensity(logged)
+    p_log = np.asarray([max(pi0(d, d.record.tier), 1e-12) for d in logged])
+    q = np.asarray([d.score for d in logged], dtype=np.float64)
+    cost = np.asarray([d.record.cost_usd for d in logged], dtype=np.float64)
+    tier_idx = np.asarray([tiers.index(d.record.tier) if d.record.tier in tiers else -1
+                           for d in logged])
+    q_hat = np.asarray([q[tier_idx == k].mean() if (tier_idx == k).any() else q.mean()
+                        for k in range(len(tiers))])
+    rng = np.random.default_rng(seed)
+    boot = rng.integers(0, len(logged), (N_RESAMPLES, len(logged)))
+    out: dict[str, Any] = {"n": len(logged), "tiers": tiers, "knobs": {}}
+    for knob in knobs:
+        choice = choose_tiers(proba, float(knob))
+        match = (choice == tier_idx).astype(np.float64)
+        ips = match * q / p_log
+        dr = q_hat[choice] + match * (q - q_hat[tier_idx]) / p_log
+        out["knobs"][f"{knob:g}"] = {
+            "strong_share": float((choice == len(tiers) - 1).mean()),
+            "matched": int(match.sum()),
+            "quality_ips": _ci(ips, boot), "quality_dr": _ci(dr, boot),
+            "cost_per_request_ips": _ci(match * cost / p_log, boot),
+        }
+    return out
+
+
+def _ci(values: F64, boot: NDArray[np.int64]) -> dict[str, float]:
+    lo, hi = np.percentile(values[boot].mean(axis=1), [2.5, 97.5])
+    return {"mean": float(values.mean()), "lo": float(lo), "hi": float(hi)}
+
+
+def offline_report(model: Path, data: Path, knobs: Sequence[float]) -> dict[str, Any]:
+    """The bundle's curve on a labeled file against fixed tiers and random routing (matched cost).
+
+    Raises:
+        ArtifactMismatch: when the bundle does not load.
+        InvalidData: when the data file is malformed.
+    """
+    from router_model.router import ComplexityRouter
+    from training.dataset import FeatureContext, build_dataset, load_rows
+    from training.evaluate import build_report, evaluate_choice
+
+    router = ComplexityRouter.from_artifact(model)
+    ds = build_dataset(load_rows([data]), router.tiers, FeatureContext(router.featurizer),
+                       tolerance=router.manifest.label_rule.tolerance, source=str(data))
+    proba = router.proba_from_features(ds.X)
+    report = build_report(ds.scores, ds.costs, [t.name for t in router.tiers], proba)
+    points = {f"{k:g}": asdict(evaluate_choice(ds.scores, ds.costs, choose_tiers(proba, k), k))
+              for k in knobs}
+    rng = np.random.default_rng(0)
+    for point in points.values():  # random routing spending the same: tier 0 or top at that share
+        share = point["strong_share"]
+        pick = np.where(rng.random(len(ds.labels)) < share, ds.scores.shape[1] - 1, 0)
+        point["random_same_share_quality"] = float(ds.scores[np.arange(len(pick)), pick].mean())
+    fixed = {k: v for k, v in report["baselines"].items() if k.startswith("always_")}
+    return {"n": report["n"], "apgr": report["apgr"], "aiq": report["aiq"], "knobs": points,
+            "fixed": fixed, "random_apgr": report["baselines"]["random"]["apgr"]}
+
+
+def plot_arms(report: dict[str, Any], path: Path) -> Path:
+    """Cost per request and quality per arm (bars; quality with its bootstrap CI vs router)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    arms = report["arms"]
+    names = list(arms)
+    fig = Figure(figsize=(9, 3.5))
+    ax_c, ax_q = fig.subplots(1, 2)
+    ax_c.bar(names, [arms[a]["cost_per_request_usd"] or 0.0 for a in names], color="tab:blue")
+    ax_c.set_ylabel("USD per request")
+    ax_q.bar(names, [arms[a]["quality"] or 0.0 for a in names], color="tab:green")
+    ax_q.set_ylabel("mean feedback score")
+    ax_q.set_ylim(0, 1)
+    fig.suptitle(report["verdict"][:110], fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a short Markdown page."""
+    lines = ["# A/B report", "", f"**Verdict:** {report['verdict']}", "",
+             "| arm | requests | labeled | USD/request | quality | p50 latency ms | tier mix |",
+             "|---|---|---|---|---|---|---|"]
+    for arm, a in report["arms"].items():
+        mix = ", ".join(f"{t} {v:.0%}" for t, v in a["tier_mix"].items())
+        lines.append(f"| {arm} | {a['requests']} | {a['labeled']} | "
+                     f"{_num(a['cost_per_request_usd'], '.6f')} | {_num(a['quality'], '.3f')} | "
+                     f"{_num(a['latency_ms_p50'], '.1f')} | {mix} |")
+    if report.get("off_policy"):
+        lines += ["", "## Off-policy estimates (IPS / DR)", "",
+                  "```json", json.dumps(report["off_policy"], indent=1), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tierwise ab-report", description=__doc__)
+    p.add_argument("--db", help="traffic store URL (sqlite:///PATH or postgresql://…)")
+    p.add_argument("--since", help="only requests at or after this ISO 8601 time")
+    p.add_argument("--out", type=Path, required=True, help="where report.json/.md/.png go")
+    p.add_argument("--min-labeled", type=int, default=MIN_LABELED)
+    p.add_argument("--knob", type=float, action="append", default=[],
+                   help="off-policy: estimate the router at this knob (repeatable)")
+    p.add_argument("--offline", action="store_true", help="evaluate --model on --data instead")
+    p.add_argument("--model", type=Path, help="bundle directory (offline)")
+    p.add_argument("--data", type=Path, help="labeled JSONL (offline)")
+    p.add_argument("--seed", type=int, default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tierwise ab-report``; 2 on bad input (nothing written)."""
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    seed = settings.training.seed if args.seed is None else args.seed
+    knobs = args.knob or [0.2, 0.5, 0.8]
+    try:
+        if args.offline:
+            if not (args.model and args.data):
+                logger.error("--offline needs --model DIR and --data FILE")
+                return 2
+            report = offline_report(args.model, args.data, knobs)
+            report["verdict"] = "offline evaluation (see knobs, fixed, random_apgr)"
+        else:
+            if not args.db:
+                logger.error("--db URL is required (or --offline)")
+                return 2
+            decisions = read_decisions(args.db, parse_since(args.since))
+            report = online_report(decisions, seed, args.min_labeled)
+            report["off_policy"] = off_policy(decisions, knobs, seed)
+    except RouterError as exc:
+        logger.error("ab-report: %s", exc)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    if not args.offline:
+        (args.out / "report.md").write_text(markdown(report))
+        plot_arms(report, args.out / "ab_arms.png")
+    logger.info("verdict: %s", report["verdict"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""Reading the gateway's traffic store (SQLite or PostgreSQL) and labelling its decisions.
+
+Reads ``traffic`` joined with ``feedback`` through ``router_model.traffic_schema`` (no service
+import). A decision's score is the mean of its feedback values. Labelling rule (the store only
+shows how the tier that ANSWERED did), with ``adequate = score >= threshold`` and tiers cheapest
+first, assuming adequacy is monotone in the tier (a dearer tier is at least as good):
+
+- every answered, scored decision of one prompt (same ``prompt_sha256``: replays and repeats) is
+  pooled; per tier the mean score counts;
+- ``lo`` = the dearest tier seen inadequate, ``hi`` = the cheapest tier seen adequate;
+- ``hi <= lo`` (a cheaper tier adequate, a dearer one not) → skipped as ``conflicting``;
+- ``hi == lo + 1`` → label ``hi`` (exact: every cheaper tier failed, this one did not); ``hi == 0``
+  is the cheapest tier adequate;
+- nothing adequate and ``lo`` the top tier → label 0: no tier helps, so paying more buys nothing
+  (the same rule as ``training.data.cheapest_adequate`` on an all-zero row);
+- nothing adequate below the top → label ``lo + 1``: escalate one step, the cheapest tier not seen
+  failing (an optimistic guess, documented so; replay data replaces it with the observed outcome);
+- otherwise (an adequate tier with unseen cheaper tiers) the label is not identified → skipped as
+  ``unidentified``.
+
+Rows whose stored features were computed by other feature code (``feature_version`` or width
+differs) are skipped as ``feature_mismatch``; they can only be used again after re-featurizing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import ValidationError
+
+from router_model.errors import InvalidData
+from router_model.features import FEATURE_VERSION
+from router_model.records import TrafficRecord
+from router_model.tiers import Tier
+from router_model.traffic_schema import FEEDBACK_TABLE, NAMES, TRAFFIC_TABLE, decode_record
+
+logger = logging.getLogger(__name__)
+
+#: Default score at or above which an answer counts as adequate (binary correctness: 1 vs 0).
+DEFAULT_ADEQUATE = 0.5
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One recorded decision and its feedback: ``score`` is the mean label, None when unlabelled."""
+
+    record: TrafficRecord
+    score: float | None
+    n_labels: int
+
+
+@dataclass(frozen=True)
+class TrafficLabels:
+    """Labeled prompts derived from traffic: features, labels, imputed per-tier scores and costs."""
+
+    X: NDArray[np.float32]
+    labels: NDArray[np.int64]
+    scores: NDArray[np.float64]
+    costs: NDArray[np.float64]
+    created_at: tuple[datetime, ...]
+    prompt_sha256: tuple[str, ...]
+    prompts: tuple[str | None, ...]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """An ISO 8601 time as aware UTC (a naive one is taken as UTC).
+
+    Raises:
+        InvalidData: when the text is not ISO 8601.
+    """
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidData(f"--since {text!r} is not an ISO 8601 time") from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _sqlite_rows(path: Path, since: datetime | None) -> tuple[list[Any], list[Any]]:
+    if not path.is_file():
+        raise InvalidData(f"traffic store {path}: no such file")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise InvalidData(f"traffic store {path}: cannot open ({exc})") from exc
+    try:
+        where, params = ("WHERE created_at >= ?", (since.isoformat(),)) if since else ("", ())
+        sql = f"SELECT {', '.join(NAMES)} FROM {TRAFFIC_TABLE} {where} ORDER BY created_at"
+        rows = conn.execute(sql, params).fetchall()
+        labels = conn.execute(f"SELECT decision_id, value FROM {FEEDBACK_TABLE}").fetchall()
+    except sqlite3.Error as exc:
+        raise InvalidData(f"traffic store {path}: not a tierwise traffic store ({exc})") from exc
+    finally:
+        conn.close()
+    return rows, labels
+
+
+def _postgres_rows(url: str, since: datetime | None) -> tuple[list[Any], list[Any]]:
+    import psycopg
+
+    where, params = ("WHERE created_at >= %s", (since,)) if since else ("", ())
+    sql = f"SELECT {', '.join(NAMES)} FROM {TRAFFIC_TABLE} {where} ORDER BY created_at"
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            rows = conn.execute(sql, params).fetchall()
+            labels = conn.execute(f"SELECT decision_id, value FROM {FEEDBACK_TABLE}").fetchall()
+    except psycopg.Error as exc:
+        raise InvalidData(f"traffic store (PostgreSQL): cannot read ({exc})") from exc
+    return list(rows), list(labels)
+
+
+def read_decisions(url: str, since: datetime | None = None) -> list[Decision]:
+    """Every decision recorded at or after ``since``, oldest first, with its mean feedback.
+
+    Raises:
+        InvalidData: when the URL is neither ``sqlite:///PATH`` nor ``postgresql://…``, the store
+            cannot be read, a row is not a valid record, or a feedback value is outside [0, 1].
+    """
+    if url.startswith("sqlite:///"):
+        rows, labels = _sqlite_rows(Path(url.removeprefix("sqlite:///")), since)
+    elif url.startswith(("postgresql://", "postgres://")):
+        rows, labels = _postgres_rows(url, since)
+    else:
+        raise InvalidData(f"traffic url must be sqlite:///PATH or postgresql://…, got {url[:16]}…")
+    by_id: dict[str, list[float]] = defaultdict(list)
+    for decision_id, value in labels:
+        if value is None or not 0.0 <= float(value) <= 1.0:
+            raise InvalidData(f"feedback for {decision_id!r}: value {value!r} is outside [0, 1]")
+        by_id[str(decision_id)].append(float(value))
+    out = []
+    for row in rows:
+        try:
+            record = decode_record(dict(zip(NAMES, row, strict=True)))
+        except (ValidationError, ValueError) as exc:
+            raise InvalidData(f"traffic row {row[1]!r}: not a valid record ({exc})") from exc
+        if since is not None and record.created_at < since:
+            continue
+        values = by_id.get(record.decision_id, [])
+        score = float(np.mean(values)) if values else None
+        out.append(Decision(record, score, len(values)))
+    logger.info("read %d decisions (%d labelled) from the traffic store", len(out),
+                sum(d.score is not None for d in out))
+    return out
+
+
+def label_from_outcomes(outcomes: dict[int, float], n_tiers: int, threshold: float) -> int | str:
+    """The cheapest-adequate label of one prompt from per-tier scores, or why it has none.
+
+    Returns an int label, or ``"conflicting"`` / ``"unidentified"`` (see the module docstring).
+    """
+    bad = [k for k, s in outcomes.items() if s < threshold]
+    good = [k for k, s in outcomes.items() if s >= threshold]
+    lo = max(bad) if bad else -1
+    hi = min(good) if good else n_tiers
+    if hi <= lo:
+        return "conflicting"
+    if hi == lo + 1:
+        return hi if hi < n_tiers else 0
+    if not good:
+        return lo + 1
+    return "unidentified"
+
+
+def _usable(d: Decision, tier_index: dict[str, int], width: int) -> str | None:
+    r = d.record
+    if d.score is None:
+        return "unlabelled"
+    if r.status >= 400 or r.tier not in tier_index:
+        return "not_answered"
+    if r.feature_version != FEATURE_VERSION or len(r.features) != width:
+        return "feature_mismatch"
+    return None
+
+
+def label_traffic(
+    decisions: Sequence[Decision], tiers: Sequence[Tier], width: int, threshold: float
+) -> TrafficLabels:
+    """Pool decisions by prompt and label each prompt (rule in the module docstring).
+
+    ``width`` is the bundle's feature count. Scores of the tiers not observed are imputed from the
+    label (1 at and above it, 0 below; all 0 when no tier helps); costs are each tier's list price
+    on the decision's recorded tokens.
+    """
+    index = {t.name: i for i, t in enumerate(tiers)}
+    skipped: Counter[str] = Counter()
+    groups: dict[str, list[Decision]] = defaultdict(list)
+    for d in decisions:
+        why = _usable(d, index, width)
+        if why is None:
+            groups[d.record.prompt_sha256 or d.record.decision_id].append(d)
+        elif why != "unlabelled":
+            skipped[why] += 1
+    X, labels, scores, costs, when, keys, prompts = [], [], [], [], [], [], []
+    for key, ds in groups.items():
+        per_tier: dict[int, list[float]] = defaultdict(list)
+        for d in ds:
+            per_tier[index[d.record.tier]].append(float(d.score or 0.0))
+        outcomes = {k: float(np.mean(v)) for k, v in per_tier.items()}
+        label = label_from_outcomes(outcomes, len(tiers), threshold)
+        if isinstance(label, str):
+            skipped[label] += 1
+            continue
+        no_help = label == 0 and all(s < threshold for s in outcomes.values())
+        row = [0.0 if (j < label or no_help) else 1.0 for j in range(len(tiers))]
+        row = [outcomes.get(j, row[j]) for j in range(len(tiers))]
+        first = ds[0].record
+        X.append(first.features_array())
+        labels.append(label)
+        scores.append(row)
+        costs.append([t.cost(first.input_tokens, first.output_tokens) for t in tiers])
+        when.append(max(d.record.created_at for d in ds))
+        keys.append(key)
+        prompts.append(first.prompt)
+    return TrafficLabels(
+        X=np.asarray(X, dtype=np.float32).reshape(len(X), width),
+        labels=np.asarray(labels, dtype=np.int64),
+        scores=np.asarray(scores, dtype=np.float64).reshape(len(X), len(tiers)),
+        costs=np.asarray(costs, dtype=np.float64).reshape(len(X), len(tiers)),
+        created_at=tuple(when), prompt_sha256=tuple(keys), prompts=tuple(prompts),
+        skipped=dict(skipped),
+    )
