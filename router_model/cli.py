@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "serve": ("service.__main__", "serve routing decisions over HTTP and gRPC"),
     "gateway": ("service.gateway_main", "run the OpenAI-compatible forwarding gateway"),
+    "retrain": ("training.retrain", "retrain on labeled traffic and gate promotion"),
+    "ab-report": ("training.ab_report", "compare A/B arms recorded by the gateway"),
 }
 
 

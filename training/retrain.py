@@ -1,0 +1,351 @@
+"""``tierwise retrain``: labeled traffic + base data → challenger → gate against the champion.
+
+Steps: read the traffic store and label it (``training.traffic``: rule in its docstring), hold out
+the most recent ``--holdout-fraction`` of labeled traffic prompts, merge the rest with the base
+training data (``--base-data``, default the shipped recipe's files) with weight ``--traffic-weight``
+per traffic row and 1 per base row (traffic is the distribution served, so it counts more; the
+base rows keep the classes traffic rarely shows), fit a challenger with the champion's estimator
+through ``training.pipeline``, export it to ONNX, and evaluate champion and challenger, both
+through ONNX, on the same frozen set (``--eval-data``, default a seeded 20% of the base groups,
+removed from training) and on the traffic holdout.
+
+Gate: promote only when the challenger's gate metric (APGR for two tiers, AIQ for more) is at
+most ``--margin`` below the champion's on the frozen set, and also on the traffic holdout when it
+has at least ``MIN_GATE_ROWS`` prompts and the metric is defined there; and when its median
+per-row ONNX latency is at most ``--max-slowdown`` times the champion's. The challenger is always
+registered (alias ``challenger``); a promoted one also gets ``champion`` and, with
+``--bundle-out``, is written atomically where a running service watches its manifest (the
+service's manifest watch reloads it; training never calls the service). Every input error exits 2
+with nothing registered or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from router_model.artifact import Manifest, read_bundle, write_bundle
+from router_model.errors import InvalidData, NotFound, RouterError
+from router_model.logs import configure_logging
+from router_model.settings import Settings
+from router_model.tiers import Tier
+from training import registry
+from training.data import LabeledRow, data_sha256, group_split
+from training.dataset import Dataset, build_dataset, load_rows, make_context
+from training.evaluate import build_report
+from training.export import export_checked
+from training.pipeline import default_knob, fit_calibrated, gate_metric
+from training.recipes import SHIPPED
+from training.traffic import (
+    DEFAULT_ADEQUATE,
+    TrafficLabels,
+    label_traffic,
+    parse_since,
+    read_decisions,
+)
+
+logger = logging.getLogger(__name__)
+
+MIN_GATE_ROWS = 30
+TIMING_ROWS = 200
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Everything one retrain run needs (built from flags and settings in ``main``)."""
+
+    db: str
+    name: str
+    tracking_uri: str
+    out: Path
+    base_data: tuple[Path, ...]
+    eval_data: Path | None
+    since: datetime | None
+    traffic_weight: float
+    adequate: float
+    margin: float
+    max_slowdown: float
+    holdout_fraction: float
+    bundle_out: Path | None
+    estimator: str | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The evaluation inputs: the frozen set and the traffic holdout (None when empty)."""
+
+    frozen: Dataset
+    traffic: Dataset | None
+
+
+def traffic_dataset(t: TrafficLabels, idx: NDArray[np.int64], tiers: Sequence[Tier]) -> Dataset:
+    """Labeled traffic rows as a ``Dataset`` (prompt text or its hash stands in for the row)."""
+    rows = tuple(
+        LabeledRow(prompt=t.prompts[i] or f"sha256:{t.prompt_sha256[i]}",
+                   scores={tier.model: float(t.scores[i, j]) for j, tier in enumerate(tiers)},
+                   id=t.prompt_sha256[i], group="traffic")
+        for i in idx
+    )
+    return Dataset(rows=rows, X=t.X[idx], n_tokens=np.zeros(len(idx), dtype=np.int64),
+                   scores=t.scores[idx], costs=t.costs[idx], labels=t.labels[idx], skipped=0)
+
+
+def concat(a: Dataset, b: Dataset) -> Dataset:
+    """Rows of ``a`` then ``b``."""
+    return Dataset(rows=a.rows + b.rows, X=np.vstack([a.X, b.X]),
+                   n_tokens=np.concatenate([a.n_tokens, b.n_tokens]),
+                   scores=np.vstack([a.scores, b.scores]), costs=np.vstack([a.costs, b.costs]),
+                   labels=np.concatenate([a.labels, b.labels]), skipped=a.skipped + b.skipped)
+
+
+def split_traffic(t: TrafficLabels, fraction: float) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(train, holdout) indices: the holdout is the most recent ``fraction`` of prompts."""
+    order = np.argsort(np.asarray([w.timestamp() for w in t.created_at]), kind="stable")
+    n_hold = int(round(len(order) * fraction)) if len(order) > 1 else 0
+    return order[: len(order) - n_hold].astype(np.int64), order[len(order) - n_hold:].astype(
+        np.int64)
+
+
+def load_base(cfg: RetrainConfig, manifest: Manifest, tiers: Sequence[Tier]) -> tuple[Dataset,
+                                                                                      Dataset]:
+    """(base training rows, frozen evaluation rows), featurized through the shared extractor.
+
+    Raises:
+        InvalidData: when a file is malformed or no base data is known for this bundle.
+    """
+    ctx = make_context(manifest.feature_set, None)
+    tol = manifest.label_rule.tolerance
+    base = build_dataset(load_rows(cfg.base_data), tiers, ctx, tolerance=tol, source="base data")
+    if cfg.eval_data is None:
+        train_idx, test_idx = group_split(list(base.rows), test_fraction=0.2, seed=cfg.seed)
+        return base.subset(train_idx), base.subset(test_idx)
+    frozen = build_dataset(load_rows([cfg.eval_data]), tiers, ctx, tolerance=tol,
+                           source=str(cfg.eval_data))
+    held = {" ".join(r.prompt.split()) for r in frozen.rows}
+    keep = [i for i, r in enumerate(base.rows) if " ".join(r.prompt.split()) not in held]
+    return base.subset(keep), frozen
+
+
+def card(onnx_bytes: bytes, frame: Frame, tier_names: Sequence[str]) -> dict[str, Any]:
+    """Gate metric and report figures on both evaluation sets, and per-row ONNX latency."""
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    k = len(tier_names)
+    out: dict[str, Any] = {"latency_us_per_row": row_latency_us(session, frame.frozen.X)}
+    for key, ds in (("frozen", frame.frozen), ("traffic", frame.traffic)):
+        if ds is None or len(ds.rows) == 0:
+            out[key] = None
+            continue
+        proba = np.asarray(session.run(["probabilities"], {"features": ds.X})[0], dtype=np.float64)
+        rep = build_report(ds.scores, ds.costs, tier_names, proba)
+        gate = gate_metric(rep, k)
+        out[key] = {"n": rep["n"], "gate": None if np.isnan(gate) else gate,
+                    "apgr": rep["apgr"], "aiq": rep["aiq"], "cpt50": rep["cpt50"]}
+    return out
+
+
+def row_latency_us(session: ort.InferenceSession, X: NDArray[np.float32]) -> float:
+    """Median microseconds to score one row (what a request pays), over up to 200 rows."""
+    rows = np.ascontiguousarray(X[:TIMING_ROWS], dtype=np.float32)
+    session.run(None, {"features": rows[:1]})  # warm-up
+    times = []
+    for i in range(len(rows)):
+        start = time.perf_counter()
+        session.run(None, {"features": rows[i: i + 1]})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e6)
+
+
+def gate(champion: dict[str, Any], challenger: dict[str, Any], margin: float,
+         max_slowdown: float) -> tuple[bool, list[str]]:
+    """Whether the challenger may replace the champion, and why (one line per check)."""
+    reasons, ok = [], True
+    for key in ("frozen", "traffic"):
+        a, b = champion.get(key), challenger.get(key)
+        if a is None or b is None or a["gate"] is None or b["gate"] is None:
+            reasons.append(f"{key}: gate metric undefined, not checked")
+            continue
+        if key == "traffic" and a["n"] < MIN_GATE_ROWS:
+            reasons.append(f"{key}: {a['n']} rows < {MIN_GATE_ROWS}, not checked")
+            continue
+        passed = b["gate"] >= a["gate"] - margin
+        ok &= passed
+        reasons.append(f"{key}: challenger {b['gate']:.4f} vs champion {a['gate']:.4f} "
+                       f"(margin {margin}) -> {'pass' if passed else 'FAIL'}")
+    ratio = challenger["latency_us_per_row"] / max(champion["latency_us_per_row"], 1e-9)
+    fast = ratio <= max_slowdown
+    reasons.append(f"latency: {ratio:.2f}x the champion's (bound {max_slowdown}x) -> "
+                   f"{'pass' if fast else 'FAIL'}")
+    return ok and fast, reasons
+
+
+def champion_bundle(cfg: RetrainConfig) -> tuple[str, Manifest, bytes]:
+    """The registered champion's version, manifest and ONNX bytes.
+
+    Raises:
+        NotFound: when the registry has no champion for ``cfg.name``.
+    """
+    version = registry.alias_version(cfg.tracking_uri, cfg.name, registry.CHAMPION)
+    if version is None:
+        raise NotFound(f"registry {cfg.tracking_uri} has no '{registry.CHAMPION}' for "
+                       f"{cfg.name!r}: register one first (tierwise train --tracking-uri ...)")
+    # a temp folder: a run that fails on bad input leaves OUT untouched
+    path = registry.materialize(cfg.tracking_uri, f"models:/{cfg.name}@{registry.CHAMPION}")
+    manifest, onnx_bytes = read_bundle(path)
+    return version, manifest, onnx_bytes
+
+
+def prepare(cfg: RetrainConfig, manifest: Manifest) -> tuple[Dataset, NDArray[np.float64], Frame,
+                                                             dict[str, Any]]:
+    """(training rows, their weights, evaluation frame, data summary).
+
+    Raises:
+        InvalidData: when the store holds no usable labeled traffic or a file is malformed.
+    """
+    tiers = manifest.tier_ladder()
+    labels = label_traffic(read_decisions(cfg.db, cfg.since), tiers, len(manifest.feature_names),
+                           cfg.adequate)
+    if len(labels.labels) == 0:
+        raise InvalidData(f"traffic store has no labeled rows to learn from (skipped: "
+                          f"{labels.skipped or 'none'}; unlabelled decisions are not counted)")
+    train_idx, hold_idx = split_traffic(labels, cfg.holdout_fraction)
+    base, frozen = load_base(cfg, manifest, tiers)
+    recent = traffic_dataset(labels, train_idx, tiers)
+    merged = concat(base, recent)
+    weights = np.concatenate([np.ones(len(base.rows)), np.full(len(recent.rows),
+                                                               cfg.traffic_weight)])
+    holdout = traffic_dataset(labels, hold_idx, tiers) if len(hold_idx) else None
+    summary = {"traffic_labeled": len(labels.labels), "traffic_train": len(train_idx),
+               "traffic_holdout": len(hold_idx), "traffic_skipped": labels.skipped,
+               "base_rows": len(base.rows), "frozen_rows": len(frozen.rows),
+               "label_shares": np.bincount(merged.labels, minlength=len(tiers)).tolist()}
+    logger.info("retrain data: %s", summary)
+    return merged, weights, Frame(frozen, holdout), summary
+
+
+def fit_challenger(cfg: RetrainConfig, manifest: Manifest, ds: Dataset,
+                   weights: NDArray[np.float64]) -> tuple[Manifest, bytes]:
+    """Fit, calibrate and export the challenger; its manifest is the champion's, updated."""
+    k = len(manifest.classes)
+    candidate = cfg.estimator or manifest.estimator
+    fitted = fit_calibrated(ds, candidate, k, cfg.seed, sample_weight=weights)
+    onnx_bytes, parity = export_checked(fitted.estimator, ds.X[fitted.cal_idx], k)
+    digest = hashlib.sha256(data_sha256(cfg.base_data).encode())
+    digest.update(ds.X.tobytes())
+    new = manifest.model_copy(update={
+        "estimator": candidate, "threshold": round(default_knob(fitted, ds), 6),
+        "metrics": {"onnx_parity_max_abs_diff": parity, "n_rows": len(ds.rows),
+                    "retrained_from": manifest.model_version},
+        "train_data_sha256": digest.hexdigest(),
+        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    return Manifest.model_validate(new.model_dump()), onnx_bytes
+
+
+def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
+    """Retrain, gate, register and (when promoted) publish; returns the decision document.
+
+    Raises:
+        NotFound: when the registry has no champion.
+        InvalidData: when there is no usable labeled traffic or an input file is malformed.
+    """
+    champ_version, manifest, champ_onnx = champion_bundle(cfg)
+    ds, weights, frame, summary = prepare(cfg, manifest)
+    new_manifest, new_onnx = fit_challenger(cfg, manifest, ds, weights)
+    names = list(manifest.classes)
+    cards = {"champion": card(champ_onnx, frame, names), "challenger": card(new_onnx, frame, names)}
+    promote, reasons = gate(cards["champion"], cards["challenger"], cfg.margin, cfg.max_slowdown)
+    decision: dict[str, Any] = {
+        "name": cfg.name, "promoted": promote, "reasons": reasons, "cards": cards, "data": summary,
+        "champion_version": champ_version, "margin": cfg.margin,
+        "max_slowdown": cfg.max_slowdown, "traffic_weight": cfg.traffic_weight,
+        "challenger_model_version": new_manifest.model_version,
+    }
+    bundle = write_bundle(cfg.out / "challenger", new_manifest, new_onnx)
+    path = cfg.out / "retrain_decision.json"
+    path.write_text(json.dumps(decision, indent=1, default=float) + "\n")
+    rec = registry.log_and_register(
+        cfg.tracking_uri, name=cfg.name, bundle_dir=bundle,
+        params={"kind": "retrain", "estimator": new_manifest.estimator, "seed": cfg.seed,
+                "traffic_weight": cfg.traffic_weight, "margin": cfg.margin,
+                "max_slowdown": cfg.max_slowdown, "promoted": promote,
+                "champion_version": champ_version, "db": cfg.db.split("@")[-1]},
+        metrics={**cards, "promoted": int(promote)}, plots=(path,), alias=registry.CHALLENGER,
+    )
+    decision["challenger_version"] = rec.version
+    if promote:
+        registry.set_alias(cfg.tracking_uri, cfg.name, registry.CHAMPION, rec.version)
+        if cfg.bundle_out is not None:
+            write_bundle(cfg.bundle_out, new_manifest, new_onnx)
+            decision["bundle_out"] = str(cfg.bundle_out)
+    path.write_text(json.dumps(decision, indent=1, default=float) + "\n")
+    logger.info("retrain %s: %s (%s)", cfg.name, "PROMOTED" if promote else "kept champion",
+                "; ".join(reasons))
+    return decision
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tierwise retrain", description=__doc__)
+    p.add_argument("--db", required=True, help="traffic store URL (sqlite:///PATH, postgresql://)")
+    p.add_argument("--name", required=True, help="registered model name (its champion is gated)")
+    p.add_argument("--out", type=Path, required=True, help="where bundles and the decision go")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: settings)")
+    p.add_argument("--base-data", type=Path, nargs="+", help="labeled JSONL (default: recipe's)")
+    p.add_argument("--eval-data", type=Path, help="frozen evaluation JSONL")
+    p.add_argument("--since", help="only traffic at or after this ISO 8601 time")
+    p.add_argument("--traffic-weight", type=float, default=2.0)
+    p.add_argument("--adequate", type=float, default=DEFAULT_ADEQUATE,
+                   help="feedback score at or above which an answer was adequate")
+    p.add_argument("--margin", type=float, default=0.005)
+    p.add_argument("--max-slowdown", type=float, default=1.5)
+    p.add_argument("--holdout-fraction", type=float, default=0.2)
+    p.add_argument("--bundle-out", type=Path, help="write a promoted bundle here (service watch)")
+    p.add_argument("--estimator", help="estimator of the challenger (default: the champion's)")
+    p.add_argument("--seed", type=int, default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tierwise retrain``: 0 whether or not promoted, 2 on bad input."""
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    t = settings.training
+    base = tuple(args.base_data or ())
+    if not base and args.name in SHIPPED:
+        base = tuple(t.labeled_dir / f for f in SHIPPED[args.name].data_files)
+    try:
+        if not base:
+            raise InvalidData(f"{args.name!r} is not a shipped recipe: name --base-data FILES")
+        if not 0.0 <= args.holdout_fraction < 1.0 or args.traffic_weight <= 0:
+            raise InvalidData("--holdout-fraction must be in [0, 1) and --traffic-weight > 0")
+        cfg = RetrainConfig(
+            db=args.db, name=args.name, tracking_uri=args.tracking_uri or t.mlflow_tracking_uri,
+            out=args.out, base_data=base, eval_data=args.eval_data, since=parse_since(args.since),
+            traffic_weight=args.traffic_weight, adequate=args.adequate, margin=args.margin,
+            max_slowdown=args.max_slowdown, holdout_fraction=args.holdout_fraction,
+            bundle_out=args.bundle_out, estimator=args.estimator,
+            seed=t.seed if args.seed is None else args.seed,
+        )
+        run_retrain(cfg)
+    except RouterError as exc:
+        logger.error("retrain: %s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
