@@ -104,3 +104,14 @@ def test_main_writes_report_and_rejects_bad_input(tmp_path: Path) -> None:
     assert main(["--db", "mysql://nope", "--out", str(tmp_path / "x")]) == 2
     bad = write_store(tmp_path / "bad.db", [decisions[0].record], [("d0", 1.5)])
     assert main(["--db", bad, "--out", str(tmp_path / "x")]) == 2
+
+
+def test_offline_report(fast_bundle: Path, tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parents[3] / "data" / "fixtures" / "routellm_small.jsonl"
+    out = tmp_path / "off"
+    args = ["--offline", "--model", str(fast_bundle), "--data", str(data), "--out", str(out)]
+    assert main([*args, "--knob", "0.3", "--knob", "0.7"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["knobs"]) == {"0.3", "0.7"} and set(rep["fixed"]) == {
+        "always_weak", "always_strong"}
+    assert main(["--offline", "--out", str(out)]) == 2
