@@ -74,3 +74,12 @@ def test_replay_ab_report_retrain(make_gateway: Any, fast_bundle: Path, tmp_path
     champion = registry.alias_version(uri, "tiny_fast", registry.CHAMPION)
     assert champion == ("2" if decision["promoted"] else "1")
     assert (bundle_out / "manifest.json").exists() == decision["promoted"]
+    # a lenient gate promotes: champion alias moves and the bundle lands where a service watches
+    assert retrain_main([*common, "--name", "tiny_fast", "--out", str(tmp_path / "rt2"),
+                         "--bundle-out", str(bundle_out), "--margin", "1", "--max-slowdown",
+                         "100"]) == 0
+    decision = json.loads((tmp_path / "rt2" / "retrain_decision.json").read_text())
+    assert decision["promoted"] and decision["challenger_version"] == "3"
+    assert registry.alias_version(uri, "tiny_fast", registry.CHAMPION) == "3"
+    served = json.loads((bundle_out / "manifest.json").read_text())
+    assert served["metrics"]["retrained_from"].startswith("tiny_fast:")
