@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,8 +33,12 @@ from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 logger = logging.getLogger(__name__)
 
 
-def get_route_service(request: Request) -> RouteService:
-    """The app's ``RouteService`` (set by ``create_app``)."""
+async def get_route_service(request: Request) -> RouteService:
+    """The app's ``RouteService`` (set by ``create_app``).
+
+    ``async`` so that FastAPI calls it on the event loop: a plain ``def`` dependency runs on a
+    worker thread, a hop that costs more than the whole decision of a hand-feature bundle.
+    """
     service: RouteService = request.app.state.route_service
     return service
 
@@ -69,21 +74,35 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 api = APIRouter()
 
 
-@api.post("/v1/route", tags=["route"], responses=_problems(400, 413, 422, 429, 503, 504))
-async def route(body: schemas.RouteRequest, service: RouteServiceDep) -> schemas.RouteResponse:
+def _json(model: BaseModel) -> Response:
+    # returning the model would have FastAPI validate it into the response model a second time
+    # and encode it through jsonable_encoder; it is valid already, so pydantic serialises it once
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+@api.post(
+    "/v1/route",
+    tags=["route"],
+    response_model=schemas.RouteResponse,
+    responses=_problems(400, 413, 422, 429, 503, 504),
+)
+async def route(body: schemas.RouteRequest, service: RouteServiceDep) -> Response:
     """Decide the cheapest adequate tier for one prompt or chat."""
     result = await service.route(convert.route_input_from_model(body), transport="http")
-    return convert.route_response_model(result)
+    return _json(convert.route_response_model(result))
 
 
-@api.post("/v1/route/batch", tags=["route"], responses=_problems(400, 413, 422, 429, 503, 504))
-async def route_batch(
-    body: schemas.RouteBatchRequest, service: RouteServiceDep
-) -> schemas.RouteBatchResponse:
+@api.post(
+    "/v1/route/batch",
+    tags=["route"],
+    response_model=schemas.RouteBatchResponse,
+    responses=_problems(400, 413, 422, 429, 503, 504),
+)
+async def route_batch(body: schemas.RouteBatchRequest, service: RouteServiceDep) -> Response:
     """Decide tiers for several requests (all succeed, or the first error is returned)."""
     inputs = [convert.route_input_from_model(r) for r in body.requests]
     results = await service.route_batch(inputs, transport="http")
-    return convert.batch_response_model(results)
+    return _json(convert.batch_response_model(results))
 
 
 @api.get("/v1/tiers", tags=["model"], responses=_problems(503))
