@@ -95,6 +95,9 @@ def load_router(
         router.manifest.tier_ladder()
     except InvalidData as exc:
         raise ArtifactMismatch(f"{path}: {exc}") from exc
+    # built here (off the event loop on reload, ~20 ms) rather than by the first request
+    if router.featurizer.word_piece is None:
+        logger.warning("%s: no Python twin of this tokenizer; every prompt goes to Rust", path)
     return router
 
 
