@@ -36,6 +36,9 @@ class TierConfig(_Strict):
     input_price: float = Field(ge=0, description="USD per 1M input tokens")
     output_price: float = Field(ge=0, description="USD per 1M output tokens")
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    #: Fraction taken off this tier's prices for requests sent through the upstream's batch
+    #: endpoint (0.5: half price); None: the upstream has no batch endpoint (``service.batch_*``).
+    batch_discount: float | None = Field(default=None, ge=0, lt=1)
 
     @field_validator("api_key_env")
     @classmethod
@@ -136,6 +139,21 @@ class TrimConfig(_Strict):
     max_input_tokens: int = Field(default=4000, ge=256)
 
 
+class BatchConfig(_Strict):
+    """The batch window (``service.batch_window``): non-urgent requests go out in batch files."""
+
+    enabled: bool = False
+    #: How long queued requests gather before a tier's batch file is sent upstream.
+    window_s: float = Field(default=60.0, gt=0)
+    #: Requests per batch file; a full batch is sent at once (OpenAI takes up to 50,000).
+    max_requests: int = Field(default=1000, ge=1, le=50_000)
+    #: How often each replica flushes due windows and polls its open batches.
+    poll_interval_s: float = Field(default=30.0, gt=0)
+    #: How long a replica's claim on queued requests or an open batch holds before another
+    #: replica may take it over (a replica that died mid-submit or mid-poll).
+    lease_s: float = Field(default=300.0, gt=0)
+
+
 class GatewayConfig(_Strict):
     """The whole gateway config file."""
 
@@ -151,6 +169,7 @@ class GatewayConfig(_Strict):
     failover: FailoverConfig = FailoverConfig()
     cache: CacheConfig = CacheConfig()
     trim: TrimConfig = TrimConfig()
+    batch: BatchConfig = BatchConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:

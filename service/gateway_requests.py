@@ -54,6 +54,8 @@ class KnobIn(BaseModel):
     allowed_tiers: list[str] = Field(default_factory=list)
     #: Trim redundant context before forwarding (None: the config's ``trim.enabled``).
     trim: bool | None = None
+    #: False: the request may wait for the upstream's batch endpoint (``service.batch_window``).
+    urgent: bool | None = None
 
 
 class ChatBody(BaseModel):
