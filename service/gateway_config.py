@@ -130,6 +130,19 @@ class CacheConfig(_Strict):
     similarity: float = Field(default=0.95, gt=0, le=1)
     ttl_s: float = Field(default=3600.0, gt=0)
     max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: Shared store for every replica (``postgresql://…``); absent: this process's memory.
+    url: str | None = Field(default=None, min_length=1)
+    #: Longest wait on the shared store per lookup; past it (or on any error) the lookup misses.
+    timeout_s: float = Field(default=0.25, gt=0, le=10)
+    #: How often each replica pulls other replicas' new embeddings into its semantic mirror.
+    refresh_s: float = Field(default=1.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _cache_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be postgresql://… (a PostgreSQL URL), or absent for in-process")
+        return value
 
 
 class TrimConfig(_Strict):
