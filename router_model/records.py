@@ -9,7 +9,7 @@ when the gateway config allows storing prompts.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,6 +21,10 @@ RECORD_SCHEMA_VERSION = 1
 #: model (pass-through), or the configured default because the router could not be reached.
 DecisionSource = Literal["router", "fixed_arm", "passthrough", "fail_open"]
 
+#: The cost levers besides routing whose dollars a record itemises in ``levers``.
+Lever = Literal["cache", "trim", "batch", "cascade"]
+LEVERS: tuple[str, ...] = get_args(Lever)
+
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC (what every record stores)."""
@@ -28,7 +32,14 @@ def utc_now() -> datetime:
 
 
 class TrafficRecord(BaseModel):
-    """One answered (or failed) gateway request, committed before its response was returned."""
+    """One answered (or failed) gateway request, committed before its response was returned.
+
+    The savings ledger: ``cost_usd`` is what was paid (every upstream call, at the price paid);
+    ``top_tier_cost_usd`` is the no-lever baseline (the request as the client sent it, answered
+    once by the top tier at list price); ``levers`` holds the dollars each other lever saved.
+    ``savings_usd = top_tier_cost_usd - cost_usd`` splits exactly into ``routing_savings_usd``
+    (top tier against the routed tier, both without levers) plus ``sum(levers.values())``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
@@ -72,6 +83,20 @@ class TrafficRecord(BaseModel):
     features: list[float] = Field(default_factory=list)
     prompt_sha256: str = ""
     prompt: str | None = None
+    #: USD saved by each lever other than routing (keys from ``LEVERS``; an absent lever saved
+    #: nothing). "cascade" may be negative: the cheap try plus the escalation cost more than the
+    #: routed tier alone would have.
+    levers: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("levers")
+    @classmethod
+    def _known_levers(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(LEVERS))
+        if unknown:
+            raise ValueError(f"unknown levers {unknown}; levers are {list(LEVERS)}")
+        if not all(np.isfinite(v) for v in value.values()):
+            raise ValueError("lever savings must be finite numbers")
+        return value
 
     @field_validator("features")
     @classmethod
@@ -83,6 +108,11 @@ class TrafficRecord(BaseModel):
     def savings_usd(self) -> float:
         """What this request saved against sending it to the top tier."""
         return self.top_tier_cost_usd - self.cost_usd
+
+    @property
+    def routing_savings_usd(self) -> float:
+        """Routing's own share of ``savings_usd``: the top tier against the routed tier."""
+        return self.savings_usd - sum(self.levers.values())
 
     def features_array(self) -> NDArray[np.float32]:
         """The feature vector as float32 (exactly the values the router scored)."""

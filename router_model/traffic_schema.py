@@ -2,8 +2,10 @@
 
 Pure (stdlib + ``router_model.records``), so retraining can read the store without the service.
 Table ``traffic`` has one column per ``TrafficRecord`` field (``COLUMNS``, same names and order),
-primary key ``decision_id``; ``features`` is little-endian float32 bytes and ``probabilities``
-JSON text. Table ``feedback`` holds ``FeedbackRecord`` rows (``id``, ``decision_id`` referencing
+primary key ``decision_id``; ``features`` is little-endian float32 bytes, ``probabilities`` and
+``levers`` JSON text. Columns added after a store's first release (``ADDED``) are added to an
+existing table when a store starts, and readers tolerate their absence (``select_list``).
+Table ``feedback`` holds ``FeedbackRecord`` rows (``id``, ``decision_id`` referencing
 ``traffic``, ``created_at``, ``score``, ``thumbs``, ``comment``, and ``value``: the label as a
 number in [0, 1]).
 """
@@ -11,7 +13,7 @@ number in [0, 1]).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,23 +64,42 @@ COLUMNS: tuple[Column, ...] = (
     Column("features", "BLOB NOT NULL", "BYTEA NOT NULL"),
     Column("prompt_sha256", "TEXT NOT NULL", "TEXT NOT NULL"),
     Column("prompt", "TEXT", "TEXT"),
+    Column("levers", "TEXT NOT NULL DEFAULT '{}'", "TEXT NOT NULL DEFAULT '{}'"),
 )
 NAMES = tuple(c.name for c in COLUMNS)
+
+#: Columns newer than the first ``traffic`` table, in the order they were added. Each has a
+#: default, so ``ALTER TABLE traffic ADD COLUMN`` works on a table that already holds rows.
+ADDED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.name in ("levers",))
+_ADDED_NAMES = frozenset(c.name for c in ADDED)
+
+
+def select_list(present: Collection[str]) -> str:
+    """The SELECT list of ``NAMES`` for a ``traffic`` table that has the columns ``present``.
+
+    An ``ADDED`` column the table lacks is read as NULL (``decode_record`` gives the record's
+    default); every other column is named, so a table that is not a traffic table still fails.
+    """
+    return ", ".join(
+        f"NULL AS {n}" if n in _ADDED_NAMES and n not in present else n for n in NAMES
+    )
+
 
 #: Columns of ``feedback`` that hold ``FeedbackRecord`` fields (``id`` and ``value`` aside).
 FEEDBACK_COLUMNS = ("decision_id", "created_at", "score", "thumbs", "comment")
 
 
 def encode_record(record: TrafficRecord) -> dict[str, Any]:
-    """Column values of a record (features as float32 bytes, probabilities as JSON)."""
+    """Column values of a record (features as float32 bytes, probabilities and levers as JSON)."""
     values = record.model_dump()
     values["features"] = record.features_blob()
     values["probabilities"] = json.dumps(record.probabilities, sort_keys=True)
+    values["levers"] = json.dumps(record.levers, sort_keys=True)
     return values
 
 
 def decode_record(values: dict[str, Any]) -> TrafficRecord:
-    """The record of a row (inverse of ``encode_record``).
+    """The record of a row (inverse of ``encode_record``); NULL ``levers`` (older tables) is {}.
 
     Raises:
         pydantic.ValidationError: when the row does not hold a valid record.
@@ -86,6 +107,7 @@ def decode_record(values: dict[str, Any]) -> TrafficRecord:
     doc = dict(values)
     doc["features"] = TrafficRecord.features_from_blob(bytes(doc["features"] or b""))
     doc["probabilities"] = json.loads(doc["probabilities"] or "{}")
+    doc["levers"] = json.loads(doc.get("levers") or "{}")
     return TrafficRecord.model_validate(doc)
 
 

@@ -25,8 +25,8 @@ from pydantic import BaseModel
 
 from router_model.errors import InvalidData, NotFound
 from router_model.records import FeedbackRecord, TrafficRecord
-from router_model.traffic_schema import COLUMNS as COLUMNS  # re-exported: tests build SQL on it
 from router_model.traffic_schema import (
+    ADDED,
     FEEDBACK_COLUMNS,
     NAMES,
     decode_record,
@@ -34,6 +34,7 @@ from router_model.traffic_schema import (
     feedback_from_row,
     feedback_values,
 )
+from router_model.traffic_schema import COLUMNS as COLUMNS  # re-exported: tests build SQL on it
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ class SqliteTrafficStore(TrafficStore):
         )
         conn.execute("CREATE INDEX IF NOT EXISTS traffic_created_at ON traffic(created_at)")
         conn.execute("CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)")
+        _add_new_columns(conn)
         self._conn = conn
 
     async def _close(self) -> None:
@@ -279,6 +281,17 @@ class SqliteTrafficStore(TrafficStore):
     async def savings(self) -> SavingsReport:
         rows = await self._call(lambda: self._db().execute(SAVINGS_SQL).fetchall())
         return savings_report(rows)
+
+
+def _add_new_columns(conn: sqlite3.Connection) -> None:
+    """Add the ``ADDED`` columns an older table lacks (one writer at a time: BEGIN IMMEDIATE)."""
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        present = {row[1] for row in conn.execute("PRAGMA table_info(traffic)")}
+        for column in ADDED:
+            if column.name not in present:
+                logger.info("traffic store: adding column %s to an older table", column.name)
+                conn.execute(f"ALTER TABLE traffic ADD COLUMN {column.name} {column.sqlite}")
 
 
 def open_store(url: str) -> TrafficStore:

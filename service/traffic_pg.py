@@ -11,6 +11,7 @@ import psycopg
 from router_model.errors import InvalidData, NotFound
 from router_model.records import FeedbackRecord, TrafficRecord
 from router_model.traffic_schema import (
+    ADDED,
     COLUMNS,
     FEEDBACK_COLUMNS,
     NAMES,
@@ -51,6 +52,11 @@ class PostgresTrafficStore(TrafficStore):
                 await self._conn.execute(
                     "CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)"
                 )
+                for column in ADDED:  # an older table gains the newer columns
+                    await self._conn.execute(
+                        f"ALTER TABLE traffic ADD COLUMN IF NOT EXISTS {column.name} "
+                        f"{column.postgres}"
+                    )
         except psycopg.Error as exc:
             # the message names host and database, never the password (psycopg hides it)
             raise InvalidData(f"traffic store (PostgreSQL): cannot open ({exc})") from exc

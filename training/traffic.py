@@ -41,7 +41,13 @@ from router_model.errors import InvalidData
 from router_model.features import FEATURE_VERSION
 from router_model.records import TrafficRecord
 from router_model.tiers import Tier
-from router_model.traffic_schema import FEEDBACK_TABLE, NAMES, TRAFFIC_TABLE, decode_record
+from router_model.traffic_schema import (
+    FEEDBACK_TABLE,
+    NAMES,
+    TRAFFIC_TABLE,
+    decode_record,
+    select_list,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +93,11 @@ def parse_since(text: str | None) -> datetime | None:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+def _columns(description: Any) -> set[str]:
+    """Column names of a cursor's ``description`` (older stores lack the newer columns)."""
+    return {str(d[0]) for d in description or ()}
+
+
 def _sqlite_rows(path: Path, since: datetime | None) -> tuple[list[Any], list[Any]]:
     if not path.is_file():
         raise InvalidData(f"traffic store {path}: no such file")
@@ -96,7 +107,8 @@ def _sqlite_rows(path: Path, since: datetime | None) -> tuple[list[Any], list[An
         raise InvalidData(f"traffic store {path}: cannot open ({exc})") from exc
     try:
         where, params = ("WHERE created_at >= ?", (since.isoformat(),)) if since else ("", ())
-        sql = f"SELECT {', '.join(NAMES)} FROM {TRAFFIC_TABLE} {where} ORDER BY created_at"
+        present = _columns(conn.execute(f"SELECT * FROM {TRAFFIC_TABLE} LIMIT 0").description)
+        sql = f"SELECT {select_list(present)} FROM {TRAFFIC_TABLE} {where} ORDER BY created_at"
         rows = conn.execute(sql, params).fetchall()
         labels = conn.execute(f"SELECT decision_id, value FROM {FEEDBACK_TABLE}").fetchall()
     except sqlite3.Error as exc:
@@ -110,9 +122,11 @@ def _postgres_rows(url: str, since: datetime | None) -> tuple[list[Any], list[An
     import psycopg
 
     where, params = ("WHERE created_at >= %s", (since,)) if since else ("", ())
-    sql = f"SELECT {', '.join(NAMES)} FROM {TRAFFIC_TABLE} {where} ORDER BY created_at"
     try:
         with psycopg.connect(url, connect_timeout=10) as conn:
+            head = conn.execute(f"SELECT * FROM {TRAFFIC_TABLE} LIMIT 0").description
+            sql = (f"SELECT {select_list(_columns(head))} FROM {TRAFFIC_TABLE} {where} "
+                   "ORDER BY created_at")
             rows = conn.execute(sql, params).fetchall()
             labels = conn.execute(f"SELECT decision_id, value FROM {FEEDBACK_TABLE}").fetchall()
     except psycopg.Error as exc:
