@@ -152,6 +152,17 @@ class TrimConfig(_Strict):
     max_input_tokens: int = Field(default=4000, ge=256)
 
 
+class CascadeConfig(_Strict):
+    """The cascade (``service.cascade``); a request's ``tierwise.cascade`` wins over ``enabled``."""
+
+    enabled: bool = False
+    #: The confidence threshold: the router's probability that the draft tier is adequate below
+    #: which no draft is tried (the routed tier answers alone).
+    min_prior: float = Field(default=0.2, ge=0, le=1)
+    #: A draft whose returned token logprobs average below this is escalated.
+    min_mean_logprob: float = Field(default=-1.0, le=0)
+
+
 class BatchConfig(_Strict):
     """The batch window (``service.batch_window``): non-urgent requests go out in batch files."""
 
@@ -182,6 +193,7 @@ class GatewayConfig(_Strict):
     failover: FailoverConfig = FailoverConfig()
     cache: CacheConfig = CacheConfig()
     trim: TrimConfig = TrimConfig()
+    cascade: CascadeConfig = CascadeConfig()
     batch: BatchConfig = BatchConfig()
 
     @model_validator(mode="after")

@@ -2,7 +2,8 @@
 
 Only the members the gateway uses are validated (strictly: wrong types are 400s, as at OpenAI);
 every other member is forwarded untouched. The per-request knob comes from the ``tierwise``
-body member (``{"quality": 0.8, "min_tier": "weak", "max_tier": "strong", "allowed_tiers": []}``,
+body member (``{"quality": 0.8, "min_tier": "weak", "max_tier": "strong", "allowed_tiers": [],
+"trim": true, "cascade": true}``,
 sent with the OpenAI SDK as ``extra_body={"tierwise": {...}}``) or, for ``quality`` only, from the
 ``x-tierwise-quality`` header; the body wins when both are given.
 """
@@ -54,6 +55,8 @@ class KnobIn(BaseModel):
     allowed_tiers: list[str] = Field(default_factory=list)
     #: Trim redundant context before forwarding (None: the config's ``trim.enabled``).
     trim: bool | None = None
+    #: Try a cheaper tier first, escalating when unsure (None: the config's ``cascade.enabled``).
+    cascade: bool | None = None
     #: False: the request may wait for the upstream's batch endpoint (``service.batch_window``).
     urgent: bool | None = None
 
