@@ -62,6 +62,11 @@ class GatewayMetrics:
             "USD not spent upstream: the stored cost of each answer served from the cache.",
             registry=r,
         )
+        self.cache_errors = Counter(
+            "tierwise_gateway_cache_errors",
+            "Response cache store failures, by operation (a failed lookup is answered as a miss).",
+            ["op"], registry=r,
+        )
         self.trimmed_tokens = Counter(
             "tierwise_gateway_trimmed_tokens", "Input tokens removed by prompt trimming.",
             registry=r,
@@ -87,6 +92,10 @@ class GatewayMetrics:
     def upstream_failure(self, tier: str, reason: str) -> None:
         """Count one failed upstream attempt."""
         self.upstream_failures.labels(tier, reason).inc()
+
+    def cache_error(self, op: str) -> None:
+        """Count one failed operation of the response cache's store."""
+        self.cache_errors.labels(op).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

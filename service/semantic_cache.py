@@ -9,8 +9,24 @@ when the cosine similarity is at least ``similarity``. It runs only when the rou
 the ``full`` feature set (a ``hand`` bundle or a remote router gives no encoder: exact layer only),
 only for plain-text chats, and only when the whole chat fits the encoder's token window (past it
 the encoder keeps head and tail, and two chats differing in the middle would look identical).
-Entries expire after ``ttl_s`` and the least recently used go past ``max_entries``; all of it
-lives in this process (an ``OrderedDict`` and one numpy matrix).
+
+Where entries live is a ``CacheStore``; ``ResponseCache`` owns the keys, scopes, normalisation and
+embedding, the stores only keep and find. By default ``MemoryCacheStore`` (this process: an LRU
+``OrderedDict``, entries expire after ``ttl_s``, at most ``max_entries``). With ``url`` set,
+``service.cache_store_pg.PostgresCacheStore`` shares the entries among every gateway replica.
+
+Why PostgreSQL and not Redis: the gateway already needs PostgreSQL for its traffic store when it
+runs as several replicas, so the shared cache needs no new server to run, secure and back up.
+Why no pgvector: the embeddings are small (384 float32, 1.5 KB) and the search is scoped to one
+tenant, tier and parameter set, so each replica keeps an in-memory mirror of the table's
+embeddings and searches it with one matrix product (the in-process cost), while the database
+stays the single truth that every hit is confirmed against; pgvector would be one more extension
+for operators to install (it is not in stock PostgreSQL packages) for a search that is not the
+bottleneck. Consistency: an answer stored by one replica is an exact hit on every replica as soon
+as its write commits (exact lookups go to the database by key), and a semantic hit elsewhere
+within ``refresh_s`` (when the other replicas' mirrors pull it). A store that cannot be reached
+or answers slower than ``timeout_s`` makes lookups miss and writes drop: the request is still
+answered, upstream, and each failure is logged and counted (``on_error``).
 """
 
 from __future__ import annotations
@@ -26,18 +42,23 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from router_model.encoder import EMBEDDING_DIM, MAX_TOKENS, SentenceEncoder
+from router_model.encoder import MAX_TOKENS, SentenceEncoder
+from service.cache_index import VectorIndex
 
 #: Request members that do not change the answer (everything else is part of the scope).
 _NOT_SCOPE = frozenset({"messages", "model", "stream", "stream_options", "user", "tierwise"})
 _BLANKS = re.compile(r"\s+")
+#: Semantic candidates tried per lookup, most similar first (the rest of a crowded scope waits).
+CANDIDATES = 8
 
 Layer = Literal["exact", "semantic"]
+#: Called with the failed operation ("lookup", "store", "refresh", "sweep") of a shared store.
+ErrorHook = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,10 @@ class CacheSettings:
     similarity: float = 0.95
     ttl_s: float = 3600.0
     max_entries: int = 10_000
+    #: ``postgresql://…``: entries shared by every replica; None: this process only.
+    url: str | None = None
+    timeout_s: float = 0.25
+    refresh_s: float = 1.0
 
 
 @dataclass
@@ -60,6 +85,15 @@ class CacheKey:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """What an entry keeps: the completion (without ``tierwise``), its cost and its tier."""
+
+    doc: dict[str, Any]
+    cost_usd: float
+    tier: str
+
+
+@dataclass(frozen=True)
 class Hit:
     """A cached answer: the stored completion and what it cost when it was bought."""
 
@@ -70,14 +104,32 @@ class Hit:
     similarity: float
 
 
-@dataclass
-class _Entry:
-    scope_id: int
-    doc: dict[str, Any]
-    cost_usd: float
-    tier: str
-    expires: float
-    slot: int | None = None
+class CacheStore(Protocol):
+    """Keeps entries and finds them; every method but ``put`` may wait on I/O."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def exact(self, key: CacheKey) -> Stored | None:
+        """The live entry stored under ``key.exact``."""
+        ...
+
+    async def nearest(
+        self, key: CacheKey, vector: NDArray[np.float32]
+    ) -> tuple[Stored, float] | None:
+        """The live entry of ``key.scope`` most similar to ``vector``, at or above the threshold."""
+        ...
+
+    def put(self, key: CacheKey, stored: Stored, vector: NDArray[np.float32] | None) -> None:
+        """Keep an entry; never blocks (a shared store finishes the write in the background)."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait for the writes ``put`` started."""
+        ...
+
+    def __len__(self) -> int: ...
 
 
 def tenant_of(headers: Mapping[str, str]) -> str:
@@ -115,27 +167,105 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
-def _scope_id(scope: str) -> int:
+def scope_id(scope: str) -> int:
+    """The scope's tag in a ``VectorIndex`` (60 bits of its sha256: collisions are negligible)."""
     return int(scope[:15], 16)
 
 
+@dataclass
+class _Entry:
+    stored: Stored
+    expires: float
+
+
+class MemoryCacheStore:
+    """This process's entries: least recently used evicted past ``max_entries`` (thread-safe)."""
+
+    def __init__(self, settings: CacheSettings, clock: Callable[[], float]) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._index = VectorIndex()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+    async def exact(self, key: CacheKey) -> Stored | None:
+        with self._lock:
+            return self._live(key.exact)
+
+    async def nearest(
+        self, key: CacheKey, vector: NDArray[np.float32]
+    ) -> tuple[Stored, float] | None:
+        with self._lock:
+            found = self._index.search(scope_id(key.scope), vector, self._settings.similarity,
+                                       CANDIDATES)
+            for owner, similarity in found:
+                stored = self._live(owner)
+                if stored is not None:
+                    return stored, similarity
+            return None
+
+    def _live(self, exact: str) -> Stored | None:
+        entry = self._entries.get(exact)
+        if entry is None:
+            return None
+        if entry.expires <= self._clock():
+            self._drop(exact)
+            return None
+        self._entries.move_to_end(exact)
+        return entry.stored
+
+    def put(self, key: CacheKey, stored: Stored, vector: NDArray[np.float32] | None) -> None:
+        entry = _Entry(stored, self._clock() + self._settings.ttl_s)
+        with self._lock:
+            self._drop(key.exact)
+            while len(self._entries) >= self._settings.max_entries:
+                self._drop(next(iter(self._entries)))
+            if vector is not None:
+                self._index.add(key.exact, scope_id(key.scope), vector)
+            self._entries[key.exact] = entry
+
+    def _drop(self, exact: str) -> None:
+        self._entries.pop(exact, None)
+        self._index.remove(exact)
+
+
+def open_cache_store(
+    settings: CacheSettings, clock: Callable[[], float], on_error: ErrorHook
+) -> CacheStore:
+    """The shared PostgreSQL store when ``settings.url`` is set, else this process's memory."""
+    if settings.url is None:
+        return MemoryCacheStore(settings, clock)
+    from service.cache_store_pg import PostgresCacheStore
+
+    return PostgresCacheStore(settings, on_error)
+
+
+def _ignore(op: str) -> None:
+    return None
+
+
 class ResponseCache:
-    """Exact and semantic lookups of stored non-streaming completions (thread-safe)."""
+    """Exact and semantic lookups of stored non-streaming completions; ``start`` before use."""
 
     def __init__(
         self, settings: CacheSettings, encoder: SentenceEncoder | None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, on_error: ErrorHook | None = None,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
-        self._clock = clock
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-        self._matrix: NDArray[np.float32] | None = None
-        self._scopes = np.zeros(settings.max_entries, dtype=np.int64)
-        self._live = np.zeros(settings.max_entries, dtype=bool)
-        self._owners: list[str | None] = [None] * settings.max_entries
-        self._free = list(range(settings.max_entries - 1, -1, -1))
+        self.backend = open_cache_store(settings, clock, on_error or _ignore)
 
     @property
     def semantic(self) -> bool:
@@ -143,7 +273,15 @@ class ResponseCache:
         return self.encoder is not None
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.backend)
+
+    async def start(self) -> None:
+        """Open the store (a shared one connects and fills its mirror; failures only log)."""
+        await self.backend.start()
+
+    async def aclose(self) -> None:
+        """Finish pending writes and close the store."""
+        await self.backend.aclose()
 
     def key(self, forward: Mapping[str, Any], tenant: str, tier: str) -> CacheKey:
         """The cache key of a forwarded body, for ``tenant`` on ``tier``."""
@@ -156,11 +294,16 @@ class ResponseCache:
 
     async def lookup(self, key: CacheKey) -> Hit | None:
         """The stored answer for ``key``: exact first, then the most similar one in scope."""
-        hit = self._exact(key)
-        if hit is not None or self.encoder is None or key.text is None:
-            return hit
+        stored = await self.backend.exact(key)
+        if stored is not None:
+            return _hit("exact", stored, 1.0)
+        if self.encoder is None or key.text is None:
+            return None
         key.vector = await asyncio.to_thread(self._embed, key.text)
-        return self._nearest(key) if key.vector is not None else None
+        if key.vector is None:
+            return None
+        found = await self.backend.nearest(key, key.vector)
+        return _hit("semantic", *found) if found is not None else None
 
     def _embed(self, text: str) -> NDArray[np.float32] | None:
         assert self.encoder is not None
@@ -170,66 +313,20 @@ class ResponseCache:
         vector: NDArray[np.float32] = self.encoder.encode_ids([ids])[0]
         return vector
 
-    def _exact(self, key: CacheKey) -> Hit | None:
-        with self._lock:
-            entry = self._entries.get(key.exact)
-            if entry is None:
-                return None
-            if entry.expires <= self._clock():
-                self._drop(key.exact)
-                return None
-            self._entries.move_to_end(key.exact)
-            return Hit("exact", copy.deepcopy(entry.doc), entry.cost_usd, entry.tier, 1.0)
-
-    def _nearest(self, key: CacheKey) -> Hit | None:
-        assert key.vector is not None
-        with self._lock:
-            if self._matrix is None:
-                return None
-            mask = self._live & (self._scopes == _scope_id(key.scope))
-            if not mask.any():
-                return None
-            sims = np.where(mask, self._matrix @ key.vector, -np.inf)
-            while True:
-                slot = int(np.argmax(sims))
-                if sims[slot] < self.settings.similarity:
-                    return None
-                owner = self._owners[slot]
-                entry = self._entries.get(owner) if owner is not None else None
-                if entry is not None and owner is not None and entry.expires > self._clock():
-                    self._entries.move_to_end(owner)
-                    return Hit("semantic", copy.deepcopy(entry.doc), entry.cost_usd, entry.tier,
-                               float(sims[slot]))
-                if owner is not None:
-                    self._drop(owner)
-                sims[slot] = -np.inf
-
     def store(self, key: CacheKey, doc: Mapping[str, Any], cost_usd: float, tier: str) -> None:
-        """Keep a completion (without its ``tierwise`` member) for ``ttl_s``."""
-        entry = _Entry(_scope_id(key.scope), {k: v for k, v in doc.items() if k != "tierwise"},
-                       cost_usd, tier, self._clock() + self.settings.ttl_s)
-        entry.doc = copy.deepcopy(entry.doc)
-        with self._lock:
-            self._drop(key.exact)
-            while len(self._entries) >= self.settings.max_entries:
-                self._drop(next(iter(self._entries)))
-            if key.vector is not None:
-                entry.slot = self._place(key.exact, entry.scope_id, key.vector)
-            self._entries[key.exact] = entry
+        """Keep a completion (without ``tierwise``) for ``ttl_s``; a shared store writes later."""
+        kept = copy.deepcopy({k: v for k, v in doc.items() if k != "tierwise"})
+        self.backend.put(key, Stored(kept, cost_usd, tier), key.vector)
 
-    def _place(self, owner: str, scope_id: int, vector: NDArray[np.float32]) -> int:
-        if self._matrix is None:
-            self._matrix = np.zeros((self.settings.max_entries, EMBEDDING_DIM), dtype=np.float32)
-        slot = self._free.pop()
-        self._matrix[slot] = vector
-        self._scopes[slot], self._live[slot], self._owners[slot] = scope_id, True, owner
-        return slot
+    async def put(self, key: CacheKey, doc: Mapping[str, Any], cost_usd: float,
+                  tier: str) -> None:
+        """``store``, then wait until the write is done (a shared store's commit)."""
+        self.store(key, doc, cost_usd, tier)
+        await self.backend.flush()
 
-    def _drop(self, exact: str) -> None:
-        entry = self._entries.pop(exact, None)
-        if entry is not None and entry.slot is not None:
-            self._live[entry.slot], self._owners[entry.slot] = False, None
-            self._free.append(entry.slot)
+
+def _hit(layer: Layer, stored: Stored, similarity: float) -> Hit:
+    return Hit(layer, copy.deepcopy(stored.doc), stored.cost_usd, stored.tier, similarity)
 
 
 def replay(hit: Hit) -> dict[str, Any]:

@@ -1,0 +1,284 @@
+"""The response cache shared by gateway replicas: one PostgreSQL table and a local vector mirror.
+
+Exact lookups read the row by key. Semantic lookups search this replica's mirror of the table's
+embeddings (a ``VectorIndex``, filled at start, then pulled every ``refresh_s``, and updated at
+once by this replica's own writes) and confirm the best candidates by key in the table, where
+expiry and deletion are checked. A periodic sweep (one replica at a time) deletes expired rows and
+the oldest past ``max_entries``; between sweeps the table may hold a little more. Hits do not
+write, so eviction is oldest-first rather than least recently used. All times are the database
+server's, so replicas' clocks never disagree about expiry. See ``service.semantic_cache`` for why
+PostgreSQL without pgvector, and for what replicas see when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+from numpy.typing import NDArray
+from psycopg.types.json import Json
+
+from router_model.encoder import EMBEDDING_DIM
+from service.cache_index import VectorIndex
+from service.semantic_cache import (
+    CANDIDATES,
+    CacheKey,
+    CacheSettings,
+    ErrorHook,
+    Stored,
+    scope_id,
+)
+
+logger = logging.getLogger(__name__)
+
+TABLE = "response_cache"
+#: Seconds between sweeps (expired rows, then the oldest past ``max_entries``).
+SWEEP_S = 30.0
+#: Rows created this long before the newest one seen are pulled again by the refresh: an insert
+#: stamped earlier may commit after a later one, and would otherwise never reach the mirror.
+LOOKBACK = timedelta(seconds=5)
+#: Seconds a connection attempt may take (libpq's own minimum is 2).
+CONNECT_S = 3.0
+#: Advisory lock ids: table creation, and the sweep (one replica at a time).
+_CREATE_LOCK, _SWEEP_LOCK = 7_311_001, 7_311_002
+_ERRORS = (psycopg.Error, OSError, TimeoutError)
+
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, scope TEXT NOT NULL, "
+    "doc JSON NOT NULL, cost_usd DOUBLE PRECISION NOT NULL, tier TEXT NOT NULL, "
+    "embedding BYTEA, created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), "
+    "expires_at TIMESTAMPTZ NOT NULL)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_scope ON {TABLE}(scope)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_expires ON {TABLE}(expires_at)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_created ON {TABLE}(created_at)",
+)
+_UPSERT = (
+    f"INSERT INTO {TABLE} (key, scope, doc, cost_usd, tier, embedding, expires_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s)) "
+    "ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc, cost_usd = EXCLUDED.cost_usd, "
+    f"tier = EXCLUDED.tier, embedding = coalesce(EXCLUDED.embedding, {TABLE}.embedding), "
+    "created_at = clock_timestamp(), expires_at = EXCLUDED.expires_at"
+)
+_EXACT = f"SELECT doc, cost_usd, tier FROM {TABLE} WHERE key = %s AND expires_at > now()"
+_CONFIRM = (
+    f"SELECT key, doc, cost_usd, tier FROM {TABLE} "
+    "WHERE key = ANY(%s::text[]) AND scope = %s AND expires_at > now()"
+)
+_NEW_ROWS = (
+    f"SELECT key, scope, embedding, created_at FROM {TABLE} WHERE embedding IS NOT NULL "
+    "AND created_at > %s AND expires_at > now() AND key <> ALL(%s::text[]) ORDER BY created_at"
+)
+_LIVE_KEYS = f"SELECT key FROM {TABLE} WHERE embedding IS NOT NULL AND expires_at > now()"
+_SWEEP = (
+    f"DELETE FROM {TABLE} WHERE expires_at <= now()",
+    f"DELETE FROM {TABLE} WHERE key IN (SELECT key FROM {TABLE} "
+    "ORDER BY created_at DESC, key OFFSET %s)",
+)
+_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+class PostgresCacheStore:
+    """Entries in PostgreSQL, embeddings mirrored in memory; failures are misses, never errors."""
+
+    def __init__(self, settings: CacheSettings, on_error: ErrorHook) -> None:
+        assert settings.url is not None
+        self._settings = settings
+        self._url = settings.url
+        self._on_error = on_error
+        #: Lookups and writes share one connection (statements of a few hundred µs);
+        #: the refresh and the sweep use their own, so they never queue before a lookup.
+        self._conn: Conn | None = None
+        self._bg: Conn | None = None
+        self._index = VectorIndex()
+        self._recent: dict[str, datetime] = {}
+        self._since = _EPOCH
+        self._swept = 0.0
+        self._down = False
+        self._task: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        """Entries with an embedding in this replica's mirror."""
+        return len(self._index)
+
+    async def start(self) -> None:
+        """Connect, create the table, fill the mirror, then keep it fresh in the background.
+
+        An unreachable database is logged and retried every ``refresh_s``; it never raises.
+        """
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="cache-store-refresh")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.flush()
+        for conn in (self._conn, self._bg):
+            if conn is not None:
+                await conn.close()
+        self._conn = self._bg = None
+
+    async def flush(self) -> None:
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
+    async def exact(self, key: CacheKey) -> Stored | None:
+        rows = await self._query("lookup", _EXACT, (key.exact,))
+        if not rows:
+            return None
+        doc, cost, tier = rows[0]
+        return Stored(doc, float(cost), tier)
+
+    async def nearest(
+        self, key: CacheKey, vector: NDArray[np.float32]
+    ) -> tuple[Stored, float] | None:
+        found = self._index.search(scope_id(key.scope), vector, self._settings.similarity,
+                                   CANDIDATES)
+        if not found:
+            return None
+        rows = await self._query("lookup", _CONFIRM, ([k for k, _ in found], key.scope))
+        if rows is None:
+            return None
+        live = {k: Stored(doc, float(cost), tier) for k, doc, cost, tier in rows}
+        for owner, similarity in found:
+            if owner in live:
+                return live[owner], similarity
+            self._index.remove(owner)  # expired or deleted since the mirror saw it
+        return None
+
+    def put(self, key: CacheKey, stored: Stored, vector: NDArray[np.float32] | None) -> None:
+        if vector is not None:
+            self._index.add(key.exact, scope_id(key.scope), vector)
+        blob = vector.astype("<f4").tobytes() if vector is not None else None
+        params = (key.exact, key.scope, Json(stored.doc), stored.cost_usd, stored.tier, blob,
+                  self._settings.ttl_s)
+        task = asyncio.get_running_loop().create_task(self._query("store", _UPSERT, params))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _query(
+        self, op: str, sql: str, params: Sequence[Any]
+    ) -> list[tuple[Any, ...]] | None:
+        """Rows of one statement on the request connection; None (counted) when it failed."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            self._failed(op, "not connected")
+            return None
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                cur = await conn.execute(sql, params)
+                return await cur.fetchall() if cur.description is not None else []
+        except _ERRORS as exc:
+            # the connection is in an unknown state (a cancelled statement may still run):
+            # drop it, and let the background loop open a fresh one
+            if self._conn is conn:  # not a fresh one the background loop opened meanwhile
+                self._conn = None
+            await _close(conn)
+            self._failed(op, exc)
+            return None
+
+    def _failed(self, op: str, why: object) -> None:
+        self._on_error(op)
+        if not self._down:
+            self._down = True
+            logger.warning("response cache (PostgreSQL): %s failed (%s); lookups miss until "
+                           "it is back", op, why)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.refresh_s)
+            await self.refresh()
+
+    @property
+    def connected(self) -> bool:
+        """Whether lookups currently reach the database (False during an outage)."""
+        return self._conn is not None and not (self._conn.closed or self._conn.broken)
+
+    async def refresh(self) -> None:
+        """Reconnect where needed, pull new embeddings, and sweep when it is time (what the
+        background loop does every ``refresh_s``); failures are logged and counted."""
+        try:
+            if self._bg is None or self._bg.closed or self._bg.broken:
+                self._bg = await _connect(self._url)
+                await _create_table(self._bg)
+            if not self.connected:
+                self._conn = await _connect(self._url)
+            await self._refresh(self._bg)
+            if time.monotonic() - self._swept >= SWEEP_S:
+                await self.sweep()
+        except _ERRORS as exc:
+            self._failed("refresh", exc)
+            if self._bg is not None:
+                await _close(self._bg)
+                self._bg = None
+            return
+        if self._down:
+            self._down = False
+            logger.info("response cache (PostgreSQL): reachable again")
+
+    async def _refresh(self, conn: Conn) -> None:
+        async with asyncio.timeout(max(self._settings.timeout_s, CONNECT_S)):
+            cur = await conn.execute(_NEW_ROWS, (self._since, list(self._recent)))
+            rows = await cur.fetchall()
+        for key, scope, blob, created in rows:
+            vector = np.frombuffer(blob, dtype="<f4")
+            if vector.shape == (EMBEDDING_DIM,) and key not in self._index:
+                self._index.add(key, scope_id(scope), vector)
+            self._recent[key] = created
+        if rows:
+            self._since = max(self._since, rows[-1][3] - LOOKBACK)
+            self._recent = {k: t for k, t in self._recent.items() if t > self._since}
+
+    async def sweep(self) -> None:
+        """Delete expired rows and the oldest past ``max_entries`` (one replica at a time),
+        then forget mirrored keys whose rows are gone.
+
+        Raises:
+            psycopg.Error, OSError, TimeoutError: when the database fails (the caller counts it).
+        """
+        conn = self._bg
+        if conn is None:
+            raise psycopg.OperationalError("response cache store is not connected")
+        self._swept = time.monotonic()
+        async with asyncio.timeout(max(self._settings.timeout_s, CONNECT_S) * 4):
+            async with conn.transaction():
+                cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_SWEEP_LOCK,))
+                locked = await cur.fetchone()
+                if locked is not None and locked[0]:
+                    await conn.execute(_SWEEP[0])
+                    await conn.execute(_SWEEP[1], (self._settings.max_entries,))
+            cur = await conn.execute(_LIVE_KEYS)
+            live = [row[0] for row in await cur.fetchall()]
+        for gone in self._index.retain(live):
+            self._recent.pop(gone, None)
+
+
+async def _connect(url: str) -> Conn:
+    async with asyncio.timeout(CONNECT_S):
+        return await psycopg.AsyncConnection.connect(url, autocommit=True,
+                                                     connect_timeout=int(CONNECT_S))
+
+
+async def _create_table(conn: Conn) -> None:
+    # concurrent CREATE TABLE IF NOT EXISTS from two replicas can still collide in the catalogue
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+        for sql in _SCHEMA:
+            await conn.execute(sql)
+
+
+async def _close(conn: Conn) -> None:
+    try:
+        await conn.close()
+    except _ERRORS as exc:
+        logger.debug("response cache (PostgreSQL): closing a failed connection: %s", exc)

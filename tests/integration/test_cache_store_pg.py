@@ -1,0 +1,162 @@
+"""The shared response cache: two replicas (``ResponseCache`` instances) on one PostgreSQL database.
+
+Real encoder, real database. Needs TIERWISE_TEST_POSTGRES_URL (CI starts a server); skipped
+without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+from gateway_support import postgres_url_fixture  # noqa: F401  (fixture)
+
+from router_model.encoder import SentenceEncoder
+from service.cache_store_pg import TABLE, PostgresCacheStore
+from service.semantic_cache import CacheSettings, ResponseCache
+
+QUESTION = "What is the capital of France?"
+PARAPHRASE = "What's the capital of France?"
+
+
+def body(text: str) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": text}]}
+
+
+def answer(text: str) -> dict[str, Any]:
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder.load()
+
+
+@pytest.fixture()
+def replicas(postgres_url: str, encoder: SentenceEncoder) -> Any:
+    """``replicas(**settings)(scenario)``: run ``await scenario(a, b)`` on two started caches.
+
+    The background refresh is slowed to 5 minutes so that tests decide when mirrors refresh.
+    """
+
+    def with_settings(**overrides: Any) -> Any:
+        settings = CacheSettings(**{"url": postgres_url, "refresh_s": 300.0, **overrides})
+
+        def run(scenario: Any) -> Any:
+            async def main() -> Any:
+                errors: list[str] = []
+                a = ResponseCache(settings, encoder, on_error=errors.append)
+                b = ResponseCache(settings, encoder, on_error=errors.append)
+                await a.start()
+                await b.start()
+                try:
+                    result = await scenario(a, b)
+                finally:
+                    await a.aclose()
+                    await b.aclose()
+                assert errors == []
+                return result
+
+            return asyncio.run(main())
+
+        return run
+
+    return with_settings
+
+
+def pg(cache: ResponseCache) -> PostgresCacheStore:
+    assert isinstance(cache.backend, PostgresCacheStore)
+    return cache.backend
+
+
+async def remember(cache: ResponseCache, text: str, tenant: str = "t", tier: str = "weak",
+                   cost: float = 0.01) -> None:
+    """A miss, then the answer stored (as the gateway does: lookup embeds, store keeps)."""
+    key = cache.key(body(text), tenant, tier)
+    assert await cache.lookup(key) is None
+    await cache.put(key, {**answer(f"answer to {text}"), "tierwise": {"x": 1}}, cost, tier)
+
+
+async def find(cache: ResponseCache, text: str, tenant: str = "t", tier: str = "weak") -> Any:
+    return await cache.lookup(cache.key(body(text), tenant, tier))
+
+
+def test_an_answer_stored_by_one_replica_serves_the_other(replicas: Any) -> None:
+    async def scenario(a: ResponseCache, b: ResponseCache) -> None:
+        await remember(a, QUESTION, cost=0.02)
+        exact = await find(b, "  What is the capital   of France?")
+        assert exact is not None and exact.layer == "exact" and exact.cost_usd == 0.02
+        assert exact.doc == answer(f"answer to {QUESTION}") and exact.tier == "weak"
+        # b's mirror has not pulled a's embedding yet: the semantic layer waits for the refresh
+        assert await find(b, PARAPHRASE) is None
+        await pg(b).refresh()
+        para = await find(b, PARAPHRASE)
+        assert para is not None and para.layer == "semantic" and para.similarity >= 0.95
+        assert para.doc == exact.doc
+        assert await find(b, "What is the population of France?") is None
+
+    replicas()(scenario)
+
+
+def test_scopes_hold_across_replicas(replicas: Any) -> None:
+    async def scenario(a: ResponseCache, b: ResponseCache) -> None:
+        await remember(a, QUESTION)
+        await pg(b).refresh()
+        assert await find(b, PARAPHRASE) is not None
+        for tenant, tier in (("u", "weak"), ("t", "strong")):
+            assert await find(b, QUESTION, tenant=tenant, tier=tier) is None
+            assert await find(b, PARAPHRASE, tenant=tenant, tier=tier) is None
+        other_params = b.key({**body(QUESTION), "temperature": 0.2}, "t", "weak")
+        assert await b.lookup(other_params) is None
+
+    replicas()(scenario)
+
+
+def test_entries_expire_and_the_sweep_deletes_them(replicas: Any, postgres_url: str) -> None:
+    async def scenario(a: ResponseCache, b: ResponseCache) -> None:
+        await remember(a, QUESTION)
+        await pg(b).refresh()
+        assert await find(b, QUESTION) is not None and len(b) == 1
+        await asyncio.sleep(1.1)  # the rows' expires_at (database time) passes
+        assert await find(b, QUESTION) is None
+        assert await find(b, PARAPHRASE) is None
+        assert rows(postgres_url) == 1  # filtered, not yet deleted
+        await pg(a).sweep()
+        await pg(b).sweep()
+        assert rows(postgres_url) == 0
+        assert len(b) == 0  # the mirror forgets rows that are gone
+
+    replicas(ttl_s=1.0)(scenario)
+
+
+def test_the_sweep_keeps_the_newest_max_entries(replicas: Any, postgres_url: str) -> None:
+    texts = ["Name three rivers in Germany.", "How do vaccines train the immune system?",
+             "Write a haiku about autumn rain.", "What is the derivative of sin(x)?",
+             "Explain TCP slow start in one paragraph."]
+
+    async def scenario(a: ResponseCache, b: ResponseCache) -> None:
+        for i, text in enumerate(texts):
+            await remember(a if i % 2 else b, text)
+        assert rows(postgres_url) == 5
+        await pg(a).sweep()
+        assert rows(postgres_url) == 3
+        await pg(b).refresh()
+        await pg(b).sweep()
+        assert len(b) == 3
+        for text in texts[:2]:
+            assert await find(b, text) is None
+        for text in texts[2:]:
+            found = await find(b, text)
+            assert found is not None and found.layer == "exact"
+
+    replicas(max_entries=3)(scenario)
+
+
+def rows(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        found = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+    assert found is not None
+    return int(found[0])
