@@ -8,8 +8,10 @@ import contextlib
 import importlib
 import logging
 import signal
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import uvicorn
 
@@ -19,10 +21,15 @@ from router_model.settings import ServiceSettings, Settings
 from service.core import RouteService
 from service.grpc_server import create_grpc_server
 from service.http_api import bind_http_socket, create_app
+from service.registry_watch import (
+    REGISTRY_SCHEME,
+    RegistryClient,
+    RegistryRef,
+    RegistryWatch,
+    poll_interval,
+)
 
 logger = logging.getLogger(__name__)
-
-REGISTRY_SCHEME = "models:/"
 
 
 class _HttpServer(uvicorn.Server):
@@ -47,21 +54,31 @@ def resolve_model(ref: str, tracking_uri: str) -> Path:
     """
     if not ref.startswith(REGISTRY_SCHEME):
         return Path(ref)
-    # training.registry is the only module that imports mlflow, and service must never import
-    # training (import-linter contract). Importing it by name here, only for a models:/ URI, keeps
-    # the service's import graph free of training and mlflow; plain paths never load either.
-    registry = importlib.import_module("training.registry")
-    path: Path = registry.materialize(tracking_uri, ref)
+    path = registry_client().materialize(tracking_uri, ref)
     logger.info("materialised %s into %s", ref, path)
     return path
 
 
+def registry_client() -> RegistryClient:
+    """``training.registry``, imported by name.
+
+    training.registry is the only module that imports mlflow, and service must never import
+    training (import-linter contract). Importing it by name, only for a models:/ URI, keeps the
+    service's import graph free of training and mlflow; plain paths never load either.
+    """
+    return cast(RegistryClient, importlib.import_module("training.registry"))
+
+
 async def serve(
-    settings: ServiceSettings, route_service: RouteService, watch: Path | None = None
+    settings: ServiceSettings,
+    route_service: RouteService,
+    watch: Path | None = None,
+    follow: tuple[RegistryWatch, float] | None = None,
 ) -> None:
     """Serve HTTP and gRPC until SIGTERM or SIGINT, then shut down gracefully.
 
-    With ``watch`` and ``settings.watch_interval_s`` set, the bundle there is reloaded on change.
+    With ``watch`` and ``settings.watch_interval_s`` set, the bundle there is reloaded on change;
+    with ``follow`` (a registry alias and a poll interval > 0), the alias's new versions are.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -88,6 +105,8 @@ async def serve(
     watcher = None
     if watch is not None and settings.watch_interval_s > 0:
         watcher = asyncio.create_task(route_service.watch(watch, settings.watch_interval_s))
+    elif follow is not None and follow[1] > 0:
+        watcher = asyncio.create_task(follow[0].run(route_service, follow[1]))
     await asyncio.wait({stopping, http_task}, return_when=asyncio.FIRST_COMPLETED)
     logger.info("shutting down: health NOT_SERVING, gRPC grace %.1fs", settings.grace_seconds)
     await route_service.drain()
@@ -123,8 +142,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         {**settings.service.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
     )
     ref = args.model or settings.model.registry_uri or str(settings.model.path)
+    parsed = RegistryRef.parse(ref)
+    follow = None
+    if parsed is not None and parsed.alias is not None:
+        workdir = Path(tempfile.mkdtemp(prefix="tierwise-registry-"))
+        follow = (RegistryWatch(registry_client(), settings.training.mlflow_tracking_uri,
+                                parsed, workdir), poll_interval(settings.service))
     try:
-        path = resolve_model(ref, settings.training.mlflow_tracking_uri)
+        return _run(service_settings, settings, ref, follow)
+    finally:
+        if follow is not None:
+            follow[0].close()
+
+
+def _run(service_settings: ServiceSettings, settings: Settings, ref: str,
+         follow: tuple[RegistryWatch, float] | None) -> int:
+    try:
+        if follow is not None:
+            path = follow[0].fetch_initial()
+        else:
+            path = resolve_model(ref, settings.training.mlflow_tracking_uri)
         route_service = RouteService.from_path(
             service_settings, path, encoder_threads=settings.model.encoder_threads
         )
@@ -132,10 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("cannot serve %s: %s", ref, exc)
         return 1
     logger.info("serving %s from %s", route_service.manifest.model_version, path)
+    if follow is not None and follow[1] > 0:
+        logger.info("following %s: polling the registry every %.1fs", ref, follow[1])
     # a bundle materialised from the registry is a private copy: only watch a path given as such
-    watch = path if not ref.startswith(REGISTRY_SCHEME) else None
+    watch = path if RegistryRef.parse(ref) is None else None
     try:
-        asyncio.run(serve(service_settings, route_service, watch))
+        asyncio.run(serve(service_settings, route_service, watch, follow))
     except OSError as exc:
         logger.error("cannot listen: %s", exc)
         return 1

@@ -1,0 +1,116 @@
+"""``tierwise serve --model models:/NAME@champion`` follows the alias: a promoted version is served
+without a restart, a bad one is refused while the old keeps serving, a missing champion is a clear
+start-up error. Real child process, real MLflow registry on a temp SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from gateway_support import child_env_fixture  # noqa: F401  (fixture)
+from serve_process import run_serve, serving
+
+from router_model.artifact import read_bundle
+from router_model.settings import ServiceSettings
+from service.registry_watch import DEFAULT_POLL_S, RegistryRef, poll_interval
+from training import registry
+
+NAME = "tiny_fast"
+
+
+def _copy(bundle: Path, dest: Path, *, name: str | None = None, corrupt: bool = False) -> Path:
+    shutil.copytree(bundle, dest)
+    if name is not None:  # another bundle identity (model_version is name:onnx sha)
+        manifest = json.loads((dest / "manifest.json").read_text("utf-8"))
+        manifest["name"] = name
+        (dest / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    if corrupt:  # the registry holds it, but it is not a servable bundle
+        (dest / "model.onnx").write_bytes(b"not onnx")
+    return dest
+
+
+def _env(child_env: dict[str, str], uri: str, interval: str) -> dict[str, str]:
+    return {**child_env, "TIERWISE_TRAINING__MLFLOW_TRACKING_URI": uri,
+            "TIERWISE_SERVICE__WATCH_INTERVAL_S": interval, "TIERWISE_SERVICE__GRACE_SECONDS": "1"}
+
+
+def _promote(uri: str, bundle: Path) -> str:
+    """Register ``bundle`` and move ``champion`` to it, as ``tierwise retrain`` promotes."""
+    rec = registry.log_and_register(uri, name=NAME, bundle_dir=bundle, params={}, metrics={},
+                                    alias=registry.CHALLENGER)
+    registry.set_alias(uri, NAME, registry.CHAMPION, rec.version)
+    return rec.version
+
+
+def test_refs_and_the_poll_interval() -> None:
+    assert RegistryRef.parse("data/models/x") is None
+    assert RegistryRef.parse("models:/r@champion") == RegistryRef("r", "champion")
+    assert RegistryRef.parse("models:/r/3") == RegistryRef("r", None)
+    assert RegistryRef("r", "champion").version_uri("4") == "models:/r/4"
+    assert poll_interval(ServiceSettings()) == DEFAULT_POLL_S  # an alias is followed by default
+    assert poll_interval(ServiceSettings(watch_interval_s=0)) == 0  # explicitly off
+    assert poll_interval(ServiceSettings(watch_interval_s=2.5)) == 2.5
+
+
+@pytest.mark.slow
+def test_serve_follows_the_champion_alias(
+    fast_bundle: Path, tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry.log_and_register(uri, name=NAME, bundle_dir=fast_bundle, params={}, metrics={},
+                              alias=registry.CHAMPION)
+    bad = _copy(fast_bundle, tmp_path / "bad", corrupt=True)
+    good = _copy(fast_bundle, tmp_path / "good", name="tiny_fast_retrained")
+    first = read_bundle(fast_bundle)[0].model_version
+    second = read_bundle(good)[0].model_version
+    assert first != second
+
+    with serving(["--model", f"models:/{NAME}@champion"], _env(child_env, uri, "0.2")) as sp:
+        assert sp.model()["model_version"] == first
+        pid = sp.proc.pid
+
+        assert _promote(uri, bad) == "2"
+        sp.wait_until(lambda: "version 2 refused" in sp.output, "the bad version refused")
+        assert sp.model()["model_version"] == first  # the old one keeps serving
+        metrics = httpx.get(f"{sp.http_url}/metrics", timeout=10).text
+        assert 'tierwise_reloads_total{outcome="refused"} 1.0' in metrics
+
+        assert _promote(uri, good) == "3"
+        sp.wait_until(lambda: sp.model()["model_version"] == second, "the new champion served")
+        decision = httpx.post(f"{sp.http_url}/v1/route", json={"prompt": "What is 2 + 2?"},
+                              timeout=10).json()
+        assert decision["model_version"] == second
+        assert sp.proc.pid == pid and sp.proc.poll() is None  # same process, no restart
+    assert "moved from version 1 to 3" in sp.output  # from the served one
+
+
+@pytest.mark.slow
+def test_serve_without_following_keeps_its_version(
+    fast_bundle: Path, tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry.log_and_register(uri, name=NAME, bundle_dir=fast_bundle, params={}, metrics={},
+                              alias=registry.CHAMPION)
+    good = _copy(fast_bundle, tmp_path / "good", name="tiny_fast_retrained")
+    # a pinned version never moves, whatever the alias does
+    with serving(["--model", f"models:/{NAME}/1"], _env(child_env, uri, "0.2")) as sp:
+        _promote(uri, good)
+        # the served bundle stays the pinned one, and nothing polls the registry
+        assert sp.model()["model_version"] == read_bundle(fast_bundle)[0].model_version
+    assert "following" not in sp.output and "moved from" not in sp.output
+
+
+def test_a_registry_without_champion_is_a_clear_start_up_error(
+    fast_bundle: Path, tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry.log_and_register(uri, name=NAME, bundle_dir=fast_bundle, params={}, metrics={})
+    done = run_serve(["--model", f"models:/{NAME}@champion", "--http-port", "0",
+                      "--grpc-port", "0"], _env(child_env, uri, "0.2"))
+    assert done.returncode == 1, done.stderr
+    assert f"models:/{NAME}@champion: no such model or alias" in done.stderr
+    assert registry.alias_version(uri, NAME, registry.CHAMPION) is None  # nothing changed
