@@ -3,7 +3,8 @@
 Fixture rows (``routellm_small.jsonl``: real per-model correctness) are sent through a gateway
 with an A/B split (router vs always-strong) over fake upstreams; their recorded scores come back
 as feedback; ``ab-report`` compares the arms and ``retrain`` fits a challenger and gates it
-against the registered champion (MLflow on a temp SQLite file).
+against the registered champion (MLflow on a temp SQLite file); a running ``tierwise serve``
+following ``models:/tiny_fast@champion`` serves the promoted challenger without a restart.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway_support import (  # noqa: F401  (fixtures)
+    child_env_fixture,
     make_gateway_fixture,
     upstreams_fixture,
 )
+from serve_process import serving
 
 from training import registry
 from training.ab_report import main as ab_main
@@ -30,7 +33,9 @@ AB = {"salt": "loop", "arms": [{"name": "router", "weight": 0.5},
                                {"name": "always_strong", "tier": "strong", "weight": 0.5}]}
 
 
-def test_replay_ab_report_retrain(make_gateway: Any, fast_bundle: Path, tmp_path: Path) -> None:
+def test_replay_ab_report_retrain(
+    make_gateway: Any, fast_bundle: Path, tmp_path: Path, child_env: dict[str, str]
+) -> None:
     gw = make_gateway(fast_bundle, ab=AB)
     rows = read_labeled(DATA)
     with gw.http() as client:
@@ -74,11 +79,19 @@ def test_replay_ab_report_retrain(make_gateway: Any, fast_bundle: Path, tmp_path
     champion = registry.alias_version(uri, "tiny_fast", registry.CHAMPION)
     assert champion == ("2" if decision["promoted"] else "1")
     assert (bundle_out / "manifest.json").exists() == decision["promoted"]
-    # a lenient gate promotes: champion alias moves and the bundle lands where a service watches
-    assert retrain_main([*common, "--name", "tiny_fast", "--out", str(tmp_path / "rt2"),
-                         "--bundle-out", str(bundle_out), "--margin", "1", "--max-slowdown",
-                         "100"]) == 0
-    decision = json.loads((tmp_path / "rt2" / "retrain_decision.json").read_text())
+    # a lenient gate promotes: champion alias moves and the bundle lands where a service watches;
+    # a service following the alias serves the new champion without a restart
+    env = {**child_env, "TIERWISE_TRAINING__MLFLOW_TRACKING_URI": uri,
+           "TIERWISE_SERVICE__WATCH_INTERVAL_S": "0.2", "TIERWISE_SERVICE__GRACE_SECONDS": "1"}
+    with serving(["--model", "models:/tiny_fast@champion"], env) as sp:
+        before = sp.model()["model_version"]
+        assert retrain_main([*common, "--name", "tiny_fast", "--out", str(tmp_path / "rt2"),
+                             "--bundle-out", str(bundle_out), "--margin", "1", "--max-slowdown",
+                             "100"]) == 0
+        decision = json.loads((tmp_path / "rt2" / "retrain_decision.json").read_text())
+        new = decision["challenger_model_version"]
+        assert new != before
+        sp.wait_until(lambda: sp.model()["model_version"] == new, "the promoted challenger")
     assert decision["promoted"] and decision["challenger_version"] == "3"
     assert registry.alias_version(uri, "tiny_fast", registry.CHAMPION) == "3"
     served = json.loads((bundle_out / "manifest.json").read_text())
