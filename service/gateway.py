@@ -75,13 +75,20 @@ def arm_assigner(config: GatewayConfig) -> ArmAssigner:
     return ArmAssigner(arms, config.ab.salt)
 
 
-def response_cache(config: GatewayConfig, decisions: DecisionSource) -> ResponseCache | None:
-    """The response cache when enabled; semantic only with the in-process router's encoder."""
+async def response_cache(
+    config: GatewayConfig, decisions: DecisionSource, metrics: GatewayMetrics,
+    stack: AsyncExitStack,
+) -> ResponseCache | None:
+    """The response cache when enabled, started and closed with ``stack``; semantic only with
+    the in-process router's encoder; entries in ``cache.url`` (PostgreSQL) or this process."""
     if not config.cache.enabled:
         return None
-    c = config.cache
-    found = ResponseCache(CacheSettings(c.similarity, c.ttl_s, c.max_entries), decisions.encoder())
-    logger.info("response cache on: exact%s", " and semantic" if found.semantic else " only")
+    settings = CacheSettings(**config.cache.model_dump(exclude={"enabled"}))
+    found = ResponseCache(settings, decisions.encoder(), on_error=metrics.cache_error)
+    await found.start()
+    stack.push_async_callback(found.aclose)
+    logger.info("response cache on (%s): exact%s", "shared" if settings.url else "in process",
+                " and semantic" if found.semantic else " only")
     return found
 
 
@@ -215,9 +222,9 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             pool = UpstreamPool(build_upstreams(config, options.upstream_keys), config.failover,
                                 http)
             pool.on_failure = app.state.metrics.upstream_failure
+            cache = await response_cache(config, decisions, app.state.metrics, stack)
             completions = Completions(config, decisions, arm_assigner(config), store,
-                                      app.state.metrics, pool, tokenizer,
-                                      response_cache(config, decisions))
+                                      app.state.metrics, pool, tokenizer, cache)
             stack.push_async_callback(completions.aclose)
             app.state.completions = completions
             logger.info("gateway ready: %d tiers, traffic in %s", len(config.tiers),
