@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 RECORD_SCHEMA_VERSION = 1
 
 #: How the answering tier was picked: by the router, by a fixed A/B arm, by the client naming a
-#: model (pass-through), or the configured default because the router could not be reached.
-DecisionSource = Literal["router", "fixed_arm", "passthrough", "fail_open"]
+#: model (pass-through), the configured default because the router could not be reached, or
+#: "cache": answered from the gateway's response cache (no upstream call, nothing to learn).
+DecisionSource = Literal["router", "fixed_arm", "passthrough", "fail_open", "cache"]
 
 #: The cost levers besides routing whose dollars a record itemises in ``levers``.
 Lever = Literal["cache", "trim", "batch", "cascade"]

@@ -21,13 +21,20 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from router_model.encoder import word_piece_ids
 from router_model.errors import InvalidPrompt, UpstreamError
-from router_model.policy import Policy
 from router_model.records import DecisionSource as Source
 from router_model.records import TrafficRecord
-from router_model.router import prompt_digest
 from router_model.tiers import Tier
 from service.ab import ArmAssigner
+from service.cascade import Cascade, cascade_wanted, draft_tier
 from service.chat import ChatMessage, scored_text
+from service.completion_records import (
+    Call,
+    Usage,
+    build_record,
+    reported_usage,
+    usage_of,
+)
+from service.completion_records import Plan as Plan  # re-exported: batch_window imports it
 from service.decisions import Decision, DecisionSource, RouterUnavailable
 from service.gateway_config import GatewayConfig
 from service.gateway_metrics import GatewayMetrics
@@ -40,7 +47,7 @@ from service.gateway_requests import (
     unit_id,
 )
 from service.openai_errors import BadRequest, ModelNotFound, envelope
-from service.semantic_cache import CacheKey, Hit, ResponseCache, replay, tenant_of
+from service.semantic_cache import Hit, ResponseCache, replay, tenant_of
 from service.sse import SseTap, data_of, json_event, with_member
 from service.traffic import TrafficStore
 from service.trimming import trim_forward
@@ -50,42 +57,6 @@ logger = logging.getLogger(__name__)
 
 #: Texts longer than this are tokenised off the event loop when usage must be estimated.
 INLINE_TOKENIZE_CHARS = 20_000
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which tier a request goes to first, and why."""
-
-    decision_id: str
-    arm: str
-    propensity: float
-    source: Source
-    tier: str
-    decision: Decision | None
-    policy: Policy | None
-
-
-@dataclass
-class Call:
-    """One request in flight: its plan and what happened to it so far."""
-
-    body: ChatBody
-    messages: tuple[ChatMessage, ...]
-    scored: str
-    plan: Plan
-    start: float
-    features: asyncio.Task[list[float]] | None = None
-    answer: Forwarded | None = None
-    recorded: bool = field(default=False)
-    trimmed: int = 0
-    cache_key: CacheKey | None = None
-
-
-@dataclass(frozen=True)
-class Usage:
-    input_tokens: int
-    output_tokens: int
-    source: str
 
 
 @dataclass
@@ -134,6 +105,7 @@ class Completions:
         plan = await self.plan(body, headers, messages)
         call = Call(body, messages, scored, plan, start)
         forward = {k: v for k, v in doc.items() if k != "tierwise"}
+        cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)
         call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
         self.metrics.trimmed_tokens.inc(call.trimmed)
         if self.cache is not None and not body.stream:  # streams are neither served nor stored
@@ -141,11 +113,14 @@ class Completions:
             hit = await self.cache.lookup(call.cache_key)
             self.metrics.cache.labels(hit.layer if hit else "miss").inc()
             if hit is not None:
-                return self._replay(call, hit)
+                return await self._replay(call, hit)
         if plan.decision is not None:
             call.features = asyncio.create_task(self.decisions.features(scored))
         try:
-            call.answer = await self.upstreams.send(forward, plan.tier, stream=body.stream)
+            if cascade and plan.source == "router":
+                call.answer = await self._cascade(call, forward)
+            if call.answer is None:
+                call.answer = await self.upstreams.send(forward, plan.tier, stream=body.stream)
         except UpstreamError:
             await self._finish(call, 502, Usage(0, 0, "upstream"))
             raise
@@ -155,6 +130,25 @@ class Completions:
                 headers={**self.headers(call), "cache-control": "no-cache"},
             )
         return await self._json(call, call.answer)
+
+    async def _cascade(self, call: Call, forward: dict[str, Any]) -> Forwarded | None:
+        """The accepted draft of a cascade, or None when the routed tier must answer."""
+        plan, decision = call.plan, call.plan.decision
+        routed = next(t for t in self.tiers if t.name == plan.tier)
+        draft = draft_tier(self.tiers, plan.tier, decision, plan.policy) if decision else None
+        if decision is None or draft is None:
+            return None
+
+        async def send(body: dict[str, Any], tier: str) -> Forwarded:
+            return await self.upstreams.send(body, tier, stream=False)
+
+        async def cost_of(tier: Tier, doc: dict[str, Any]) -> float:
+            usage = await self._usage(call, doc.get("usage"), _text_of(doc))
+            return tier.cost(usage.input_tokens, usage.output_tokens)
+
+        answer, call.cascade = await Cascade(self.config.cascade, self.tiers).first_try(
+            forward, routed, draft, decision, send, cost_of)
+        return answer
 
     @staticmethod
     def _scored(body: ChatBody, messages: tuple[ChatMessage, ...]) -> str:
@@ -220,6 +214,7 @@ class Completions:
             "failovers": answer.failovers if answer else 0,
             "fail_open": plan.source == "fail_open", "trimmed_tokens": call.trimmed,
             "router_tier": d.tier if d else None, "cache": None,
+            "cascade": call.cascade.info() if call.cascade else None,
             "quality": d.quality if d else None,
             "probabilities": d.probabilities if d else None,
         }
@@ -228,6 +223,7 @@ class Completions:
                 input_tokens=record.input_tokens, output_tokens=record.output_tokens,
                 usage_source=record.usage_source, cost_usd=record.cost_usd,
                 top_tier_cost_usd=record.top_tier_cost_usd, savings_usd=record.savings_usd,
+                levers=record.levers, routing_savings_usd=record.routing_savings_usd,
             )
         return doc
 
@@ -246,11 +242,7 @@ class Completions:
         if not isinstance(doc, dict):
             await self._finish(call, 502, Usage(0, 0, "upstream"))
             raise UpstreamError(f"upstream {answer.upstream.tier.name} sent no JSON object")
-        texts = [
-            str(c.get("message", {}).get("content") or "")
-            for c in doc.get("choices") or [] if isinstance(c, dict)
-        ]
-        usage = await self._usage(call, doc.get("usage"), "".join(texts))
+        usage = await self._usage(call, doc.get("usage"), _text_of(doc))
         doc.setdefault("model", answer.upstream.tier.model)
         record = await self._finish(call, response.status_code, usage)
         if self.cache is not None and call.cache_key is not None and not answer.failovers:
@@ -258,12 +250,15 @@ class Completions:
         doc["tierwise"] = self.info(call, record)
         return JSONResponse(doc, headers=self.headers(call))
 
-    def _replay(self, call: Call, hit: Hit) -> Response:
-        """A cached answer, forwarded nowhere and not recorded (no routing outcome to learn)."""
+    async def _replay(self, call: Call, hit: Hit) -> Response:
+        """A cached answer, forwarded nowhere; recorded as a "cache" row (never a label)."""
         self.metrics.cache_saved.inc(hit.cost_usd)
+        call.hit = hit
         doc = replay(hit)
-        doc["tierwise"] = {**self.info(call), "tier": hit.tier, "model": doc.get("model"),
-                           "cache": hit.layer, "similarity": hit.similarity, "cost_usd": 0.0,
+        record = await self._finish(call, 200, await self._usage(call, doc.get("usage"),
+                                                                 _text_of(doc)))
+        doc["tierwise"] = {**self.info(call, record), "tier": hit.tier, "model": doc.get("model"),
+                           "cache": hit.layer, "similarity": hit.similarity,
                            "saved_usd": hit.cost_usd}
         return JSONResponse(doc, headers={**self.headers(call), "x-tierwise-tier": hit.tier,
                                           "x-tierwise-cache": hit.layer})
@@ -304,10 +299,9 @@ class Completions:
             yield b"data: [DONE]\n\n"
 
     async def _usage(self, call: Call, reported: Any, output_text: str) -> Usage:
-        if isinstance(reported, dict) and isinstance(reported.get("prompt_tokens"), int):
-            completion = reported.get("completion_tokens")
-            return Usage(reported["prompt_tokens"],
-                         completion if isinstance(completion, int) else 0, "upstream")
+        found = usage_of(reported)
+        if found is not None:
+            return found
         input_text = "\n".join(m.text for m in call.messages)
         n_in, n_out = await self._count_tokens([input_text, output_text])
         return Usage(n_in, n_out, "estimated")
@@ -341,36 +335,14 @@ class Completions:
         return record
 
     async def _record(self, call: Call, status: int, usage: Usage) -> TrafficRecord:
-        plan, answer, d = call.plan, call.answer, call.plan.decision
         features: list[float] = []
         if call.features is not None:
             try:
                 features = await call.features
             except Exception:  # a record without features beats no record
-                logger.exception("features of %s could not be computed", plan.decision_id)
-        tier = answer.upstream.tier if answer is not None else None
-        cost = tier.cost(usage.input_tokens, usage.output_tokens) if tier else 0.0
-        top = self.tiers[-1].cost(usage.input_tokens, usage.output_tokens) if tier else 0.0
-        policy = plan.policy
-        return TrafficRecord(
-            decision_id=plan.decision_id, arm=plan.arm, propensity=plan.propensity,
-            source=plan.source, requested_model=call.body.model, decided_tier=plan.tier,
-            tier=tier.name if tier else "", model=tier.model if tier else "",
-            router_tier=d.tier if d else "", status=status, stream=call.body.stream,
-            failovers=answer.failovers if answer else 0, fail_open=plan.source == "fail_open",
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            usage_source="upstream" if usage.source == "upstream" else "estimated",
-            cost_usd=cost, top_tier_cost_usd=top,
-            latency_ms=(time.perf_counter() - call.start) * 1000.0,
-            router_latency_ms=d.latency_ms if d else None,
-            quality=d.quality if d else (policy.quality if policy else None),
-            min_tier=d.min_tier if d else None, max_tier=d.max_tier if d else None,
-            probabilities=d.probabilities if d else {},
-            model_version=d.model_version if d else None,
-            feature_version=d.feature_version if d and features else None, features=features,
-            prompt_sha256=prompt_digest(call.scored) if call.scored else "",
-            prompt=call.scored if self.config.traffic.store_prompts and call.scored else None,
-        )
+                logger.exception("features of %s could not be computed", call.plan.decision_id)
+        return build_record(call, status, usage, self.tiers, features,
+                            self.config.traffic.store_prompts)
 
     def _later(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -383,13 +355,12 @@ class Completions:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
-def reported_usage(tap: SseTap) -> Usage:
-    """Usage of an abandoned stream: what the upstream reported, else unknown (zero)."""
-    usage = tap.usage or {}
-    n_in, n_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(n_in, int) and isinstance(n_out, int):
-        return Usage(n_in, n_out, "upstream")
-    return Usage(0, 0, "estimated")
+def _text_of(doc: dict[str, Any]) -> str:
+    """The answer text of a completion (every choice's message content)."""
+    return "".join(
+        str((c.get("message") or {}).get("content") or "")
+        for c in doc.get("choices") or [] if isinstance(c, dict)
+    )
 
 
 async def _chain(answer: Forwarded) -> AsyncIterator[bytes]:

@@ -15,16 +15,16 @@ import asyncio
 import logging
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from router_model.errors import InvalidData, NotFound
-from router_model.records import FeedbackRecord, TrafficRecord
+from router_model.records import LEVERS, FeedbackRecord, TrafficRecord
 from router_model.traffic_schema import (
     ADDED,
     FEEDBACK_COLUMNS,
@@ -40,7 +40,11 @@ logger = logging.getLogger(__name__)
 
 
 class TierTotals(BaseModel):
-    """Aggregates of answered requests for one arm or tier."""
+    """Aggregates of answered requests for one arm or tier.
+
+    ``levers`` splits ``savings_usd`` into USD per lever: "routing" (the top tier against the
+    routed tier) and each lever of ``router_model.records.LEVERS``; they add up to it.
+    """
 
     requests: int = 0
     input_tokens: int = 0
@@ -48,34 +52,54 @@ class TierTotals(BaseModel):
     cost_usd: float = 0.0
     top_tier_cost_usd: float = 0.0
     savings_usd: float = 0.0
+    levers: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(LEDGER, 0.0))
 
 
 class SavingsReport(BaseModel):
-    """Cost against the always-top-tier baseline, over every answered request in the store."""
+    """Cost against the always-top-tier baseline, over every answered request in the store.
+
+    ``lever_share_pct``: each lever's percentage of the total saving (a lever that cost money,
+    such as an escalating cascade, has a negative share); all 0 when nothing was saved.
+    """
 
     total: TierTotals
     savings_pct: float
+    lever_share_pct: dict[str, float]
     by_arm: dict[str, TierTotals]
     by_tier: dict[str, TierTotals]
 
 
-SAVINGS_SQL = (
-    "SELECT arm, tier, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), "
-    "SUM(top_tier_cost_usd) FROM traffic WHERE status < 400 GROUP BY arm, tier"
-)
+#: The ledger's parts: routing's own saving, then each other lever's.
+LEDGER: tuple[str, ...] = ("routing", *LEVERS)
+
+
+def savings_sql(lever_usd: Callable[[str], str]) -> str:
+    """The savings query; ``lever_usd(name)`` is the backend's SQL for one lever's USD (or 0)."""
+    levers = ", ".join(f"SUM({lever_usd(name)})" for name in LEVERS)
+    return (
+        "SELECT arm, tier, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), "
+        f"SUM(top_tier_cost_usd), {levers} FROM traffic WHERE status < 400 GROUP BY arm, tier"
+    )
+
+
+SQLITE_SAVINGS_SQL = savings_sql(lambda name: f"COALESCE(json_extract(levers, '$.{name}'), 0)")
 
 
 def savings_report(rows: Sequence[Sequence[Any]]) -> SavingsReport:
-    """Fold ``SAVINGS_SQL`` rows (arm, tier, n, in, out, cost, top cost) into a report."""
+    """Fold ``savings_sql`` rows (arm, tier, n, in, out, cost, top cost, levers…) into a report."""
     total, by_arm, by_tier = TierTotals(), dict[str, TierTotals](), dict[str, TierTotals]()
 
     def add(acc: TierTotals, row: Sequence[Any]) -> TierTotals:
         n, tin, tout, cost, top = (row[2], row[3] or 0, row[4] or 0, row[5] or 0.0, row[6] or 0.0)
+        saved = float(top) - float(cost)
+        parts = {name: float(v or 0.0) for name, v in zip(LEVERS, row[7:], strict=True)}
+        parts = {"routing": saved - sum(parts.values()), **parts}
         return TierTotals(
             requests=acc.requests + int(n), input_tokens=acc.input_tokens + int(tin),
             output_tokens=acc.output_tokens + int(tout), cost_usd=acc.cost_usd + float(cost),
             top_tier_cost_usd=acc.top_tier_cost_usd + float(top),
-            savings_usd=acc.savings_usd + float(top) - float(cost),
+            savings_usd=acc.savings_usd + saved,
+            levers={k: acc.levers.get(k, 0.0) + v for k, v in parts.items()},
         )
 
     for row in rows:
@@ -83,7 +107,10 @@ def savings_report(rows: Sequence[Sequence[Any]]) -> SavingsReport:
         by_arm[row[0]] = add(by_arm.get(row[0], TierTotals()), row)
         by_tier[row[1]] = add(by_tier.get(row[1], TierTotals()), row)
     pct = 100.0 * total.savings_usd / total.top_tier_cost_usd if total.top_tier_cost_usd else 0.0
-    return SavingsReport(total=total, savings_pct=pct, by_arm=by_arm, by_tier=by_tier)
+    saved = total.savings_usd
+    share = {k: 100.0 * v / saved if saved > 0 else 0.0 for k, v in total.levers.items()}
+    return SavingsReport(total=total, savings_pct=pct, lever_share_pct=share, by_arm=by_arm,
+                         by_tier=by_tier)
 
 
 @dataclass
@@ -279,7 +306,7 @@ class SqliteTrafficStore(TrafficStore):
         return [feedback_from_row(r) for r in rows]
 
     async def savings(self) -> SavingsReport:
-        rows = await self._call(lambda: self._db().execute(SAVINGS_SQL).fetchall())
+        rows = await self._call(lambda: self._db().execute(SQLITE_SAVINGS_SQL).fetchall())
         return savings_report(rows)
 
 

@@ -20,9 +20,13 @@ from router_model.traffic_schema import (
     feedback_from_row,
     feedback_values,
 )
-from service.traffic import SAVINGS_SQL, SavingsReport, TrafficStore, savings_report
+from service.traffic import SavingsReport, TrafficStore, savings_report, savings_sql
 
 logger = logging.getLogger(__name__)
+
+POSTGRES_SAVINGS_SQL = savings_sql(
+    lambda name: f"COALESCE((levers::jsonb ->> '{name}')::double precision, 0)"
+)
 
 
 class PostgresTrafficStore(TrafficStore):
@@ -122,7 +126,7 @@ class PostgresTrafficStore(TrafficStore):
         return [feedback_from_row(r) for r in rows]
 
     async def savings(self) -> SavingsReport:
-        return savings_report(await self._fetch(SAVINGS_SQL, (), one=False))
+        return savings_report(await self._fetch(POSTGRES_SAVINGS_SQL, (), one=False))
 
     async def _fetch(self, sql: str, params: tuple[Any, ...], *, one: bool) -> Any:
         async with self._lock:

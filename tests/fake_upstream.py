@@ -40,6 +40,11 @@ class FakeUpstream:
     mode: str = "ok"
     stall_s: float = 5.0
     send_usage: bool = True
+    #: What a JSON answer says: its ``finish_reason``, its text (None: ``ANSWER_WORDS``), and,
+    #: when set, this logprob for every answer word (in OpenAI's ``logprobs.content`` form).
+    finish_reason: str = "stop"
+    content: str | None = None
+    logprob: float | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
 
@@ -72,10 +77,15 @@ class FakeUpstream:
             "created": int(time.time()),
             "model": body["model"],
             "choices": [{
-                "index": 0, "finish_reason": "stop",
-                "message": {"role": "assistant", "content": "".join(ANSWER_WORDS)},
+                "index": 0, "finish_reason": self.finish_reason,
+                "message": {"role": "assistant", "content": (
+                    "".join(ANSWER_WORDS) if self.content is None else self.content)},
             }],
         }
+        if self.logprob is not None:
+            doc["choices"][0]["logprobs"] = {"content": [
+                {"token": w, "logprob": self.logprob, "bytes": None, "top_logprobs": []}
+                for w in ANSWER_WORDS]}
         if self.send_usage:
             doc["usage"] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         return doc

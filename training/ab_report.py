@@ -6,6 +6,9 @@ two-sided permutation p-value; a PNG; a plain verdict. An arm with fewer than ``
 scored requests gives the verdict "not enough data", never a number.
 Off-policy (``--knob``): the router at other knob settings, estimated from the logged traffic by
 inverse propensity scoring (IPS) and doubly robust (DR) estimation, with bootstrap CIs.
+The savings ledger: per arm and over all answered requests, the USD saved against the top tier
+split into routing's share and each other lever's (cache, trim, batch, cascade), with each
+part's share of the total saving.
 Offline (``--offline --model DIR --data FILE``): the bundle's curve against every fixed tier and
 random routing at matched cost on a labeled file, with ``training.evaluate``.
 """
@@ -27,6 +30,7 @@ from numpy.typing import NDArray
 from router_model.errors import RouterError
 from router_model.logs import configure_logging
 from router_model.policy import choose_tiers
+from router_model.records import LEVERS
 from router_model.settings import Settings
 from training.traffic import Decision, parse_since, read_decisions
 
@@ -79,6 +83,24 @@ def permutation_p(a: F64, b: F64, rng: np.random.Generator, n_perm: int = N_RESA
     return float((1 + hits) / (1 + n_perm))
 
 
+def lever_ledger(decisions: Sequence[Decision]) -> dict[str, Any]:
+    """USD saved against the top tier, per lever ("routing" first), and each one's share (%).
+
+    Shares are of the total saving and may be negative (a cascade that escalated); all 0 when
+    nothing was saved.
+    """
+    parts = dict.fromkeys(("routing", *LEVERS), 0.0)
+    for d in decisions:
+        parts["routing"] += d.record.routing_savings_usd
+        for lever, usd in d.record.levers.items():
+            parts[lever] += usd
+    total = sum(parts.values())
+    return {"savings_usd": total, "levers": {
+        k: {"usd": v, "share_pct": 100.0 * v / total if total > 0 else 0.0}
+        for k, v in parts.items()
+    }}
+
+
 def arm_summary(decisions: Sequence[Decision]) -> dict[str, Any]:
     """Requests, cost, quality, tier mix and latency of one arm's answered requests."""
     cost = np.asarray([d.record.cost_usd for d in decisions], dtype=np.float64)
@@ -94,6 +116,7 @@ def arm_summary(decisions: Sequence[Decision]) -> dict[str, Any]:
         "tier_mix": {t: c / n for t, c in sorted(mix.items())},
         "latency_ms_mean": float(lat.mean()) if n else None,
         "latency_ms_p50": float(np.median(lat)) if n else None,
+        "ledger": lever_ledger(decisions),
     }
 
 
@@ -135,9 +158,9 @@ def verdict(arm: str, arm_cost: float, cost: Diff, quality: Diff) -> str:
 def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) -> dict[str, Any]:
     """The online A/B report of answered requests (``status < 400``)."""
     by_arm: dict[str, list[Decision]] = {}
-    for d in decisions:
-        if d.record.status < 400 and d.record.tier:
-            by_arm.setdefault(d.record.arm, []).append(d)
+    answered = [d for d in decisions if d.record.status < 400 and d.record.tier]
+    for d in answered:
+        by_arm.setdefault(d.record.arm, []).append(d)
     arms = {arm: arm_summary(ds) for arm, ds in sorted(by_arm.items())}
     if REFERENCE_ARM not in by_arm or len(by_arm) < 2:
         comparisons: dict[str, Any] = {}
@@ -146,7 +169,7 @@ def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) ->
         comparisons = compare_arms(by_arm, seed, min_labeled)
         text = "; ".join(c["verdict"] for c in comparisons.values())
     return {"arms": arms, "comparisons": comparisons, "verdict": text,
-            "min_labeled": min_labeled, "seed": seed}
+            "ledger": lever_ledger(answered), "min_labeled": min_labeled, "seed": seed}
 
 
 def logging_propensity(decisions: Sequence[Decision]) -> Callable[[Decision, str], float]:
@@ -179,7 +202,7 @@ def off_policy(decisions: Sequence[Decision], knobs: Sequence[float], seed: int)
     scored) at the knob. DR's direct model is each tier's mean observed score (and cost share).
     """
     logged = [d for d in decisions if d.record.status < 400 and d.record.probabilities
-              and d.score is not None]
+              and d.score is not None and d.record.source != "cache"]
     if len(logged) < MIN_LABELED:
         return {"verdict": f"not enough data: {len(logged)} labeled requests with probabilities"}
     tiers = list(logged[0].record.probabilities)
@@ -275,6 +298,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {arm} | {a['requests']} | {a['labeled']} | "
                      f"{_num(a['cost_per_request_usd'], '.6f')} | {_num(a['quality'], '.3f')} | "
                      f"{_num(a['latency_ms_p50'], '.1f')} | {mix} |")
+    if report.get("ledger"):
+        lines += ["", f"## Savings ledger (USD {report['ledger']['savings_usd']:.6f} saved "
+                      "against the top tier)", "", "| lever | USD saved | share |", "|---|---|---|"]
+        for lever, part in report["ledger"]["levers"].items():
+            lines.append(f"| {lever} | {part['usd']:.6f} | {part['share_pct']:.1f}% |")
     if report.get("off_policy"):
         lines += ["", "## Off-policy estimates (IPS / DR)", "",
                   "```json", json.dumps(report["off_policy"], indent=1), "```"]

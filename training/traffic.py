@@ -18,8 +18,10 @@ first, assuming adequacy is monotone in the tier (a dearer tier is at least as g
 - otherwise (an adequate tier with unseen cheaper tiers) the label is not identified → skipped as
   ``unidentified``.
 
-Rows whose stored features were computed by other feature code (``feature_version`` or width
-differs) are skipped as ``feature_mismatch``; they can only be used again after re-featurizing.
+Cache rows (``source == "cache"``: answers replayed from the gateway's response cache) are never
+labels: skipped as ``cache_hit``. Rows whose stored features were computed by other feature code
+(``feature_version`` or width differs) are skipped as ``feature_mismatch``; they can only be used
+again after re-featurizing.
 """
 
 from __future__ import annotations
@@ -188,6 +190,8 @@ def label_from_outcomes(outcomes: dict[int, float], n_tiers: int, threshold: flo
 
 def _usable(d: Decision, tier_index: dict[str, int], width: int) -> str | None:
     r = d.record
+    if r.source == "cache":  # a replayed answer says nothing new about the tier that wrote it
+        return "cache_hit"
     if d.score is None:
         return "unlabelled"
     if r.status >= 400 or r.tier not in tier_index:

@@ -1,0 +1,174 @@
+"""The savings ledger on a live gateway: cascade, trimming and cache rows, in hand-computed USD.
+
+Prices (``gateway_support.config_doc``): weak 0.6 / 0.6, strong 10 / 30 USD per 1M tokens; the
+fake upstreams report 11 prompt and 7 completion tokens. So one weak call costs
+(11 * 0.6 + 7 * 0.6) / 1e6 = 10.8e-6 USD and one strong call (11 * 10 + 7 * 30) / 1e6 = 320e-6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_support import (  # noqa: F401  (fixtures)
+    ADMIN_KEY,
+    HARD,
+    WEAK,
+    Gateway,
+    Upstreams,
+    make_gateway_fixture,
+    upstreams_fixture,
+)
+
+from router_model.encoder import load_tokenizer, word_piece_ids
+from router_model.records import TrafficRecord
+from router_model.tiers import Tier
+from training.traffic import read_decisions
+
+WEAK_CALL = 10.8e-6
+STRONG_CALL = 320e-6
+#: quality 1.0 always routes to the top tier, so the cascade has a cheaper tier to draft on.
+TOP = {"quality": 1.0, "cascade": True}
+
+
+@pytest.fixture(name="ups")
+def ups_fixture(upstreams: Upstreams) -> Iterator[Upstreams]:
+    """The fake upstreams, their answer settings restored after each test."""
+    yield upstreams
+    for u in (upstreams.weak, upstreams.strong):
+        u.finish_reason, u.content, u.logprob = "stop", None, None
+
+
+def ask(gw: Gateway, knob: dict[str, Any], model: str = "tierwise-auto", **extra: Any
+        ) -> dict[str, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": HARD}], "tierwise": knob,
+            **extra}
+    with gw.http() as http:
+        response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def stored(gw: Gateway, decision_id: str) -> TrafficRecord:
+    by_id = {d.record.decision_id: d.record for d in read_decisions(gw.config.traffic.url)}
+    return by_id[decision_id]
+
+
+def savings(gw: Gateway) -> dict[str, Any]:
+    with gw.http(ADMIN_KEY) as http:
+        report: dict[str, Any] = http.get("/v1/admin/savings").json()
+    return report
+
+
+@pytest.mark.parametrize(("setup", "reason"), [
+    ({"finish_reason": "length"}, "truncated"),
+    ({"content": ""}, "empty"),
+    ({"content": "I'm sorry, but I can't help with that."}, "refusal"),
+    ({"logprob": -3.0}, "low_logprob (-3.00 < -1)"),
+])
+def test_a_doubtful_draft_escalates_and_both_calls_are_paid(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path, setup: dict[str, Any], reason: str
+) -> None:
+    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0})
+    for name, value in setup.items():
+        setattr(ups.weak, name, value)
+    doc = ask(gw, TOP)
+    info = doc["tierwise"]
+    assert info["cascade"] == {"tried": ["weak", "strong"], "escalated": True, "reason": reason}
+    assert (len(ups.weak.requests), len(ups.strong.requests)) == (1, 1)
+    assert info["tier"] == "strong" and doc["choices"][0]["finish_reason"] == "stop"
+    record = stored(gw, info["decision_id"])
+    assert record.cost_usd == pytest.approx(WEAK_CALL + STRONG_CALL)  # 330.8e-6
+    assert record.top_tier_cost_usd == pytest.approx(STRONG_CALL)
+    # the routed tier alone would have cost 320e-6: the cascade lost the draft's 10.8e-6
+    assert record.levers == pytest.approx({"cascade": -WEAK_CALL})
+    assert record.routing_savings_usd == pytest.approx(0.0)
+    assert info["levers"] == pytest.approx(record.levers)
+
+
+def test_a_good_draft_answers_alone(make_gateway: Any, ups: Upstreams, fast_bundle: Path) -> None:
+    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0})
+    ups.weak.logprob = -0.2  # confident: above the default -1.0
+    doc = ask(gw, TOP)
+    info = doc["tierwise"]
+    assert info["cascade"] == {"tried": ["weak"], "escalated": False, "reason": "accepted"}
+    assert (len(ups.weak.requests), len(ups.strong.requests)) == (1, 0)
+    assert info["tier"] == "weak" and info["decided_tier"] == "strong"
+    record = stored(gw, info["decision_id"])
+    assert record.cost_usd == pytest.approx(WEAK_CALL)
+    assert record.levers == pytest.approx({"cascade": STRONG_CALL - WEAK_CALL})  # 309.2e-6
+    assert record.routing_savings_usd == pytest.approx(0.0)
+    report = savings(gw)
+    assert report["total"]["savings_usd"] == pytest.approx(STRONG_CALL - WEAK_CALL)
+    assert report["total"]["levers"]["cascade"] == pytest.approx(STRONG_CALL - WEAK_CALL)
+    assert report["lever_share_pct"]["cascade"] == pytest.approx(100.0)
+    assert report["lever_share_pct"]["routing"] == pytest.approx(0.0)
+
+
+def test_cascade_is_opt_in_gated_by_the_prior_and_refused_for_streams(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path
+) -> None:
+    gw = make_gateway(fast_bundle, cascade={"enabled": True, "min_prior": 1.0})
+    # the router's prior for the weak tier is below 1: no draft is worth paying for
+    info = ask(gw, {"quality": 1.0})["tierwise"]
+    assert info["cascade"]["tried"] == ["strong"] and not info["cascade"]["escalated"]
+    assert info["cascade"]["reason"].startswith("prior (")
+    assert (len(ups.weak.requests), len(ups.strong.requests)) == (0, 1)
+    assert stored(gw, info["decision_id"]).levers == {}
+    # the request's own knob switches the config's default off
+    assert ask(gw, {"quality": 1.0, "cascade": False})["tierwise"]["cascade"] is None
+    # a named model is never cascaded
+    assert ask(gw, {"cascade": True}, model="strong")["tierwise"]["cascade"] is None
+    body = {"model": "tierwise-auto", "messages": [{"role": "user", "content": HARD}],
+            "stream": True, "tierwise": TOP}
+    with gw.http() as http:
+        refused = http.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "tierwise.cascade"
+
+
+def test_trimming_saves_the_removed_tokens_at_the_tier_price(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path
+) -> None:
+    gw = make_gateway(fast_bundle)
+    system = "You are a careful assistant. Answer in one short paragraph. " * 5
+    messages = [{"role": "system", "content": system}, {"role": "system", "content": system},
+                {"role": "user", "content": HARD}]
+    with gw.http() as http:
+        doc = http.post("/v1/chat/completions", json={
+            "model": WEAK, "messages": messages, "tierwise": {"trim": True}}).json()
+    removed = len(word_piece_ids(load_tokenizer(), [system])[0])  # the repeated system message
+    assert doc["tierwise"]["trimmed_tokens"] == removed > 0
+    record = stored(gw, doc["tierwise"]["decision_id"])
+    assert record.cost_usd == pytest.approx(WEAK_CALL)
+    assert record.levers == pytest.approx({"trim": removed * 0.6e-6})
+    # the baseline is the untrimmed request on the top tier
+    assert record.top_tier_cost_usd == pytest.approx(((11 + removed) * 10 + 7 * 30) / 1e6)
+    assert record.routing_savings_usd == pytest.approx(
+        record.top_tier_cost_usd - Tier("weak", WEAK, 0.6, 0.6).cost(11 + removed, 7))
+
+
+def test_cache_hits_are_recorded_and_never_labels(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path
+) -> None:
+    gw = make_gateway(fast_bundle, cache={"enabled": True})
+    first = ask(gw, {}, model=WEAK)["tierwise"]
+    again = ask(gw, {}, model=WEAK)["tierwise"]
+    assert again["cache"] == "exact" and len(ups.weak.requests) == 1
+    hit = stored(gw, again["decision_id"])
+    assert (hit.source, hit.tier, hit.status, hit.cost_usd) == ("cache", "weak", 200, 0.0)
+    assert hit.levers == pytest.approx({"cache": WEAK_CALL})
+    assert hit.top_tier_cost_usd == pytest.approx(STRONG_CALL)
+    assert again["saved_usd"] == pytest.approx(WEAK_CALL) and again["cost_usd"] == 0.0
+    assert stored(gw, first["decision_id"]).source == "passthrough"
+    report = savings(gw)
+    # two requests, one paid: saved 2 * 320e-6 - 10.8e-6, of which the cache's 10.8e-6
+    total = 2 * STRONG_CALL - WEAK_CALL
+    assert report["total"]["requests"] == 2
+    assert report["total"]["savings_usd"] == pytest.approx(total)
+    assert report["total"]["levers"]["cache"] == pytest.approx(WEAK_CALL)
+    assert report["total"]["levers"]["routing"] == pytest.approx(total - WEAK_CALL)
+    assert report["lever_share_pct"]["cache"] == pytest.approx(100 * WEAK_CALL / total)
