@@ -93,6 +93,13 @@ def test_an_older_store_gains_the_column_and_keeps_its_rows(store_url: str) -> N
                 if await store.get(new.decision_id) is None:
                     await store.record(new)
                 assert await store.get(new.decision_id) == new
+                report = await store.savings()  # the lever sums run in each backend's SQL
+                # saved 2 * (0.025 - 0.0009) = 0.0482, of which trim 0.002 and cascade -0.0005
+                assert report.total.savings_usd == pytest.approx(0.0482)
+                assert report.total.levers == pytest.approx(
+                    {"routing": 0.0467, "cache": 0.0, "trim": 0.002, "batch": 0.0,
+                     "cascade": -0.0005})
+                assert report.lever_share_pct["trim"] == pytest.approx(100 * 0.002 / 0.0482)
             finally:
                 await store.aclose()
 
