@@ -104,6 +104,7 @@ class PostgresCacheStore:
         self._down = False
         self._task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[Any]] = set()
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     def __len__(self) -> int:
         """Entries with an embedding in this replica's mirror."""
@@ -123,6 +124,8 @@ class PostgresCacheStore:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.flush()
+        if self._abandoned:  # statements a hung server never answered: do not wait for long
+            await asyncio.wait(list(self._abandoned), timeout=CONNECT_S)
         for conn in (self._conn, self._bg):
             if conn is not None:
                 await conn.close()
@@ -169,23 +172,35 @@ class PostgresCacheStore:
     async def _query(
         self, op: str, sql: str, params: Sequence[Any]
     ) -> list[tuple[Any, ...]] | None:
-        """Rows of one statement on the request connection; None (counted) when it failed."""
+        """Rows of one statement on the request connection; None (counted) when it failed.
+
+        Why a task and ``asyncio.wait`` rather than ``asyncio.timeout``: psycopg answers the
+        cancellation of a running statement by asking the server to cancel it, for up to 10 s,
+        and a hung server would hold the request that long; here that happens in the background.
+        """
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             self._failed(op, "not connected")
             return None
-        try:
-            async with asyncio.timeout(self._settings.timeout_s):
-                cur = await conn.execute(sql, params)
-                return await cur.fetchall() if cur.description is not None else []
-        except _ERRORS as exc:
-            # the connection is in an unknown state (a cancelled statement may still run):
-            # drop it, and let the background loop open a fresh one
-            if self._conn is conn:  # not a fresh one the background loop opened meanwhile
-                self._conn = None
+        task = asyncio.ensure_future(_rows(conn, sql, params))
+        limit = self._settings.timeout_s
+        done, _ = await asyncio.wait({task}, timeout=limit)
+        error = task.exception() if done else TimeoutError(f"no answer within {limit} s")
+        if error is None:
+            return task.result()
+        if not isinstance(error, _ERRORS):
+            raise error
+        # the connection is in an unknown state: drop it, and let the background loop reopen
+        if self._conn is conn:  # not a fresh one the background loop opened meanwhile
+            self._conn = None
+        if done:
             await _close(conn)
-            self._failed(op, exc)
-            return None
+        else:  # psycopg cancels the statement on the server, then the connection is closed
+            dropping = asyncio.create_task(_abandon(task, conn))
+            self._abandoned.add(dropping)
+            dropping.add_done_callback(self._abandoned.discard)
+        self._failed(op, error)
+        return None
 
     def _failed(self, op: str, why: object) -> None:
         self._on_error(op)
@@ -261,6 +276,21 @@ class PostgresCacheStore:
             live = [row[0] for row in await cur.fetchall()]
         for gone in self._index.retain(live):
             self._recent.pop(gone, None)
+
+
+async def _rows(conn: Conn, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    cur = await conn.execute(sql, params)
+    return await cur.fetchall() if cur.description is not None else []
+
+
+async def _abandon(task: asyncio.Future[Any], conn: Conn) -> None:
+    """Cancel a statement that did not answer in time, then close its connection.
+
+    Closing first would pull the socket from under psycopg's wait on it.
+    """
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await _close(conn)
 
 
 async def _connect(url: str) -> Conn:
