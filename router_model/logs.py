@@ -1,9 +1,17 @@
-"""Logging set-up for every ``main()``: JSON lines in production, plain text in development."""
+"""Logging set-up for every ``main()``: JSON lines in production, plain text in development.
+
+Records are formatted and written on a listener thread, not by the code that logs: the service
+logs one record per decision, and formatting plus writing it (~45 us) would otherwise be paid by
+every request.
+"""
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -25,13 +33,49 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class BackgroundHandler(QueueHandler):
+    """Queues records for ``target``, which formats and writes them on a listener thread.
+
+    Records travel as they are, unformatted: the queue is in-process, so nothing needs pickling,
+    and the formatter sees the same record (``extra`` fields, ``exc_info``) as a direct handler
+    would. Their arguments are formatted later, so callers must not mutate what they log (ours
+    pass fresh values). ``close`` (also run at exit) writes out what is queued.
+    """
+
+    def __init__(self, target: logging.Handler) -> None:
+        # SimpleQueue: a put is one C call, with no lock or condition variable in Python
+        records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        super().__init__(records)
+        self._listener: QueueListener | None = QueueListener(records, target)
+        self._listener.start()
+        atexit.register(self.close)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # QueueHandler.prepare formats the message here, on the caller's thread, and drops
+        # exc_info so the record can be pickled; neither is wanted for an in-process queue
+        return record
+
+    def close(self) -> None:
+        """Write out the queued records, stop the listener thread, and close the target."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            atexit.unregister(self.close)
+            listener.stop()
+            for target in listener.handlers:
+                target.close()
+        super().close()
+
+
 def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     """Configure the root logger once (idempotent: replaces earlier handlers)."""
-    handler = logging.StreamHandler()
+    target = logging.StreamHandler()
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        target.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        target.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        if isinstance(old, BackgroundHandler):
+            old.close()
+    root.handlers[:] = [BackgroundHandler(target)]
     root.setLevel(level)
