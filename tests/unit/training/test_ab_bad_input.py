@@ -1,0 +1,55 @@
+"""``tierwise ab-report`` on stores that cannot answer: no labels, arms with no traffic, labels out
+of range. Each is a clear answer ("not enough data" or exit 2), never a number.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from traffic_db import record, write_store
+
+from router_model.errors import InvalidData
+from training.ab_report import main
+from training.traffic import read_decisions
+
+
+def _report(tmp_path: Path, url: str) -> dict[str, object]:
+    out = tmp_path / "out"
+    assert main(["--db", url, "--out", str(out), "--seed", "0"]) == 0
+    doc: dict[str, object] = json.loads((out / "report.json").read_text())
+    return doc
+
+
+def test_a_store_without_labels_is_not_enough_data(tmp_path: Path) -> None:
+    recs = [record(i, "router" if i % 2 else "always_strong", "strong") for i in range(80)]
+    rep = _report(tmp_path, write_store(tmp_path / "t.db", recs, []))
+    assert rep["verdict"] == ("not enough data: 0 labeled requests on 'router', 0 on "
+                              "'always_strong' (need 30 each)")
+    assert rep["comparisons"] == {"always_strong": {"verdict": rep["verdict"]}}
+    assert rep["off_policy"] == {"verdict": "not enough data: 0 labeled requests with "
+                                            "probabilities"}
+
+
+@pytest.mark.parametrize(
+    ("arms", "got"),
+    [(["router"], "['router']"), (["always_strong"], "['always_strong']"), ([], "[]")],
+)
+def test_arms_with_no_traffic_are_not_enough_data(tmp_path: Path, arms: list[str],
+                                                  got: str) -> None:
+    recs = [record(i, arms[i % len(arms)], "strong") for i in range(60)] if arms else []
+    url = write_store(tmp_path / "t.db", recs, [(r.decision_id, 1.0) for r in recs])
+    rep = _report(tmp_path, url)
+    assert rep["verdict"] == f"not enough data: need the 'router' arm and one other, got {got}"
+    assert rep["comparisons"] == {}
+
+
+@pytest.mark.parametrize("value", [-0.5, 1.01, 7.0])
+def test_labels_out_of_range_are_refused_and_nothing_written(tmp_path: Path, value: float) -> None:
+    recs = [record(0, "router", "weak"), record(1, "always_strong", "strong")]
+    url = write_store(tmp_path / "t.db", recs, [("d0", 1.0), ("d1", value)])
+    with pytest.raises(InvalidData, match=r"feedback for 'd1': value .* is outside \[0, 1\]"):
+        read_decisions(url)
+    assert main(["--db", url, "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
