@@ -67,17 +67,19 @@ class VectorIndex:
         self, scope_id: int, vector: NDArray[np.float32], threshold: float, limit: int
     ) -> list[tuple[str, float]]:
         """Up to ``limit`` keys of ``scope_id`` with cosine >= ``threshold``, most similar first."""
-        mask = self._live & (self._scopes == scope_id)
-        if not mask.any():
+        # only the scope's rows are multiplied: scopes are per tenant, tier and parameters, so
+        # one is usually a small part of the matrix (a full product is ~10x slower at 10k rows)
+        rows = np.flatnonzero(self._live & (self._scopes == scope_id))
+        if rows.size == 0:
             return []
-        sims = np.where(mask, self._matrix @ vector, -np.inf)
+        sims = self._matrix[rows] @ vector
         above = np.flatnonzero(sims >= threshold)
         best = above[np.argsort(-sims[above], kind="stable")][:limit]
         found: list[tuple[str, float]] = []
-        for slot in best:
-            owner = self._owners[int(slot)]
+        for i in best:
+            owner = self._owners[int(rows[i])]
             if owner is not None:
-                found.append((owner, float(sims[slot])))
+                found.append((owner, float(sims[i])))
         return found
 
     def _grow(self) -> None:
