@@ -1,7 +1,8 @@
 """The OpenAI-compatible gateway app: ``create_gateway_app(config, options)`` and its thin routes.
 
 Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (client key), ``POST /v1/feedback``
-(client key), ``GET /v1/admin/savings`` (admin key), ``GET /metrics``, ``/healthz``, ``/readyz``.
+and ``GET /v1/tierwise/jobs/{id}`` (client key), ``GET /v1/admin/savings`` (admin key),
+``GET /metrics``, ``/healthz``, ``/readyz``.
 Everything a request needs (router, upstream client, traffic store) starts in the lifespan hook;
 errors leave as the OpenAI envelope.
 """
@@ -27,6 +28,9 @@ from router_model.errors import ModelNotReady, NotFound, PromptTooLarge, RouterE
 from router_model.records import FeedbackRecord
 from router_model.settings import DEFAULT_BUNDLE, ServiceSettings
 from service.ab import Arm, ArmAssigner
+from service.batch_jobs import JobStore, open_job_store
+from service.batch_runner import BatchRunner, batch_apis
+from service.batch_window import FALLBACK_HEADER, BatchWindow, maybe_non_urgent
 from service.completions import Completions
 from service.decisions import DecisionSource, LocalDecisions
 from service.errors import Unauthorized
@@ -38,7 +42,7 @@ from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.openai_errors import BadRequest, envelope, envelope_for
 from service.router_client import RemoteDecisions
 from service.semantic_cache import CacheSettings, ResponseCache
-from service.traffic import SavingsReport, open_store
+from service.traffic import SavingsReport, TrafficStore, open_store
 from service.upstream import UpstreamPool, build_upstreams
 
 logger = logging.getLogger(__name__)
@@ -103,6 +107,17 @@ def get_completions(request: Request) -> Completions:
 CompletionsDep = Annotated[Completions, Depends(get_completions)]
 
 
+def get_batch_window(request: Request) -> BatchWindow:
+    """The started ``BatchWindow`` (set by the lifespan hook)."""
+    window: BatchWindow | None = getattr(request.app.state, "batch_window", None)
+    if window is None:
+        raise ModelNotReady("the gateway is starting")
+    return window
+
+
+BatchWindowDep = Annotated[BatchWindow, Depends(get_batch_window)]
+
+
 def _bearer(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
@@ -144,9 +159,29 @@ client = [Depends(require_client)]
 
 
 @api.post("/v1/chat/completions", dependencies=client, response_model=None)
-async def chat_completions(request: Request, completions: CompletionsDep) -> Response:
-    """OpenAI chat completions; ``model: "tierwise-auto"`` picks the cheapest adequate tier."""
-    return await completions.handle(await request.body(), request.headers)
+async def chat_completions(
+    request: Request, completions: CompletionsDep, window: BatchWindowDep
+) -> Response:
+    """OpenAI chat completions; ``model: "tierwise-auto"`` picks the cheapest adequate tier.
+
+    Non-urgent requests are queued for the tier's batch endpoint when it has one (202, job id).
+    """
+    raw, fallback = await request.body(), None
+    if maybe_non_urgent(raw, request.headers):
+        deferral = await window.defer(raw, request.headers)
+        if deferral.response is not None:
+            return deferral.response
+        fallback = deferral.fallback
+    response = await completions.handle(raw, request.headers)
+    if fallback is not None:
+        response.headers[FALLBACK_HEADER] = fallback
+    return response
+
+
+@api.get("/v1/tierwise/jobs/{job_id}", dependencies=client)
+async def batch_job(job_id: str, request: Request, window: BatchWindowDep) -> dict[str, Any]:
+    """A non-urgent request's job (the caller's own only): its status, then its answer."""
+    return await window.job(job_id, request.headers)
 
 
 @api.get("/v1/models", dependencies=client)
@@ -226,13 +261,32 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             completions = Completions(config, decisions, arm_assigner(config), store,
                                       app.state.metrics, pool, tokenizer, cache)
             stack.push_async_callback(completions.aclose)
+            jobs = await _batch_runner(config, options, stack, store, http, tokenizer)
+            app.state.batch_window = BatchWindow(config, jobs, completions)
             app.state.completions = completions
             logger.info("gateway ready: %d tiers, traffic in %s", len(config.tiers),
                         config.traffic.url.split("@")[-1])
             yield
-            app.state.completions = None
+            app.state.completions = app.state.batch_window = None
 
     return lifespan
+
+
+async def _batch_runner(
+    config: GatewayConfig, options: GatewayOptions, stack: AsyncExitStack, store: TrafficStore,
+    http: httpx.AsyncClient, tokenizer: Any,
+) -> JobStore | None:
+    """When the batch window is on: open its job store and start this replica's runner."""
+    if not config.batch.enabled:
+        return None
+    jobs = open_job_store(config.traffic.url)
+    await jobs.start()
+    stack.push_async_callback(jobs.aclose)
+    runner = BatchRunner(config, jobs, store, batch_apis(config, options.upstream_keys, http),
+                         tokenizer)
+    runner.start()
+    stack.push_async_callback(runner.aclose)
+    return jobs
 
 
 def create_gateway_app(config: GatewayConfig, options: GatewayOptions) -> FastAPI:
@@ -246,7 +300,7 @@ def create_gateway_app(config: GatewayConfig, options: GatewayOptions) -> FastAP
     app.state.config = config
     app.state.options = options
     app.state.metrics = GatewayMetrics()
-    app.state.completions = None
+    app.state.completions = app.state.batch_window = None
     app.include_router(api)
     app.add_exception_handler(RouterError, _error)
     app.add_exception_handler(HTTPException, _http_error)

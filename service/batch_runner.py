@@ -1,0 +1,227 @@
+"""The batch window's background task (one per replica): flush due windows, poll open batches.
+
+Every ``poll_interval_s`` a replica (1) re-queues jobs whose claim lapsed (a replica died before
+submitting them), (2) for each tier with a batch price, when its oldest queued job has waited
+``window_s`` or ``max_requests`` are waiting, claims them and sends one batch file, and (3) polls
+the open batches no other replica is polling. A finished job's result (or error) is written to the
+job store first, then its ``TrafficRecord`` (cost at the discounted price) to the traffic store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from router_model.encoder import word_piece_ids
+from router_model.errors import UpstreamError
+from router_model.records import TrafficRecord
+from service.batch_jobs import Job, JobStore
+from service.batch_upstream import BatchApi, BatchLine, BatchOutcome
+from service.gateway_config import GatewayConfig, TierConfig
+from service.traffic import TrafficStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a batched answer cost, and what it would have cost without each lever."""
+
+    input_tokens: int
+    output_tokens: int
+    usage_source: str
+    cost_usd: float
+    top_tier_cost_usd: float
+    levers: dict[str, float]
+
+
+@dataclass
+class BatchRunner:
+    """Sends queued jobs through the tiers' batch endpoints and collects their results."""
+
+    config: GatewayConfig
+    jobs: JobStore
+    traffic: TrafficStore
+    apis: Mapping[str, BatchApi]
+    tokenizer: Any
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        """Start the background loop on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batch-runner")
+
+    async def aclose(self) -> None:
+        """Stop the loop (a batch in flight stays in the store for the next replica's poll)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick(time.time())
+            except Exception:  # one bad round (store or upstream down) must not end the loop
+                logger.exception("batch window round failed; trying again next interval")
+            await asyncio.sleep(self.config.batch.poll_interval_s)
+
+    async def tick(self, now: float) -> None:
+        """One round: release lapsed claims, send due batches, poll open ones."""
+        released = await self.jobs.release_expired(now)
+        if released:
+            logger.warning("%d batch jobs re-queued: their claim lapsed before submission",
+                           released)
+        for tier in self.config.tiers:
+            if tier.name in self.apis:
+                await self._flush(tier, now)
+        for batch_id, tier_name in await self.jobs.open_batches(now):
+            await self._poll(batch_id, tier_name, time.time())
+
+    async def _flush(self, tier: TierConfig, now: float) -> None:
+        cfg = self.config.batch
+        count, oldest = await self.jobs.queued(tier.name)
+        while count and (count >= cfg.max_requests
+                         or (oldest is not None and oldest <= now - cfg.window_s)):
+            token = "claim-" + uuid.uuid4().hex
+            claimed = await self.jobs.claim(tier.name, cfg.max_requests, token, now + cfg.lease_s)
+            if not claimed:
+                return
+            await self._submit(tier, claimed, token)
+            count, oldest = await self.jobs.queued(tier.name)
+
+    async def _submit(self, tier: TierConfig, jobs: list[Job], token: str) -> None:
+        lines = [BatchLine(j.id, {**j.request, "model": tier.model}) for j in jobs]
+        try:
+            batch_id = await self.apis[tier.name].submit(lines, {"tierwise_claim": token})
+        except UpstreamError as exc:
+            logger.warning("batch of %d jobs for tier %s not submitted: %s", len(jobs),
+                           tier.name, exc)
+            for job in jobs:
+                await self._fail(job, f"the batch could not be submitted: {exc}")
+            return
+        moved = await self.jobs.submitted(token, batch_id)
+        logger.info("batch %s sent to tier %s with %d jobs", batch_id, tier.name, moved)
+
+    async def _poll(self, batch_id: str, tier_name: str, now: float) -> None:
+        jobs = await self.jobs.lease_batch(batch_id, now, now + self.config.batch.lease_s)
+        api = self.apis.get(tier_name)
+        if not jobs or api is None:
+            return
+        try:
+            outcome = await api.outcome(batch_id)
+        except UpstreamError as exc:
+            logger.warning("batch %s not polled: %s", batch_id, exc)
+            outcome = None
+        if outcome is None:  # still running: anyone's next round may poll it
+            await self.jobs.release_batch(batch_id)
+            return
+        for job in jobs:
+            await self._settle(job, outcome)
+        logger.info("batch %s %s: %d answers, %d errors", batch_id, outcome.state,
+                    len(outcome.completions), len(outcome.errors))
+
+    async def _settle(self, job: Job, outcome: BatchOutcome) -> None:
+        body = outcome.completions.get(job.id)
+        if body is None:
+            await self._fail(job, outcome.errors.get(job.id)
+                             or outcome.reason or "the job is missing from the batch's output")
+            return
+        tier = self._tier(job.tier)
+        price = await self._price(job, tier, body)
+        record = self._record(job, tier, 200, price)
+        result = dict(body)
+        result.setdefault("model", tier.model)
+        result["tierwise"] = {
+            "job_id": job.id, "decision_id": record.decision_id, "arm": record.arm,
+            "source": record.source, "decided_tier": record.decided_tier, "tier": tier.name,
+            "model": tier.model, "batch": True, "batch_discount": tier.batch_discount,
+            "trimmed_tokens": job.draft.get("trimmed_tokens", 0),
+            "input_tokens": price.input_tokens, "output_tokens": price.output_tokens,
+            "usage_source": price.usage_source, "cost_usd": price.cost_usd,
+            "top_tier_cost_usd": price.top_tier_cost_usd, "savings_usd": record.savings_usd,
+            "batch_saved_usd": price.levers["batch"],
+        }
+        if await self.jobs.finish(job, result, None, time.time()):
+            await self._commit(record)
+
+    async def _fail(self, job: Job, error: str) -> None:
+        record = self._record(job, None, 502, Price(0, 0, "upstream", 0.0, 0.0, {}))
+        if await self.jobs.finish(job, None, error, time.time()):
+            await self._commit(record)
+
+    def _tier(self, name: str) -> TierConfig:
+        return next(t for t in self.config.tiers if t.name == name)
+
+    async def _price(self, job: Job, tier: TierConfig, body: dict[str, Any]) -> Price:
+        """Usage from the answer (else counted with the router's tokenizer), then the costs.
+
+        The levers split the saving exactly: trimming saved the dropped input tokens at the
+        tier's list price, batching the discount on what was sent; the top tier's list price on
+        the untrimmed request is the baseline.
+        """
+        usage = body.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            out = usage.get("completion_tokens")
+            n_in, n_out, source = usage["prompt_tokens"], out if isinstance(out, int) else 0, \
+                "upstream"
+        else:
+            n_in, n_out = await asyncio.to_thread(_count, self.tokenizer, job, body)
+            source = "estimated"
+        trimmed = int(job.draft.get("trimmed_tokens", 0))
+        listed = tier.tier().cost(n_in, n_out)
+        paid = listed * (1.0 - (tier.batch_discount or 0.0))
+        top = self.config.tiers[-1].tier().cost(n_in + trimmed, n_out)
+        levers = {"batch": listed - paid}
+        if trimmed:
+            levers["trim"] = tier.tier().cost(n_in + trimmed, n_out) - listed
+        return Price(n_in, n_out, source, paid, top, levers)
+
+    def _record(self, job: Job, tier: TierConfig | None, status: int,
+                price: Price) -> TrafficRecord:
+        draft = {k: v for k, v in job.draft.items() if k != "trimmed_tokens"}
+        return TrafficRecord(
+            **draft, tier=tier.name if tier else "", model=tier.model if tier else "",
+            status=status, stream=False, input_tokens=price.input_tokens,
+            output_tokens=price.output_tokens,
+            usage_source="upstream" if price.usage_source == "upstream" else "estimated",
+            cost_usd=price.cost_usd, top_tier_cost_usd=price.top_tier_cost_usd,
+            latency_ms=max(0.0, (time.time() - job.created_at) * 1000.0),
+            levers=price.levers,
+        )
+
+    async def _commit(self, record: TrafficRecord) -> None:
+        try:
+            await self.traffic.record(record)
+        except Exception:  # the job's answer is stored either way; the lost record is logged
+            logger.exception("traffic record %s of a batch job was not committed",
+                             record.decision_id)
+
+
+def _count(tokenizer: Any, job: Job, body: dict[str, Any]) -> tuple[int, int]:
+    """Input and output tokens with the router's tokenizer (an upstream that sent no usage)."""
+    texts = [str(m.get("content") or "") for m in job.request.get("messages") or []
+             if isinstance(m, dict)]
+    answers = [str((c.get("message") or {}).get("content") or "")
+               for c in body.get("choices") or [] if isinstance(c, dict)]
+    ids = word_piece_ids(tokenizer, ["\n".join(texts), "".join(answers)])
+    return len(ids[0]), len(ids[1])
+
+
+def batch_apis(config: GatewayConfig, keys: Mapping[str, str | None],
+               client: httpx.AsyncClient) -> dict[str, BatchApi]:
+    """One ``BatchApi`` per tier with a batch price; ``keys`` maps ``api_key_env`` to keys."""
+    return {
+        t.name: BatchApi(client, t.base_url, keys.get(t.api_key_env),
+                         httpx.Timeout(max(t.timeout_s, 60.0),
+                                       connect=config.failover.connect_timeout_s))
+        for t in config.tiers if t.batch_discount is not None
+    }

@@ -1,0 +1,204 @@
+"""The batch window end to end: non-urgent requests -> 202 job -> upstream batch -> answer, cost.
+
+Gateways and fake upstreams are real servers on loopback; the job and traffic stores are real
+SQLite files (and PostgreSQL where TIERWISE_TEST_POSTGRES_URL is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from batch_support import (  # noqa: F401  (fixtures)
+    FakeBatchUpstream,
+    batch_upstreams_fixture,
+    make_batch_gateway_fixture,
+)
+from gateway_support import (  # noqa: F401  (fixtures)
+    HARD,
+    STRONG,
+    WEAK,
+    Gateway,
+    Upstreams,
+    postgres_url_fixture,
+)
+
+from router_model.records import TrafficRecord
+from service.traffic import open_store
+
+NON_URGENT = {"tierwise": {"urgent": False}}
+#: The fake's usage (11 in, 7 out) at the strong tier's list prices (10 and 30 USD per 1M).
+LISTED = (11 * 10.0 + 7 * 30.0) / 1e6
+
+
+def submit(gw: Gateway, text: str, model: str = STRONG, key: str | None = None,
+           **body: Any) -> Any:
+    with gw.http(key) if key else gw.http() as http:
+        return http.post("/v1/chat/completions", json={
+            "model": model, "messages": [{"role": "user", "content": text}], **body})
+
+
+def wait_done(gw: Gateway, job_id: str, deadline: float | None = None) -> dict[str, Any]:
+    """Poll the job until it is completed or failed (the loop only waits, it asserts nothing)."""
+    deadline = deadline or time.monotonic() + 30
+    with gw.http() as http:
+        while True:
+            doc: dict[str, Any] = http.get(f"/v1/tierwise/jobs/{job_id}").json()
+            if doc.get("status") in ("completed", "failed") or time.monotonic() > deadline:
+                return doc
+            time.sleep(0.02)
+
+
+def record_of(gw: Gateway, decision_id: str) -> TrafficRecord | None:
+    async def read() -> TrafficRecord | None:
+        store = open_store(gw.config.traffic.url)
+        await store.start()
+        try:
+            return await store.get(decision_id)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+def strong(ups: Upstreams) -> FakeBatchUpstream:
+    assert isinstance(ups.strong, FakeBatchUpstream)
+    return ups.strong
+
+
+def test_non_urgent_requests_go_out_as_one_batch_at_half_price(
+    make_batch_gateway: Any, batch_upstreams: Upstreams
+) -> None:
+    gw = make_batch_gateway({"max_requests": 3})  # window 600 s: only a full batch goes out
+    client = gw.client()
+    raw = client.chat.completions.with_raw_response.create(
+        model=STRONG, messages=[{"role": "user", "content": HARD}], extra_body=NON_URGENT)
+    assert raw.http_response.status_code == 202
+    first = raw.http_response.json()
+    assert first["object"] == "tierwise.batch_job" and first["status"] == "queued"
+    assert first["id"].startswith("tw-job-") and raw.headers["location"].endswith(first["id"])
+    second = submit(gw, "Name a prime.", **NON_URGENT)
+    with gw.http() as http:
+        assert http.get(f"/v1/tierwise/jobs/{first['id']}").json()["status"] == "queued"
+    with gw.http() as http:
+        third = http.post("/v1/chat/completions", headers={"x-tierwise-urgent": "false"},
+                          json={"model": STRONG, "messages": [{"role": "user", "content": "2?"}]})
+    assert second.status_code == third.status_code == 202
+    ids = [first["id"], second.json()["id"], third.json()["id"]]
+    docs = [wait_done(gw, i) for i in ids]
+    assert [d["status"] for d in docs] == ["completed"] * 3
+    up = strong(batch_upstreams)
+    assert sorted(up.submitted) == sorted(ids) and len(up.batches) == 1
+    assert all(x["body"]["model"] == STRONG and "tierwise" not in x["body"] for x in up.lines)
+    assert up.headers == []  # nothing went to the synchronous endpoint
+    answer = docs[0]["response"]
+    assert answer["choices"][0]["message"]["content"] == "The answer is forty-two."
+    info = answer["tierwise"]
+    assert info["job_id"] == ids[0] and info["batch"] is True and info["tier"] == "strong"
+    assert info["cost_usd"] == pytest.approx(LISTED / 2)
+    assert info["batch_saved_usd"] == pytest.approx(LISTED / 2)
+    record = record_of(gw, docs[0]["decision_id"])
+    assert record is not None and record.status == 200 and record.tier == "strong"
+    assert record.cost_usd == pytest.approx(LISTED / 2)
+    assert record.top_tier_cost_usd == pytest.approx(LISTED)
+    assert record.levers == {"batch": pytest.approx(LISTED / 2)}
+
+
+def test_routed_request_is_batched_on_the_routers_tier(
+    make_batch_gateway: Any, batch_upstreams: Upstreams, fast_bundle: Path
+) -> None:
+    gw = make_batch_gateway({"max_requests": 1}, bundle=fast_bundle)
+    body = {"tierwise": {"urgent": False, "min_tier": "strong"}}
+    job = submit(gw, HARD, model="tierwise-auto", **body)
+    assert job.status_code == 202 and job.headers["x-tierwise-tier"] == "strong"
+    doc = wait_done(gw, job.json()["id"])
+    assert doc["status"] == "completed"
+    record = record_of(gw, doc["decision_id"])
+    assert record is not None and record.source == "router" and record.router_tier == "strong"
+    assert record.features and record.probabilities  # the routing outcome is kept for training
+
+
+def test_requests_that_cannot_be_batched(make_batch_gateway: Any) -> None:
+    gw = make_batch_gateway()
+    weak = submit(gw, "hi", model=WEAK, **NON_URGENT)  # the weak tier has no batch price
+    assert weak.status_code == 200 and weak.headers["x-tierwise-batch"] == "unsupported"
+    stream = submit(gw, "hi", stream=True, **NON_URGENT)
+    assert stream.status_code == 400 and stream.json()["error"]["param"] == "stream"
+    with gw.http() as http:
+        bad = http.post("/v1/chat/completions", headers={"x-tierwise-urgent": "later"},
+                        json={"model": STRONG, "messages": [{"role": "user", "content": "x"}]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-tierwise-urgent"
+        urgent = http.post("/v1/chat/completions", headers={"x-tierwise-urgent": "true"},
+                           json={"model": STRONG, "messages": [{"role": "user", "content": "x"}]})
+        assert urgent.status_code == 200 and "x-tierwise-batch" not in urgent.headers
+        missing = http.get("/v1/tierwise/jobs/tw-job-nope")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    job = submit(gw, "mine", **NON_URGENT).json()["id"]
+    with gw.http("tw-client-key-2") as other:
+        assert other.get(f"/v1/tierwise/jobs/{job}").status_code == 404
+    with gw.http(None) as anonymous:
+        assert anonymous.get(f"/v1/tierwise/jobs/{job}").status_code == 401
+
+
+def test_batch_window_off_answers_now(make_batch_gateway: Any) -> None:
+    gw = make_batch_gateway({"enabled": False})
+    answer = submit(gw, "hi", **NON_URGENT)
+    assert answer.status_code == 200 and answer.headers["x-tierwise-batch"] == "off"
+    assert answer.json()["choices"][0]["message"]["content"] == "The answer is forty-two."
+
+
+@pytest.mark.parametrize("mode", ["fail", "upload_fail"])
+def test_upstream_batch_failure_fails_every_job_with_its_error(
+    make_batch_gateway: Any, batch_upstreams: Upstreams, mode: str
+) -> None:
+    strong(batch_upstreams).batch_mode = mode
+    gw = make_batch_gateway({"max_requests": 2})
+    ids = [submit(gw, f"q{i}", **NON_URGENT).json()["id"] for i in range(2)]
+    docs = [wait_done(gw, i) for i in ids]
+    assert [d["status"] for d in docs] == ["failed", "failed"]
+    expected = "not available for batch" if mode == "fail" else "could not be submitted"
+    assert all(expected in d["error"]["message"] and d["response"] is None for d in docs)
+    for d in docs:  # the failure is in the traffic store too: nothing is lost silently
+        record = record_of(gw, d["decision_id"])
+        assert record is not None and record.status == 502 and record.cost_usd == 0.0
+
+
+def test_one_refused_line_fails_only_its_job(
+    make_batch_gateway: Any, batch_upstreams: Upstreams
+) -> None:
+    gw = make_batch_gateway({"max_requests": 3})
+    ids = [submit(gw, f"q{i}", **NON_URGENT).json()["id"] for i in range(2)]
+    strong(batch_upstreams).fail_ids.add(ids[1])
+    ids.append(submit(gw, "q2", **NON_URGENT).json()["id"])
+    docs = [wait_done(gw, i) for i in ids]
+    assert [d["status"] for d in docs] == ["completed", "failed", "completed"]
+    assert "content policy" in docs[1]["error"]["message"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    if request.param == "sqlite":
+        return {}  # the fixture's default: one SQLite file in tmp_path for every gateway
+    url: str = request.getfixturevalue("postgres_url")
+    return {"traffic": {"url": url}}
+
+
+def test_two_replicas_on_one_store_never_submit_a_request_twice(
+    make_batch_gateway: Any, batch_upstreams: Upstreams, shared_store: dict[str, Any]
+) -> None:
+    batch = {"window_s": 0.05, "max_requests": 3, "poll_interval_s": 0.01}
+    gateways = [make_batch_gateway(batch, **shared_store) for _ in range(2)]
+    ids = [submit(gateways[i % 2], f"question {i}", **NON_URGENT).json()["id"]
+           for i in range(12)]
+    until = time.monotonic() + 30
+    docs = [wait_done(gateways[(i + 1) % 2], job, until) for i, job in enumerate(ids)]
+    assert [d["status"] for d in docs] == ["completed"] * len(ids)
+    up = strong(batch_upstreams)
+    assert sorted(up.submitted) == sorted(ids)  # each request in exactly one batch
+    assert all(len(b["_lines"]) <= 3 for b in up.batches.values())
+    for d in docs:
+        record = record_of(gateways[0], d["decision_id"])
+        assert record is not None and record.cost_usd == pytest.approx(LISTED / 2)
