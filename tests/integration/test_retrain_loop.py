@@ -57,16 +57,23 @@ def test_replay_ab_report_retrain(
     registry.log_and_register(uri, name="tiny_fast", bundle_dir=fast_bundle, params={},
                               metrics={}, alias=registry.CHAMPION)
     common = ["--db", db, "--tracking-uri", uri, "--base-data", str(DATA), "--seed", "0"]
-    # bad input: a registry without that champion, a store without labels -> 2, nothing written
+    # bad input: a registry without that champion, a store without labels, a label out of
+    # [0, 1], a missing store -> 2, nothing written or registered
     assert retrain_main([*common, "--name", "nobody", "--out", str(tmp_path / "x")]) == 2
-    unlabeled = tmp_path / "unlabeled.db"
-    with sqlite3.connect(db.removeprefix("sqlite:///")) as src, sqlite3.connect(unlabeled) as dst:
-        src.backup(dst)
-        dst.execute("DELETE FROM feedback")
-    for store in (f"sqlite:///{unlabeled}", f"sqlite:///{tmp_path / 'missing.db'}"):
-        assert retrain_main(["--db", store, *common[2:], "--name", "tiny_fast",
-                             "--out", str(tmp_path / "x")]) == 2
+    assert registry.alias_version(uri, "nobody", registry.CHALLENGER) is None
+    stores = {"unlabeled": "DELETE FROM feedback",
+              "out_of_range": "UPDATE feedback SET value = 1.5 WHERE id = 1"}
+    for name, sql in stores.items():
+        with sqlite3.connect(db.removeprefix("sqlite:///")) as src, sqlite3.connect(
+                tmp_path / f"{name}.db") as dst:
+            src.backup(dst)
+            dst.execute(sql)
+    for store in ("unlabeled", "out_of_range", "missing"):
+        assert retrain_main(["--db", f"sqlite:///{tmp_path / store}.db", *common[2:],
+                             "--name", "tiny_fast", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+    assert registry.alias_version(uri, "tiny_fast", registry.CHALLENGER) is None
+    assert registry.alias_version(uri, "tiny_fast", registry.CHAMPION) == "1"
 
     rt = tmp_path / "rt"
     bundle_out = tmp_path / "served"
