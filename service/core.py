@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,12 +242,16 @@ class RouteService:
         start = time.perf_counter()
         try:
             jobs = self._prepare_all(requests, batch)
-            decisions = await self._await_all(self._batcher.submit(jobs), timeout_s)
+            futures = self._batcher.submit(jobs)
+            # scored inline (hand features): nothing to wait for, so no timer to arm
+            decisions = _results(futures) if futures[0].done() else (
+                await self._await_all(futures, timeout_s)
+            )
         except Exception as exc:
             self.metrics.errors.labels(transport, error_code(exc)).inc()
             raise
         latency_ms = (time.perf_counter() - start) * 1000.0
-        results = [RouteResult(d, uuid.uuid4().hex, latency_ms) for d in decisions]
+        results = [RouteResult(d, _decision_id(), latency_ms) for d in decisions]
         for job, result in zip(jobs, results, strict=True):
             self._record(job, result, transport)
         return results
@@ -291,11 +295,7 @@ class RouteService:
         self, futures: list[asyncio.Future[RouteDecision]], timeout_s: float | None
     ) -> list[RouteDecision]:
         if all(f.done() and not f.cancelled() for f in futures):
-            # scored inline: nothing to wait for, so no timer to arm; every error is retrieved
-            errors = [exc for f in futures if (exc := f.exception()) is not None]
-            if errors:
-                raise errors[0]
-            return [f.result() for f in futures]
+            return _results(futures)
         timeout = self._settings.request_timeout_s
         if timeout_s is not None:
             timeout = min(timeout, timeout_s)
@@ -333,11 +333,11 @@ class RouteService:
 
     def _cheap(self, jobs: Sequence[_Job]) -> bool:
         served = self._served
-        return (
-            served is not None
-            and served.router.manifest.feature_set == "hand"
-            and sum(len(j.text) for j in jobs) <= INLINE_MAX_CHARS
-        )
+        if served is None or served.router.manifest.feature_set != "hand":
+            return False
+        if len(jobs) == 1:
+            return len(jobs[0].text) <= INLINE_MAX_CHARS
+        return sum(len(j.text) for j in jobs) <= INLINE_MAX_CHARS
 
     def _require(self) -> _Served:
         served = self._served
@@ -372,3 +372,19 @@ class RouteService:
                 "prompt_sha256": prompt_digest(job.text),
             },
         )
+
+
+def _results(futures: list[asyncio.Future[RouteDecision]]) -> list[RouteDecision]:
+    """The results of settled futures; the first error is raised, every error is retrieved."""
+    errors = [exc for f in futures if (exc := f.exception()) is not None]
+    if errors:
+        raise errors[0]
+    return [f.result() for f in futures]
+
+
+def _decision_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, like ``uuid.uuid4().hex`` at half the cost."""
+    b = bytearray(os.urandom(16))
+    b[6] = b[6] & 0x0F | 0x40  # version 4
+    b[8] = b[8] & 0x3F | 0x80  # RFC 4122 variant
+    return b.hex()
