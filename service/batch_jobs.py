@@ -179,11 +179,15 @@ class JobStore(ABC):
         )
         return [Job.from_row(r) for r in rows]
 
-    async def release_batch(self, batch_id: str) -> None:
-        """End this replica's poll of a batch still in progress (the next poll may be anyone's)."""
+    async def release_batch(self, batch_id: str, until: float) -> None:
+        """End this replica's poll of a batch still running; anyone may poll it after ``until``.
+
+        Why a time and not "now": every replica runs the loop, and one poll per interval is
+        enough for the batch, however many replicas there are.
+        """
         await self._run(
-            "UPDATE batch_jobs SET lease_until = 0 WHERE status = 'submitted' AND batch_id = ? "
-            "RETURNING id", (batch_id,)
+            "UPDATE batch_jobs SET lease_until = ? WHERE status = 'submitted' AND batch_id = ? "
+            "RETURNING id", (until, batch_id)
         )
 
     async def finish(self, job: Job, result: dict[str, Any] | None, error: str | None,

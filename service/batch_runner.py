@@ -121,8 +121,8 @@ class BatchRunner:
         except UpstreamError as exc:
             logger.warning("batch %s not polled: %s", batch_id, exc)
             outcome = None
-        if outcome is None:  # still running: anyone's next round may poll it
-            await self.jobs.release_batch(batch_id)
+        if outcome is None:  # still running: the next poll, by any replica, after an interval
+            await self.jobs.release_batch(batch_id, now + self.config.batch.poll_interval_s)
             return
         for job in jobs:
             await self._settle(job, outcome)

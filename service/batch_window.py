@@ -163,16 +163,19 @@ class BatchWindow:
             found = await self.jobs.get(job_id, tenant_of(headers))
         if found is None:
             raise NotFound(f"no job with id {job_id[:80]!r}")
-        tier = next(t for t in self.config.tiers if t.name == found.tier)
+        # a tier dropped from the config since the job was queued still shows its job
+        tier = next((t for t in self.config.tiers if t.name == found.tier), None)
         return job_document(found, tier)
 
 
-def job_document(job: Job, tier: TierConfig) -> dict[str, Any]:
+def job_document(job: Job, tier: TierConfig | None) -> dict[str, Any]:
     """What clients see of a job: ``response`` once completed, ``error`` once failed."""
     return {
         "id": job.id, "object": "tierwise.batch_job", "status": _public_status(job.status),
-        "created_at": int(job.created_at), "tier": tier.name, "model": tier.model,
-        "decision_id": job.draft.get("decision_id"), "batch_discount": tier.batch_discount,
+        "created_at": int(job.created_at), "tier": job.tier,
+        "model": tier.model if tier else None,
+        "decision_id": job.draft.get("decision_id"),
+        "batch_discount": tier.batch_discount if tier else None,
         "completed_at": None if job.finished_at is None else int(job.finished_at),
         "response": job.result,
         "error": None if job.error is None else {

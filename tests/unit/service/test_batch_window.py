@@ -100,6 +100,9 @@ def test_sqlite_job_store_claims_each_job_once(tmp_path: Path) -> None:
             assert len(leased) == 5
             assert await store.lease_batch("batch_1", now=11.0, until=21.0) == []  # taken
             assert await store.open_batches(now=11.0) == []
+            await store.release_batch("batch_1", until=30.0)  # still running: poll again later
+            assert await store.open_batches(now=25.0) == []
+            assert await store.open_batches(now=31.0) == [("batch_1", "strong")]
             assert await store.finish(leased[0], {"id": "x"}, None, now=12.0)
             assert not await store.finish(leased[0], None, "late", now=13.0)  # finished once
             done = await store.get("tw-job-0", "t1")
