@@ -120,8 +120,8 @@ class RegistryWatch:
         version = await asyncio.to_thread(self._resolve)
         if version is None:
             if not self._missing_logged:
-                logger.warning("%s: alias not found in the registry; still serving version %s",
-                               self._ref, self.version)
+                logger.warning("%s: alias not found (or registry unreachable); still serving "
+                               "version %s", self._ref, self.version)
                 self._missing_logged = True
             return False
         self._missing_logged = False

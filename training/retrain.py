@@ -15,8 +15,9 @@ has at least ``MIN_GATE_ROWS`` prompts and the metric is defined there; and when
 per-row ONNX latency is at most ``--max-slowdown`` times the champion's. The challenger is always
 registered (alias ``challenger``); a promoted one also gets ``champion`` and, with
 ``--bundle-out``, is written atomically where a running service watches its manifest (the
-service's manifest watch reloads it; training never calls the service). Every input error exits 2
-with nothing registered or written.
+service's manifest watch reloads it). A service serving ``models:/NAME@champion`` polls the alias
+and reloads the promoted version by itself (``service.registry_watch``); training never calls the
+service. Every input error exits 2 with nothing registered or written.
 """
 
 from __future__ import annotations
