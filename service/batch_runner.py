@@ -30,6 +30,9 @@ from service.traffic import TrafficStore
 
 logger = logging.getLogger(__name__)
 
+#: How long a stopping replica lets its current round finish before cutting it off.
+STOP_GRACE_S = 30.0
+
 
 @dataclass(frozen=True)
 class Price:
@@ -53,26 +56,38 @@ class BatchRunner:
     apis: Mapping[str, BatchApi]
     tokenizer: Any
     _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def start(self) -> None:
         """Start the background loop on the running event loop."""
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batch-runner")
 
     async def aclose(self) -> None:
-        """Stop the loop (a batch in flight stays in the store for the next replica's poll)."""
-        if self._task is not None:
+        """Stop after the current round; open batches stay in the store for any replica's poll.
+
+        Why not cancel at once: a round cut between creating an upstream batch and recording it
+        would leave its jobs claimed, and re-queued after the lease: sent twice.
+        """
+        if self._task is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE_S)
+        except TimeoutError:
+            logger.warning("batch window round still running after %.0f s: cut off", STOP_GRACE_S)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+        self._task = None
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.tick(time.time())
             except Exception:  # one bad round (store or upstream down) must not end the loop
                 logger.exception("batch window round failed; trying again next interval")
-            await asyncio.sleep(self.config.batch.poll_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.config.batch.poll_interval_s)
 
     async def tick(self, now: float) -> None:
         """One round: release lapsed claims, send due batches, poll open ones."""
