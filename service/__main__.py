@@ -73,12 +73,12 @@ async def serve(
     settings: ServiceSettings,
     route_service: RouteService,
     watch: Path | None = None,
-    follow: tuple[RegistryWatch, float] | None = None,
+    follow: RegistryWatch | None = None,
 ) -> None:
     """Serve HTTP and gRPC until SIGTERM or SIGINT, then shut down gracefully.
 
     With ``watch`` and ``settings.watch_interval_s`` set, the bundle there is reloaded on change;
-    with ``follow`` (a registry alias and a poll interval > 0), the alias's new versions are.
+    with ``follow`` (a registry alias, its poll interval > 0), the alias's new versions are.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -105,8 +105,8 @@ async def serve(
     watcher = None
     if watch is not None and settings.watch_interval_s > 0:
         watcher = asyncio.create_task(route_service.watch(watch, settings.watch_interval_s))
-    elif follow is not None and follow[1] > 0:
-        watcher = asyncio.create_task(follow[0].run(route_service, follow[1]))
+    elif follow is not None and follow.interval_s > 0:
+        watcher = asyncio.create_task(follow.run(route_service))
     await asyncio.wait({stopping, http_task}, return_when=asyncio.FIRST_COMPLETED)
     logger.info("shutting down: health NOT_SERVING, gRPC grace %.1fs", settings.grace_seconds)
     await route_service.drain()
@@ -146,20 +146,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     follow = None
     if parsed is not None and parsed.alias is not None:
         workdir = Path(tempfile.mkdtemp(prefix="tierwise-registry-"))
-        follow = (RegistryWatch(registry_client(), settings.training.mlflow_tracking_uri,
-                                parsed, workdir), poll_interval(settings.service))
+        follow = RegistryWatch(registry_client(), settings.training.mlflow_tracking_uri, parsed,
+                               workdir, poll_interval(settings.service))
     try:
         return _run(service_settings, settings, ref, follow)
     finally:
         if follow is not None:
-            follow[0].close()
+            follow.close()
 
 
 def _run(service_settings: ServiceSettings, settings: Settings, ref: str,
-         follow: tuple[RegistryWatch, float] | None) -> int:
+         follow: RegistryWatch | None) -> int:
     try:
         if follow is not None:
-            path = follow[0].fetch_initial()
+            path = follow.fetch_initial()
         else:
             path = resolve_model(ref, settings.training.mlflow_tracking_uri)
         route_service = RouteService.from_path(
@@ -169,8 +169,8 @@ def _run(service_settings: ServiceSettings, settings: Settings, ref: str,
         logger.error("cannot serve %s: %s", ref, exc)
         return 1
     logger.info("serving %s from %s", route_service.manifest.model_version, path)
-    if follow is not None and follow[1] > 0:
-        logger.info("following %s: polling the registry every %.1fs", ref, follow[1])
+    if follow is not None and follow.interval_s > 0:
+        logger.info("following %s: polling the registry every %.1fs", ref, follow.interval_s)
     # a bundle materialised from the registry is a private copy: only watch a path given as such
     watch = path if RegistryRef.parse(ref) is None else None
     try:

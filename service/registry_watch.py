@@ -77,7 +77,8 @@ class RegistryWatch:
     """The alias being served: which version, where it was downloaded, and the poll loop."""
 
     def __init__(self, client: RegistryClient, tracking_uri: str, ref: RegistryRef,
-                 workdir: Path) -> None:
+                 workdir: Path, interval_s: float) -> None:
+        self.interval_s = interval_s  # 0: serve the version found at start, never poll
         self._client = client
         self._tracking_uri = tracking_uri
         self._ref = ref
@@ -104,10 +105,10 @@ class RegistryWatch:
         logger.info("materialised %s (version %s) into %s", self._ref, version, self.path)
         return self.path
 
-    async def run(self, service: RouteService, interval_s: float) -> None:
+    async def run(self, service: RouteService) -> None:
         """Poll every ``interval_s`` seconds until cancelled (``poll`` says what happens)."""
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(self.interval_s)
             await self.poll(service)
 
     async def poll(self, service: RouteService) -> bool:
