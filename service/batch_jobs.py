@@ -192,11 +192,16 @@ class JobStore(ABC):
 
     async def finish(self, job: Job, result: dict[str, Any] | None, error: str | None,
                      now: float) -> bool:
-        """Complete (``result``) or fail (``error``) a job not yet finished; False if it was."""
+        """Complete (``result``) or fail (``error``) a job not yet finished; False if it was.
+
+        The request body (the prompt) is dropped: it is not needed any more, and the traffic
+        store keeps prompts only where ``traffic.store_prompts`` allows.
+        """
         status = "completed" if result is not None else "failed"
         rows = await self._run(
             "UPDATE batch_jobs SET status = ?, result = ?, error = ?, finished_at = ?, "
-            "lease_until = 0 WHERE id = ? AND status IN ('queued', 'claimed', 'submitted') "
+            "lease_until = 0, request = '{}' "
+            "WHERE id = ? AND status IN ('queued', 'claimed', 'submitted') "
             "RETURNING id",
             (status, None if result is None else json.dumps(result), error, now, job.id),
         )

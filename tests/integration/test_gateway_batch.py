@@ -202,3 +202,14 @@ def test_two_replicas_on_one_store_never_submit_a_request_twice(
     for d in docs:
         record = record_of(gateways[0], d["decision_id"])
         assert record is not None and record.cost_usd == pytest.approx(LISTED / 2)
+
+
+def test_a_queued_request_is_sent_by_whichever_replica_sees_it_due(
+    make_batch_gateway: Any, batch_upstreams: Upstreams
+) -> None:
+    patient = make_batch_gateway({"max_requests": 2})  # would wait for a second request
+    job = submit(patient, "queued here", **NON_URGENT).json()["id"]
+    make_batch_gateway({"max_requests": 1})  # another replica (or a restart): the batch is full
+    doc = wait_done(patient, job)
+    assert doc["status"] == "completed" and strong(batch_upstreams).submitted == [job]
+

@@ -107,6 +107,7 @@ def test_sqlite_job_store_claims_each_job_once(tmp_path: Path) -> None:
             assert not await store.finish(leased[0], None, "late", now=13.0)  # finished once
             done = await store.get("tw-job-0", "t1")
             assert done is not None and done.status == "completed" and done.result == {"id": "x"}
+            assert done.request == {}  # the prompt is not kept once answered
             assert await store.get("tw-job-0", "another tenant") is None
         finally:
             await store.aclose()
