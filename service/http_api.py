@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import socket
 from http import HTTPStatus
@@ -13,8 +14,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router_model.errors import ModelNotReady, NotFound, PromptTooLarge, RouterError
@@ -179,12 +181,75 @@ def create_app(settings: ServiceSettings, route_service: RouteService) -> FastAP
     key = settings.admin_key
     app.state.admin_key = key.get_secret_value() if key is not None else None
     app.include_router(api)
+    _serve_route_directly(app)
     app.add_exception_handler(RouterError, _router_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _serve_route_directly(app: FastAPI) -> None:
+    """Put ``FastRoute`` in front of ``POST /v1/route``; the FastAPI route stays for OpenAPI."""
+    slow = next(r for r in api.routes if isinstance(r, Route) and r.endpoint is route)
+    app.router.routes.insert(0, Route("/v1/route", FastRoute(slow.app), methods=["POST"]))
+
+
+class FastRoute:
+    """``POST /v1/route`` without FastAPI's per-request dependency solving and body handling.
+
+    That machinery costs more than a hand-feature decision. A body sent as ``application/json``
+    that parses into ``RouteRequest`` is served here by the same code as the FastAPI route
+    (``route`` above); any other body goes to that route, so its error responses stay FastAPI's
+    word for word. Errors of the core propagate to the app's exception handlers either way.
+    """
+
+    def __init__(self, fallback: ASGIApp) -> None:
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body: nobody to answer
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        request = _route_request(scope, body)
+        if request is None:
+            await self.fallback(scope, _replay(body, receive), send)
+            return
+        service: RouteService = scope["app"].state.route_service
+        result = await service.route(convert.route_input_from_model(request), transport="http")
+        await _json(convert.route_response_model(result))(scope, receive, send)
+
+
+def _route_request(scope: Scope, body: bytes) -> schemas.RouteRequest | None:
+    """The request as FastAPI would validate it, or None when FastAPI should answer it."""
+    types = [v for k, v in scope["headers"] if k.lower() == b"content-type"]
+    if types != [b"application/json"]:
+        return None
+    try:
+        doc = json.loads(body)  # what starlette's Request.json() does
+        return schemas.RouteRequest.model_validate(doc) if isinstance(doc, dict) else None
+    except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError included
+        return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def _problem(doc: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -280,16 +345,7 @@ class BodyLimit:
                 await self._refuse(scope, receive, send, size)
                 return
             more = message.get("more_body", False)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
         exc = PromptTooLarge(f"request body has {size}+ bytes, limit {self.max_bytes}")
