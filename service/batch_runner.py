@@ -186,8 +186,8 @@ class BatchRunner:
         usage = body.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
             out = usage.get("completion_tokens")
-            n_in, n_out, source = usage["prompt_tokens"], out if isinstance(out, int) else 0, \
-                "upstream"
+            n_in, n_out = usage["prompt_tokens"], out if isinstance(out, int) else 0
+            source = "upstream"
         else:
             n_in, n_out = await asyncio.to_thread(_count, self.tokenizer, job, body)
             source = "estimated"

@@ -144,11 +144,12 @@ def _str(doc: dict[str, Any], key: str) -> str:
 
 
 def _reason(batch: dict[str, Any]) -> str:
-    errors = (batch.get("errors") or {}).get("data") if isinstance(batch.get("errors"), dict) \
-        else None
-    messages = [str(e.get("message")) for e in errors or [] if isinstance(e, dict)]
-    return f"upstream batch {batch.get('status')}" + (": " + "; ".join(messages) if messages
-                                                       else "")
+    """Why a whole batch ended without answers, with the upstream's own messages."""
+    errors = batch.get("errors")
+    data = errors.get("data") if isinstance(errors, dict) else None
+    messages = [str(e.get("message")) for e in data or [] if isinstance(e, dict)]
+    reason = f"upstream batch {batch.get('status')}"
+    return f"{reason}: {'; '.join(messages)}" if messages else reason
 
 
 def _line_error(line: dict[str, Any], status: Any, body: Any) -> str:

@@ -42,6 +42,8 @@ class FakeBatchUpstream(FakeUpstream):
     #: Every ``custom_id`` of every batch created, in order (a repeat is a double submission).
     submitted: list[str] = field(default_factory=list)
     lines: list[dict[str, Any]] = field(default_factory=list)
+    #: The ``authorization`` header of every upload and batch creation.
+    batch_auth: list[str] = field(default_factory=list)
 
     def app(self) -> Starlette:
         return Starlette(routes=[
@@ -58,8 +60,10 @@ class FakeBatchUpstream(FakeUpstream):
             store.clear()
         self.submitted.clear()
         self.lines.clear()
+        self.batch_auth.clear()
 
     async def upload(self, request: Request) -> Response:
+        self.batch_auth.append(request.headers.get("authorization", ""))
         if self.batch_mode == "upload_fail":
             return _error("upload storage is down", 500)
         head = f"content-type: {request.headers['content-type']}\r\n\r\n".encode()
@@ -76,6 +80,7 @@ class FakeBatchUpstream(FakeUpstream):
                              "bytes": len(parts["file"]), "created_at": int(time.time())})
 
     async def create_batch(self, request: Request) -> Response:
+        self.batch_auth.append(request.headers.get("authorization", ""))
         doc = await request.json()
         data = self.files.get(doc.get("input_file_id", ""))
         if data is None or doc.get("endpoint") != CHAT or doc.get("completion_window") != "24h":

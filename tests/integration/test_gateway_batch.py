@@ -20,6 +20,7 @@ from batch_support import (  # noqa: F401  (fixtures)
 from gateway_support import (  # noqa: F401  (fixtures)
     HARD,
     STRONG,
+    UPSTREAM_KEY,
     WEAK,
     Gateway,
     Upstreams,
@@ -83,7 +84,6 @@ def test_non_urgent_requests_go_out_as_one_batch_at_half_price(
     second = submit(gw, "Name a prime.", **NON_URGENT)
     with gw.http() as http:
         assert http.get(f"/v1/tierwise/jobs/{first['id']}").json()["status"] == "queued"
-    with gw.http() as http:
         third = http.post("/v1/chat/completions", headers={"x-tierwise-urgent": "false"},
                           json={"model": STRONG, "messages": [{"role": "user", "content": "2?"}]})
     assert second.status_code == third.status_code == 202
@@ -94,6 +94,7 @@ def test_non_urgent_requests_go_out_as_one_batch_at_half_price(
     assert sorted(up.submitted) == sorted(ids) and len(up.batches) == 1
     assert all(x["body"]["model"] == STRONG and "tierwise" not in x["body"] for x in up.lines)
     assert up.headers == []  # nothing went to the synchronous endpoint
+    assert up.batch_auth == [f"Bearer {UPSTREAM_KEY}"] * 2  # upload and create, with the tier's key
     answer = docs[0]["response"]
     assert answer["choices"][0]["message"]["content"] == "The answer is forty-two."
     info = answer["tierwise"]
