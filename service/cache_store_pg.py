@@ -294,9 +294,13 @@ async def _abandon(task: asyncio.Future[Any], conn: Conn) -> None:
 
 
 async def _connect(url: str) -> Conn:
+    # synchronous_commit off: a write returns before its WAL reaches disk; a server crash may
+    # lose the last cached answers (never corrupt the table), and a cache can afford that
     async with asyncio.timeout(CONNECT_S):
-        return await psycopg.AsyncConnection.connect(url, autocommit=True,
-                                                     connect_timeout=int(CONNECT_S))
+        return await psycopg.AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=int(CONNECT_S),
+            options="-c synchronous_commit=off",
+        )
 
 
 async def _create_table(conn: Conn) -> None:
