@@ -129,6 +129,8 @@ class RegistryWatch:
         if version == self._seen:
             return False
         self._seen, previous = version, self.version
+        if version == previous:  # back to the served version after a refused one
+            return False
         logger.info("%s moved from version %s to %s: reloading", self._ref, previous, version)
         try:
             path = await asyncio.to_thread(self._download, version)
@@ -139,8 +141,7 @@ class RegistryWatch:
             shutil.rmtree(self._dir(version), ignore_errors=True)
             return False
         self.version, self.path = version, path
-        # the old router is in memory: its files are not read again
-        if previous is not None and previous != version:
+        if previous is not None:  # the old router is in memory: its files are not read again
             shutil.rmtree(self._dir(previous), ignore_errors=True)
         return True
 

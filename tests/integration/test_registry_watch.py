@@ -5,7 +5,9 @@ start-up error. Real child process, real MLflow registry on a temp SQLite file.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from serve_process import run_serve, serving
 
 from router_model.artifact import read_bundle
 from router_model.settings import ServiceSettings
-from service.registry_watch import DEFAULT_POLL_S, RegistryRef, poll_interval
+from service.core import RouteService
+from service.registry_watch import DEFAULT_POLL_S, RegistryRef, RegistryWatch, poll_interval
 from training import registry
 
 NAME = "tiny_fast"
@@ -114,3 +117,42 @@ def test_a_registry_without_champion_is_a_clear_start_up_error(
     assert done.returncode == 1, done.stderr
     assert f"models:/{NAME}@champion: no such model or alias" in done.stderr
     assert registry.alias_version(uri, NAME, registry.CHAMPION) is None  # nothing changed
+
+
+@pytest.mark.slow
+def test_a_vanished_alias_or_refused_version_keeps_the_served_one(
+    fast_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry.log_and_register(uri, name=NAME, bundle_dir=fast_bundle, params={}, metrics={},
+                              alias=registry.CHAMPION)
+    watch = RegistryWatch(registry, uri, RegistryRef(NAME, registry.CHAMPION), tmp_path / "w",
+                          interval_s=1.0)
+    service = RouteService.from_path(ServiceSettings(), watch.fetch_initial())
+    first = service.manifest.model_version
+
+    async def scenario() -> list[bool]:
+        moved = []
+        mlflow.MlflowClient(uri).delete_registered_model_alias(NAME, registry.CHAMPION)
+        moved.append(await watch.poll(service))  # alias gone: nothing to load
+        moved.append(await watch.poll(service))  # ... logged once only
+        _promote(uri, _copy(fast_bundle, tmp_path / "bad", corrupt=True))  # version 2
+        moved.append(await watch.poll(service))  # refused
+        moved.append(await watch.poll(service))  # not fetched again
+        registry.set_alias(uri, NAME, registry.CHAMPION, "1")  # back to the served version:
+        moved.append(await watch.poll(service))  # nothing to download or reload
+        await service.aclose()
+        return moved
+
+    with caplog.at_level(logging.WARNING, logger="service.registry_watch"):
+        assert asyncio.run(scenario()) == [False] * 5
+    assert service.manifest.model_version == first and watch.version == "1"
+    assert caplog.text.count("alias not found") == 1
+    assert caplog.text.count("version 2 refused") == 1
+    scraped = service.metrics.render().decode()
+    assert 'tierwise_reloads_total{outcome="refused"} 1.0' in scraped
+    assert 'outcome="ok"' not in scraped  # never reloaded, not even the same version again
+    assert [p.name for p in (tmp_path / "w").iterdir()] == ["v1"]  # refused download removed
+    watch.close()
+    assert not (tmp_path / "w").exists()
