@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import cast
 
 import uvicorn
+import uvloop
 
 from router_model.errors import RouterError
 from router_model.logs import configure_logging
@@ -174,7 +175,9 @@ def _run(service_settings: ServiceSettings, settings: Settings, ref: str,
     # a bundle materialised from the registry is a private copy: only watch a path given as such
     watch = path if RegistryRef.parse(ref) is None else None
     try:
-        asyncio.run(serve(service_settings, route_service, watch, follow))
+        # uvloop: asyncio's API on libuv, ~0.2-0.3 ms less per HTTP request (bench_router.py)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(service_settings, route_service, watch, follow))
     except OSError as exc:
         logger.error("cannot listen: %s", exc)
         return 1
