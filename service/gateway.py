@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
@@ -179,7 +180,9 @@ async def chat_completions(
 
 
 @api.get("/v1/tierwise/jobs/{job_id}", dependencies=client)
-async def batch_job(job_id: str, request: Request, window: BatchWindowDep) -> dict[str, Any]:
+async def batch_job(
+    job_id: Annotated[str, Path(max_length=64)], request: Request, window: BatchWindowDep
+) -> dict[str, Any]:
     """A non-urgent request's job (the caller's own only): its status, then its answer."""
     return await window.job(job_id, request.headers)
 
@@ -304,6 +307,7 @@ def create_gateway_app(config: GatewayConfig, options: GatewayOptions) -> FastAP
     app.include_router(api)
     app.add_exception_handler(RouterError, _error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _path_error)
     app.add_exception_handler(Exception, _error)
     app.add_middleware(GatewayBodyLimit, max_bytes=config.limits.max_body_bytes)
     return app
@@ -329,6 +333,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = "not_found" if exc.status_code == 404 else "http_error"
     return _envelope_response(exc.status_code, envelope(str(exc.detail), exc.status_code,
                                                          code=code), request.app)
+
+
+async def _path_error(request: Request, exc: Exception) -> Response:
+    """A path parameter out of shape (the only thing FastAPI validates here) names nothing: 404."""
+    return _envelope_response(404, envelope(f"no such resource: {request.url.path[:120]}", 404,
+                                            code="not_found"), request.app)
 
 
 class GatewayBodyLimit(BodyLimit):

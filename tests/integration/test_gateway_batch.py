@@ -137,6 +137,8 @@ def test_requests_that_cannot_be_batched(make_batch_gateway: Any) -> None:
         assert urgent.status_code == 200 and "x-tierwise-batch" not in urgent.headers
         missing = http.get("/v1/tierwise/jobs/tw-job-nope")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        too_long = http.get("/v1/tierwise/jobs/" + "x" * 100)
+        assert too_long.status_code == 404 and too_long.json()["error"]["code"] == "not_found"
     job = submit(gw, "mine", **NON_URGENT).json()["id"]
     with gw.http("tw-client-key-2") as other:
         assert other.get(f"/v1/tierwise/jobs/{job}").status_code == 404
