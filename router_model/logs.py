@@ -12,7 +12,7 @@ import json
 import logging
 import queue
 from logging.handlers import QueueHandler, QueueListener
-from typing import Any
+from typing import IO, Any
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -66,9 +66,14 @@ class BackgroundHandler(QueueHandler):
         super().close()
 
 
-def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
-    """Configure the root logger once (idempotent: replaces earlier handlers)."""
-    target = logging.StreamHandler()
+def configure_logging(
+    fmt: str = "text", level: str = "INFO", stream: IO[str] | None = None
+) -> None:
+    """Configure the root logger once (idempotent: replaces earlier handlers).
+
+    Records go to ``stream``, standard error by default.
+    """
+    target = logging.StreamHandler(stream)
     if fmt == "json":
         target.setFormatter(JsonFormatter())
     else:
