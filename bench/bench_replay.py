@@ -67,7 +67,8 @@ def split_rows(rows: list[LabeledRow], n: int, seed: int) -> tuple[list[LabeledR
     return replayed, base, [rows[i] for i in eval_idx]
 
 
-def train_champion(reference: Path, base: Path, tmp: Path, env: dict[str, str]) -> Path:
+def train_champion(reference: Path, base: Path, tmp: Path, env: dict[str, str],
+                   seed: int) -> Path:
     """``reference``'s recipe trained by ``tierwise train`` on ``base`` only; the bundle path."""
     manifest = read_bundle(reference)[0]
     tiers = tmp / "tiers.yaml"
@@ -78,7 +79,7 @@ def train_champion(reference: Path, base: Path, tmp: Path, env: dict[str, str]) 
               "--feature-set", manifest.feature_set, "--estimator", manifest.estimator,
               "--tolerance", str(manifest.label_rule.tolerance), "--models-dir",
               str(tmp / "models"), "--reports-dir", str(tmp / "reports"), "--no-register",
-              "--no-cache"], env)
+              "--no-cache", "--seed", str(seed)], env)
     return tmp / "models" / manifest.name
 
 
@@ -198,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"({', '.join(p.name for p in args.data)}): {len(replayed)} replayed, "
              f"{len(base)} base, {len(frozen)} frozen eval; {os.cpu_count()} CPUs")
         start = time.perf_counter()
-        champion = train_champion(args.model, tmp / "base.jsonl", tmp, quiet)
+        champion = train_champion(args.model, tmp / "base.jsonl", tmp, quiet, args.seed)
         cm = read_bundle(champion)[0]
         name = cm.name
         emit(f"champion: {cm.estimator} on the base rows, trained in "
