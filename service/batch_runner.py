@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from prometheus_client import CollectorRegistry, Counter
 
 from router_model.encoder import word_piece_ids
 from router_model.errors import UpstreamError
@@ -32,6 +33,21 @@ logger = logging.getLogger(__name__)
 
 #: How long a stopping replica lets its current round finish before cutting it off.
 STOP_GRACE_S = 30.0
+
+
+class BatchMetrics:
+    """The batch window's counters, on the gateway's registry (each replica counts its own)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.jobs = Counter(
+            "tierwise_gateway_batch_jobs", "Non-urgent requests by step: queued (this replica "
+            "took it), submitted, completed, failed (this replica settled it).", ["step"],
+            registry=registry,
+        )
+        self.saved = Counter(
+            "tierwise_gateway_batch_saved_usd", "USD the batch discount saved on completed jobs.",
+            registry=registry,
+        )
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,7 @@ class BatchRunner:
     traffic: TrafficStore
     apis: Mapping[str, BatchApi]
     tokenizer: Any
+    metrics: BatchMetrics
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
@@ -124,6 +141,7 @@ class BatchRunner:
                 await self._fail(job, f"the batch could not be submitted: {exc}")
             return
         moved = await self.jobs.submitted(token, batch_id)
+        self.metrics.jobs.labels("submitted").inc(moved)
         logger.info("batch %s sent to tier %s with %d jobs", batch_id, tier.name, moved)
 
     async def _poll(self, batch_id: str, tier_name: str, now: float) -> None:
@@ -166,11 +184,14 @@ class BatchRunner:
             "batch_saved_usd": price.levers["batch"],
         }
         if await self.jobs.finish(job, result, None, time.time()):
+            self.metrics.jobs.labels("completed").inc()
+            self.metrics.saved.inc(price.levers["batch"])
             await self._commit(record)
 
     async def _fail(self, job: Job, error: str) -> None:
         record = self._record(job, None, 502, Price(0, 0, "upstream", 0.0, 0.0, {}))
         if await self.jobs.finish(job, None, error, time.time()):
+            self.metrics.jobs.labels("failed").inc()
             await self._commit(record)
 
     def _tier(self, name: str) -> TierConfig:

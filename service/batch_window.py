@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from router_model.errors import InvalidPrompt, NotFound
 from router_model.router import prompt_digest
 from service.batch_jobs import Job, JobStore
+from service.batch_runner import BatchMetrics
 from service.chat import ChatMessage, scored_text
 from service.completions import Completions, Plan
 from service.gateway_config import GatewayConfig, TierConfig
@@ -83,6 +84,7 @@ class BatchWindow:
     config: GatewayConfig
     jobs: JobStore | None
     completions: Completions
+    metrics: BatchMetrics
 
     def batch_tiers(self) -> dict[str, TierConfig]:
         """The tiers with a batch price, by name (none while the window is off)."""
@@ -125,6 +127,7 @@ class BatchWindow:
             draft=self._draft(body, plan, scored, features, trimmed),
         )
         await self.jobs.add(job)
+        self.metrics.jobs.labels("queued").inc()
         logger.info("job %s queued for tier %s (decision %s)", job.id, tier.name,
                     plan.decision_id)
         return Deferral(JSONResponse(

@@ -30,7 +30,7 @@ from router_model.records import FeedbackRecord
 from router_model.settings import DEFAULT_BUNDLE, ServiceSettings
 from service.ab import Arm, ArmAssigner
 from service.batch_jobs import JobStore, open_job_store
-from service.batch_runner import BatchRunner, batch_apis
+from service.batch_runner import BatchMetrics, BatchRunner, batch_apis
 from service.batch_window import FALLBACK_HEADER, BatchWindow, maybe_non_urgent
 from service.completions import Completions
 from service.decisions import DecisionSource, LocalDecisions
@@ -264,8 +264,10 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             completions = Completions(config, decisions, arm_assigner(config), store,
                                       app.state.metrics, pool, tokenizer, cache)
             stack.push_async_callback(completions.aclose)
-            jobs = await _batch_runner(config, options, stack, store, http, tokenizer)
-            app.state.batch_window = BatchWindow(config, jobs, completions)
+            batch_metrics: BatchMetrics = app.state.batch_metrics
+            jobs = await _batch_runner(config, options, stack, store, http, tokenizer,
+                                       batch_metrics)
+            app.state.batch_window = BatchWindow(config, jobs, completions, batch_metrics)
             app.state.completions = completions
             logger.info("gateway ready: %d tiers, traffic in %s", len(config.tiers),
                         config.traffic.url.split("@")[-1])
@@ -277,7 +279,7 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
 
 async def _batch_runner(
     config: GatewayConfig, options: GatewayOptions, stack: AsyncExitStack, store: TrafficStore,
-    http: httpx.AsyncClient, tokenizer: Any,
+    http: httpx.AsyncClient, tokenizer: Any, metrics: BatchMetrics,
 ) -> JobStore | None:
     """When the batch window is on: open its job store and start this replica's runner."""
     if not config.batch.enabled:
@@ -286,7 +288,7 @@ async def _batch_runner(
     await jobs.start()
     stack.push_async_callback(jobs.aclose)
     runner = BatchRunner(config, jobs, store, batch_apis(config, options.upstream_keys, http),
-                         tokenizer)
+                         tokenizer, metrics)
     runner.start()
     stack.push_async_callback(runner.aclose)
     return jobs
@@ -303,6 +305,7 @@ def create_gateway_app(config: GatewayConfig, options: GatewayOptions) -> FastAP
     app.state.config = config
     app.state.options = options
     app.state.metrics = GatewayMetrics()
+    app.state.batch_metrics = BatchMetrics(app.state.metrics.registry)
     app.state.completions = app.state.batch_window = None
     app.include_router(api)
     app.add_exception_handler(RouterError, _error)

@@ -106,6 +106,13 @@ def test_non_urgent_requests_go_out_as_one_batch_at_half_price(
     assert record.cost_usd == pytest.approx(LISTED / 2)
     assert record.top_tier_cost_usd == pytest.approx(LISTED)
     assert record.levers == {"batch": pytest.approx(LISTED / 2)}
+    with gw.http(None) as http:
+        metrics = http.get("/metrics").text
+    for step in ("queued", "submitted", "completed"):
+        assert f'tierwise_gateway_batch_jobs_total{{step="{step}"}} 3.0' in metrics
+    saved = next(row for row in metrics.splitlines()
+                 if row.startswith("tierwise_gateway_batch_saved_usd_total "))
+    assert float(saved.split()[-1]) == pytest.approx(3 * LISTED / 2)
 
 
 def test_routed_request_is_batched_on_the_routers_tier(
