@@ -72,8 +72,13 @@ _CONFIRM = (
 )
 _NEW_ROWS = (
     f"SELECT key, scope, embedding, created_at FROM {TABLE} WHERE embedding IS NOT NULL "
-    "AND created_at > %s AND expires_at > now() AND key <> ALL(%s::text[]) ORDER BY created_at"
+    "AND created_at > %s AND expires_at > now() AND key <> ALL(%s::text[]) "
+    "ORDER BY created_at LIMIT %s"
 )
+#: Rows per refresh query: a large table fills the mirror in pages, each within the timeout.
+PAGE = 2000
+#: Entries waiting to be written (past it new ones are dropped and counted), and per round trip.
+WRITE_QUEUE, WRITE_BATCH = 10_000, 500
 _LIVE_KEYS = f"SELECT key FROM {TABLE} WHERE embedding IS NOT NULL AND expires_at > now()"
 _SWEEP = (
     f"DELETE FROM {TABLE} WHERE expires_at <= now()",
@@ -93,17 +98,20 @@ class PostgresCacheStore:
         self._settings = settings
         self._url = settings.url
         self._on_error = on_error
-        #: Lookups and writes share one connection (statements of a few hundred µs);
-        #: the refresh and the sweep use their own, so they never queue before a lookup.
+        #: Lookups have a connection of their own (statements of a few hundred µs), so do
+        #: the writer and the background refresh and sweep: neither queues before a lookup.
         self._conn: Conn | None = None
         self._bg: Conn | None = None
+        self._wconn: Conn | None = None
+        self._lookup_lock = asyncio.Lock()
+        self._writes: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(WRITE_QUEUE)
+        self._writer: asyncio.Task[None] | None = None
         self._index = VectorIndex()
         self._recent: dict[str, datetime] = {}
         self._since = _EPOCH
         self._swept = 0.0
         self._down = False
         self._task: asyncio.Task[None] | None = None
-        self._writes: set[asyncio.Task[Any]] = set()
         self._abandoned: set[asyncio.Future[Any]] = set()
 
     def __len__(self) -> int:
@@ -117,23 +125,27 @@ class PostgresCacheStore:
         """
         await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="cache-store-refresh")
+        self._task.add_done_callback(_report_crash)
+        self._writer = asyncio.create_task(self._write_loop(), name="cache-store-writer")
+        self._writer.add_done_callback(_report_crash)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
         await self.flush()
+        for task in (self._task, self._writer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._writer = None
         if self._abandoned:  # statements a hung server never answered: do not wait for long
             await asyncio.wait(list(self._abandoned), timeout=CONNECT_S)
-        for conn in (self._conn, self._bg):
+        for conn in (self._conn, self._bg, self._wconn):
             if conn is not None:
                 await conn.close()
-        self._conn = self._bg = None
+        self._conn = self._bg = self._wconn = None
 
     async def flush(self) -> None:
-        while self._writes:
-            await asyncio.gather(*list(self._writes), return_exceptions=True)
+        if self._writer is not None and not self._writer.done():  # else nothing would write
+            await self._writes.join()
 
     async def exact(self, key: CacheKey) -> Stored | None:
         rows = await self._query("lookup", _EXACT, (key.exact,))
@@ -165,9 +177,32 @@ class PostgresCacheStore:
         blob = vector.astype("<f4").tobytes() if vector is not None else None
         params = (key.exact, key.scope, Json(stored.doc), stored.cost_usd, stored.tier, blob,
                   self._settings.ttl_s)
-        task = asyncio.get_running_loop().create_task(self._query("store", _UPSERT, params))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        try:
+            self._writes.put_nowait(params)
+        except asyncio.QueueFull:
+            self._failed("store", "write queue full")
+
+    async def _write_loop(self) -> None:
+        """Write queued entries in batches (one round trip each) on the writer's connection."""
+        while True:
+            batch = [await self._writes.get()]
+            while len(batch) < WRITE_BATCH and not self._writes.empty():
+                batch.append(self._writes.get_nowait())
+            try:
+                if self._wconn is None or self._wconn.closed or self._wconn.broken:
+                    self._wconn = await _connect(self._url)
+                async with asyncio.timeout(max(self._settings.timeout_s, CONNECT_S)):
+                    async with self._wconn.cursor() as cur:
+                        await cur.executemany(_UPSERT, batch)
+            except _ERRORS as exc:
+                for _ in batch:
+                    self._failed("store", exc)
+                if self._wconn is not None:
+                    await _close(self._wconn)
+                self._wconn = None
+            finally:
+                for _ in batch:
+                    self._writes.task_done()
 
     async def _query(
         self, op: str, sql: str, params: Sequence[Any]
@@ -178,13 +213,25 @@ class PostgresCacheStore:
         cancellation of a running statement by asking the server to cancel it, for up to 10 s,
         and a hung server would hold the request that long; here that happens in the background.
         """
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
+        if not self.connected:
             self._failed(op, "not connected")
             return None
-        task = asyncio.ensure_future(_rows(conn, sql, params))
         limit = self._settings.timeout_s
-        done, _ = await asyncio.wait({task}, timeout=limit)
+        try:  # a burst of lookups waits here: being busy is a miss, not a broken connection
+            async with asyncio.timeout(limit):
+                await self._lookup_lock.acquire()
+        except TimeoutError:
+            self._on_error(op)
+            return None
+        try:
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:  # dropped while this one waited
+                self._failed(op, "not connected")
+                return None
+            task = asyncio.ensure_future(_rows(conn, sql, params))
+            done, _ = await asyncio.wait({task}, timeout=limit)
+        finally:
+            self._lookup_lock.release()
         error = task.exception() if done else TimeoutError(f"no answer within {limit} s")
         if error is None:
             return task.result()
@@ -242,17 +289,21 @@ class PostgresCacheStore:
             logger.info("response cache (PostgreSQL): reachable again")
 
     async def _refresh(self, conn: Conn) -> None:
-        async with asyncio.timeout(max(self._settings.timeout_s, CONNECT_S)):
-            cur = await conn.execute(_NEW_ROWS, (self._since, list(self._recent)))
-            rows = await cur.fetchall()
-        for key, scope, blob, created in rows:
-            vector = np.frombuffer(blob, dtype="<f4")
-            if vector.shape == (EMBEDDING_DIM,) and key not in self._index:
-                self._index.add(key, scope_id(scope), vector)
-            self._recent[key] = created
-        if rows:
-            self._since = max(self._since, rows[-1][3] - LOOKBACK)
-            self._recent = {k: t for k, t in self._recent.items() if t > self._since}
+        """Pull rows created since the last pull (minus ``LOOKBACK``), a page at a time."""
+        while True:
+            async with asyncio.timeout(max(self._settings.timeout_s, CONNECT_S)):
+                cur = await conn.execute(_NEW_ROWS, (self._since, list(self._recent), PAGE))
+                rows = await cur.fetchall()
+            for key, scope, blob, created in rows:
+                vector = np.frombuffer(blob, dtype="<f4")
+                if vector.shape == (EMBEDDING_DIM,) and key not in self._index:
+                    self._index.add(key, scope_id(scope), vector)
+                self._recent[key] = created
+            if rows:
+                self._since = max(self._since, rows[-1][3] - LOOKBACK)
+                self._recent = {k: t for k, t in self._recent.items() if t > self._since}
+            if len(rows) < PAGE:
+                return
 
     async def sweep(self) -> None:
         """Delete expired rows and the oldest past ``max_entries`` (one replica at a time),
@@ -281,6 +332,13 @@ class PostgresCacheStore:
 async def _rows(conn: Conn, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     cur = await conn.execute(sql, params)
     return await cur.fetchall() if cur.description is not None else []
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """Log the background loop's end unless it was cancelled (the mirror stops refreshing)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("response cache (PostgreSQL): background refresh stopped",
+                     exc_info=task.exception())
 
 
 async def _abandon(task: asyncio.Future[Any], conn: Conn) -> None:

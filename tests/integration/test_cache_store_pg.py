@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from gateway_support import postgres_url_fixture  # noqa: F401  (fixture)
 
-from router_model.encoder import SentenceEncoder
-from service.cache_store_pg import TABLE, PostgresCacheStore
+from router_model.encoder import EMBEDDING_DIM, SentenceEncoder
+from service.cache_store_pg import PAGE, TABLE, PostgresCacheStore
 from service.semantic_cache import CacheSettings, ResponseCache
 
 QUESTION = "What is the capital of France?"
@@ -160,3 +161,34 @@ def rows(url: str) -> int:
         found = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
     assert found is not None
     return int(found[0])
+
+
+def test_a_replica_started_later_mirrors_every_row(postgres_url: str) -> None:
+    """The start fills the mirror from the table in pages (here one more row than a page)."""
+    rng = np.random.default_rng(0)
+    n = PAGE + 1
+    vectors = rng.standard_normal((n, EMBEDDING_DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    settings = CacheSettings(url=postgres_url, refresh_s=300.0, max_entries=n)
+
+    async def main() -> tuple[int, Any]:
+        a = ResponseCache(settings, encoder=None)
+        await a.start()
+        keys = []
+        for i, vector in enumerate(vectors):
+            key = a.key(body(f"question {i}"), "t", "weak")
+            key.vector = vector
+            a.store(key, answer(f"answer {i}"), 0.0, "weak")
+            keys.append(key)
+        await a.aclose()
+        late = ResponseCache(settings, encoder=None)
+        await late.start()
+        try:
+            probe = late.key(body("another wording"), "t", "weak")
+            return len(late), await late.backend.nearest(probe, vectors[-1])
+        finally:
+            await late.aclose()
+
+    mirrored, nearest = asyncio.run(main())
+    assert mirrored == n
+    assert nearest is not None and nearest[0].doc == answer(f"answer {n - 1}")
