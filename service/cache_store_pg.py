@@ -8,6 +8,11 @@ the oldest past ``max_entries``; between sweeps the table may hold a little more
 write, so eviction is oldest-first rather than least recently used. All times are the database
 server's, so replicas' clocks never disagree about expiry. See ``service.semantic_cache`` for why
 PostgreSQL without pgvector, and for what replicas see when.
+
+Three connections per replica: lookups (one statement at a time, each bounded by ``timeout_s``;
+a failed one is dropped and the background loop reopens it within ``refresh_s``, lookups missing
+meanwhile), the writer (a bounded queue written in batches, one round trip each), and the
+background refresh and sweep. Measured lookup costs: ``bench/bench_cache_store.py``.
 """
 
 from __future__ import annotations
@@ -98,8 +103,8 @@ class PostgresCacheStore:
         self._settings = settings
         self._url = settings.url
         self._on_error = on_error
-        #: Lookups have a connection of their own (statements of a few hundred µs), so do
-        #: the writer and the background refresh and sweep: neither queues before a lookup.
+        #: Lookups (statements of a few hundred µs), the writer and the background refresh and
+        #: sweep each have a connection: neither of the others queues before a lookup.
         self._conn: Conn | None = None
         self._bg: Conn | None = None
         self._wconn: Conn | None = None
