@@ -5,6 +5,11 @@ submitting them), (2) for each tier with a batch price, when its oldest queued j
 ``window_s`` or ``max_requests`` are waiting, claims them and sends one batch file, and (3) polls
 the open batches no other replica is polling. A finished job's result (or error) is written to the
 job store first, then its ``TrafficRecord`` (cost at the discounted price) to the traffic store.
+
+Delivery limits: a replica that dies after creating an upstream batch but before recording it
+leaves its jobs claimed; after ``lease_s`` they are queued again and sent a second time (the
+Batch API has no idempotency key). A replica that dies between settling a job and committing its
+traffic record loses that record (never duplicates it). Finished jobs stay in the table.
 """
 
 from __future__ import annotations

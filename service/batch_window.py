@@ -5,7 +5,9 @@ A request is non-urgent with ``{"tierwise": {"urgent": false}}`` in its body or 
 the batch window is on and the chosen tier has a ``batch_discount``, it is queued in the job store
 and answered 202 with a job id, else it is answered synchronously (marked ``x-tierwise-batch``).
 A non-urgent stream is a contradiction and refused (400). ``service.batch_runner`` sends queued
-jobs upstream and writes their results back.
+jobs upstream and writes their results back. Deferred requests skip the response cache. A
+non-urgent request whose routed tier has no batch price is routed again by ``Completions.handle``
+(a second decision, the one recorded): the price of not holding the plan across the two paths.
 """
 
 from __future__ import annotations
