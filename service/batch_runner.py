@@ -3,13 +3,15 @@
 Every ``poll_interval_s`` a replica (1) re-queues jobs whose claim lapsed (a replica died before
 submitting them), (2) for each tier with a batch price, when its oldest queued job has waited
 ``window_s`` or ``max_requests`` are waiting, claims them and sends one batch file, and (3) polls
-the open batches no other replica is polling. A finished job's result (or error) is written to the
-job store first, then its ``TrafficRecord`` (cost at the discounted price) to the traffic store.
+the open batches no other replica is polling. When a job finishes, its ``TrafficRecord`` (cost at
+the discounted price) is committed first, then its result (or error) to the job store, so a
+client that sees a finished job finds its record.
 
 Delivery limits: a replica that dies after creating an upstream batch but before recording it
 leaves its jobs claimed; after ``lease_s`` they are queued again and sent a second time (the
-Batch API has no idempotency key). A replica that dies between settling a job and committing its
-traffic record loses that record (never duplicates it). Finished jobs stay in the table.
+Batch API has no idempotency key). A replica that dies between committing a job's record and
+finishing the job leaves it open: the next poll settles it again (the record is not written
+twice). Finished jobs stay in the table.
 """
 
 from __future__ import annotations
@@ -188,16 +190,16 @@ class BatchRunner:
             "top_tier_cost_usd": price.top_tier_cost_usd, "savings_usd": record.savings_usd,
             "batch_saved_usd": price.levers["batch"],
         }
+        await self._commit(record)
         if await self.jobs.finish(job, result, None, time.time()):
             self.metrics.jobs.labels("completed").inc()
             self.metrics.saved.inc(price.levers["batch"])
-            await self._commit(record)
 
     async def _fail(self, job: Job, error: str) -> None:
         record = self._record(job, None, 502, Price(0, 0, "upstream", 0.0, 0.0, {}))
+        await self._commit(record)
         if await self.jobs.finish(job, None, error, time.time()):
             self.metrics.jobs.labels("failed").inc()
-            await self._commit(record)
 
     def _tier(self, name: str) -> TierConfig:
         return next(t for t in self.config.tiers if t.name == name)
@@ -240,8 +242,14 @@ class BatchRunner:
         )
 
     async def _commit(self, record: TrafficRecord) -> None:
+        """Commit a settled job's record once, before the job shows as finished.
+
+        Why the lookup: a replica that died after this commit but before finishing the job
+        leaves it open; the next poll settles it again and must not record it twice.
+        """
         try:
-            await self.traffic.record(record)
+            if await self.traffic.get(record.decision_id) is None:
+                await self.traffic.record(record)
         except Exception:  # the job's answer is stored either way; the lost record is logged
             logger.exception("traffic record %s of a batch job was not committed",
                              record.decision_id)

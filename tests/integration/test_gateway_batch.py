@@ -223,3 +223,27 @@ def test_a_queued_request_is_sent_by_whichever_replica_sees_it_due(
     doc = wait_done(patient, job)
     assert doc["status"] == "completed" and strong(batch_upstreams).submitted == [job]
 
+
+
+def test_estimated_usage_and_trimming_are_priced_like_answered_requests(
+    make_batch_gateway: Any, batch_upstreams: Upstreams
+) -> None:
+    up = strong(batch_upstreams)
+    up.send_usage = False  # the answer carries no usage: the router's tokenizer counts it
+    gw = make_batch_gateway({"max_requests": 1})
+    system = {"role": "system", "content": "Answer in one short sentence, please."}
+    job = submit(gw, "Name a prime.", tierwise={"urgent": False, "trim": True},
+                 messages=[system, system, {"role": "user", "content": "Name a prime."}])
+    doc = wait_done(gw, job.json()["id"])
+    assert doc["status"] == "completed"
+    assert [m["role"] for m in up.lines[0]["body"]["messages"]] == ["system", "user"]
+    info = doc["response"]["tierwise"]
+    assert info["usage_source"] == "estimated" and info["trimmed_tokens"] > 0
+    record = record_of(gw, doc["decision_id"])
+    assert record is not None and record.usage_source == "estimated"
+    n_in, n_out, cut = record.input_tokens, record.output_tokens, info["trimmed_tokens"]
+    listed = (n_in * 10.0 + n_out * 30.0) / 1e6
+    assert n_in > 0 and n_out > 0 and record.cost_usd == pytest.approx(listed / 2)
+    assert record.levers == {"batch": pytest.approx(listed / 2),
+                             "trim": pytest.approx(cut * 10.0 / 1e6)}
+    assert record.top_tier_cost_usd == pytest.approx(((n_in + cut) * 10.0 + n_out * 30.0) / 1e6)
