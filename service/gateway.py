@@ -264,10 +264,9 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             completions = Completions(config, decisions, arm_assigner(config), store,
                                       app.state.metrics, pool, tokenizer, cache)
             stack.push_async_callback(completions.aclose)
-            batch_metrics: BatchMetrics = app.state.batch_metrics
-            jobs = await _batch_runner(config, options, stack, store, http, tokenizer,
-                                       batch_metrics)
-            app.state.batch_window = BatchWindow(config, jobs, completions, batch_metrics)
+            jobs = await _batch_runner(app, stack, store, http, tokenizer)
+            app.state.batch_window = BatchWindow(config, jobs, completions,
+                                                 app.state.batch_metrics)
             app.state.completions = completions
             logger.info("gateway ready: %d tiers, traffic in %s", len(config.tiers),
                         config.traffic.url.split("@")[-1])
@@ -278,17 +277,19 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
 
 
 async def _batch_runner(
-    config: GatewayConfig, options: GatewayOptions, stack: AsyncExitStack, store: TrafficStore,
-    http: httpx.AsyncClient, tokenizer: Any, metrics: BatchMetrics,
+    app: FastAPI, stack: AsyncExitStack, store: TrafficStore, http: httpx.AsyncClient,
+    tokenizer: Any,
 ) -> JobStore | None:
     """When the batch window is on: open its job store and start this replica's runner."""
+    config: GatewayConfig = app.state.config
+    options: GatewayOptions = app.state.options
     if not config.batch.enabled:
         return None
     jobs = open_job_store(config.traffic.url)
     await jobs.start()
     stack.push_async_callback(jobs.aclose)
     runner = BatchRunner(config, jobs, store, batch_apis(config, options.upstream_keys, http),
-                         tokenizer, metrics)
+                         tokenizer, app.state.batch_metrics)
     runner.start()
     stack.push_async_callback(runner.aclose)
     return jobs
