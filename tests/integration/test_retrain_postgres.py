@@ -7,8 +7,6 @@ Skips when TIERWISE_TEST_POSTGRES_URL is unset (``gateway_support.postgres_url``
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,11 @@ from gateway_support import (  # noqa: F401  (fixtures)
 )
 
 from router_model.artifact import read_bundle
+from router_model.errors import InvalidData
 from training import registry
 from training.data import read_labeled
 from training.replay import replay
+from training.retrain import RetrainConfig, run_retrain
 from training.retrain import main as retrain_main
 from training.traffic import DEFAULT_ADEQUATE, TrafficLabels, label_traffic, read_decisions
 
@@ -42,16 +42,6 @@ def _labels(url: str, bundle: Path) -> TrafficLabels:
 def _by_prompt(t: TrafficLabels) -> dict[str, tuple[int, list[float], list[float]]]:
     return {k: (int(t.labels[i]), t.scores[i].tolist(), t.X[i].tolist())
             for i, k in enumerate(t.prompt_sha256)}
-
-
-@pytest.fixture(name="restore_logging")
-def restore_logging_fixture() -> Iterator[None]:
-    """``main`` configures the root logger (its handler writes to the captured stderr)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_postgres_store_reads_back_what_the_gateway_wrote(
@@ -81,7 +71,6 @@ def test_postgres_store_reads_back_what_the_gateway_wrote(
 
 def test_retrain_on_a_postgres_store_without_labels_changes_nothing(
     postgres_url: str, make_gateway: Any, fast_bundle: Path, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str], restore_logging: None,
 ) -> None:
     gw = make_gateway(fast_bundle, traffic={"url": postgres_url, "store_prompts": False})
     with gw.http() as client:  # answered and recorded, but nobody sent feedback
@@ -93,10 +82,14 @@ def test_retrain_on_a_postgres_store_without_labels_changes_nothing(
     registry.log_and_register(uri, name="tiny_fast", bundle_dir=fast_bundle, params={},
                               metrics={}, alias=registry.CHAMPION)
     out = tmp_path / "rt"
-    code = retrain_main(["--db", postgres_url, "--name", "tiny_fast", "--out", str(out),
-                         "--tracking-uri", uri, "--base-data", str(DATA)])
-    assert code == 2
-    assert "traffic store has no labeled rows to learn from" in capsys.readouterr().err
+    assert retrain_main(["--db", postgres_url, "--name", "tiny_fast", "--out", str(out),
+                         "--tracking-uri", uri, "--base-data", str(DATA)]) == 2
+    cfg = RetrainConfig(
+        db=postgres_url, name="tiny_fast", tracking_uri=uri, out=out, base_data=(DATA,),
+        eval_data=None, since=None, traffic_weight=2.0, adequate=DEFAULT_ADEQUATE, margin=0.005,
+        max_slowdown=1.5, holdout_fraction=0.2, bundle_out=None, estimator=None, seed=0)
+    with pytest.raises(InvalidData, match="traffic store has no labeled rows to learn from"):
+        run_retrain(cfg)  # the message main logs before exiting 2
     assert not out.exists()
     assert registry.alias_version(uri, "tiny_fast", registry.CHALLENGER) is None
     assert registry.alias_version(uri, "tiny_fast", registry.CHAMPION) == "1"
