@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import logging
 import os
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from protos.tierwise.v1 import router_pb2 as pb  # noqa: E402
 from protos.tierwise.v1 import router_pb2_grpc  # noqa: E402
 from router_model.encoder import MAX_TOKENS, truncate_ids, word_piece_ids  # noqa: E402
 from router_model.features import featurize, hand_features  # noqa: E402
+from router_model.logs import configure_logging  # noqa: E402
 from router_model.router import ComplexityRouter  # noqa: E402
 from router_model.settings import DATA_DIR, ServiceSettings  # noqa: E402
 from service.core import RouteInput, RouteService, load_router  # noqa: E402
@@ -130,10 +132,8 @@ def floor_fn(router: ComplexityRouter, prompts: list[str]) -> Callable[[int], No
 def paired_s(
     service: RouteService, prompts: list[str], n: int, baseline: Callable[[int], None]
 ) -> tuple[list[float], list[float]]:
-    """Seconds of ``baseline(k)`` and of ``RouteService.route`` on the same prompt, interleaved.
-
-    Interleaving makes both see the same machine load, which on shared cores drifts by more than
-    the difference being measured.
+    """Seconds of ``baseline(k)`` and of ``RouteService.route`` on the same prompt, interleaved
+    so that both see the same machine load (on shared cores it drifts more than the difference).
     """
 
     async def run() -> tuple[list[float], list[float]]:
@@ -143,9 +143,8 @@ def paired_s(
             baseline(k)
             t1 = time.perf_counter()
             await service.route(RouteInput(prompt=prompts[k % len(prompts)]), transport="bench")
-            t2 = time.perf_counter()
             base.append(t1 - t0)
-            served.append(t2 - t1)
+            served.append(time.perf_counter() - t1)
         return base[5:], served[5:]
 
     return asyncio.run(run())
@@ -201,11 +200,10 @@ class Server:
     grpc: str
 
 
-def start_server(bundle: Path, log: Path) -> Server:
-    """``tierwise serve`` in its own process, as deployed (decision log on, at INFO).
-
-    Its log goes to a file: a pipe read by this (busy) process would block the server's writes.
-    """
+@contextlib.contextmanager
+def serving(bundle: Path, log: Path) -> Iterator[Server]:
+    """``tierwise serve`` as deployed (decision log on, at INFO), SIGTERM on the way out. Its log
+    goes to a file: a pipe read by this (busy) process would block the server's writes."""
     env = {**os.environ, "TIERWISE_LOG_LEVEL": "INFO"}
     cmd = [sys.executable, "-m", "router_model.cli", "serve", "--model", str(bundle),
            "--http-port", "0", "--grpc-port", "0"]
@@ -213,13 +211,17 @@ def start_server(bundle: Path, log: Path) -> Server:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=sink)
     ports: dict[str, str] = {}
     deadline = time.monotonic() + 120
-    while len(ports) < 2:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"tierwise serve did not start; see {log}")
-        ports = {m.group(1): f"{m.group(2)}:{m.group(3)}"
-                 for m in LISTENING.finditer(log.read_text("utf-8", "replace"))}
-        time.sleep(0.05)
-    return Server(proc, f"http://{ports['http']}", ports["grpc"])
+    try:
+        while len(ports) < 2:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tierwise serve did not start; see {log}")
+            ports = {m.group(1): f"{m.group(2)}:{m.group(3)}"
+                     for m in LISTENING.finditer(log.read_text("utf-8", "replace"))}
+            time.sleep(0.05)
+        yield Server(proc, f"http://{ports['http']}", ports["grpc"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 Samples = tuple[list[float], list[float], list[float]]
@@ -227,37 +229,30 @@ Samples = tuple[list[float], list[float], list[float]]
 
 def transport_s(server: Server, prompts: list[str], n: int) -> dict[str, Samples]:
     """Round trips, their part outside the core (round trip minus the core's latency_ms), and
-    the round trip of the transport's health check (client, framework and loopback alone).
-
-    The health check interleaves with the routes so that both see the same machine load.
+    the round trip of the transport's health check (client, framework and loopback alone),
+    interleaved with the routes so that both see the same machine load.
     """
     out: dict[str, Samples] = {}
-    with httpx.Client(base_url=server.http, timeout=30) as http:
-        rtt, added, floor = [], [], []
-        for k in range(n + 5):
-            t = time.perf_counter()
-            body = http.post("/v1/route", json={"prompt": prompts[k % len(prompts)]}).json()
-            dt = time.perf_counter() - t
-            rtt.append(dt)
-            added.append(dt - body["latency_ms"] / 1000)
-            t = time.perf_counter()
-            http.get("/healthz")
-            floor.append(time.perf_counter() - t)
-        out["http"] = (rtt[5:], added[5:], floor[5:])
-    with grpc.insecure_channel(server.grpc) as channel:
-        stub = router_pb2_grpc.RouterStub(channel)
-        health = health_pb2_grpc.HealthStub(channel)
-        rtt, added, floor = [], [], []
-        for k in range(n + 5):
-            t = time.perf_counter()
-            reply = stub.Route(pb.RouteRequest(prompt=prompts[k % len(prompts)]), timeout=30)
-            dt = time.perf_counter() - t
-            rtt.append(dt)
-            added.append(dt - reply.latency_ms / 1000)
-            t = time.perf_counter()
-            health.Check(health_pb2.HealthCheckRequest(), timeout=30)
-            floor.append(time.perf_counter() - t)
-        out["grpc"] = (rtt[5:], added[5:], floor[5:])
+    with httpx.Client(base_url=server.http, timeout=30) as http, \
+            grpc.insecure_channel(server.grpc) as channel:
+        stub, health = router_pb2_grpc.RouterStub(channel), health_pb2_grpc.HealthStub(channel)
+        calls: dict[str, tuple[Callable[[str], float], Callable[[], object]]] = {
+            "http": (lambda p: http.post("/v1/route", json={"prompt": p}).json()["latency_ms"],
+                     lambda: http.get("/healthz")),
+            "grpc": (lambda p: stub.Route(pb.RouteRequest(prompt=p), timeout=30).latency_ms,
+                     lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=30)),
+        }
+        for name, (route, check) in calls.items():
+            rtt, added, floor = [], [], []
+            for k in range(n + 5):
+                t = time.perf_counter()
+                latency_ms = route(prompts[k % len(prompts)])
+                rtt.append(time.perf_counter() - t)
+                added.append(rtt[-1] - latency_ms / 1000)
+                t = time.perf_counter()
+                check()
+                floor.append(time.perf_counter() - t)
+            out[name] = (rtt[5:], added[5:], floor[5:])
     return out
 
 
@@ -307,26 +302,48 @@ def latency_section(
              "byte counts and sieved regex scans of the whole prompt")
 
 
-def fast_section(fast: Path, prompts: list[str], n: int) -> None:
+def fast_section(fast: Path, prompts: list[str], n: int, rounds: int = 5) -> None:
+    """The fast bundle in process: best of ``rounds`` interleaved rounds (shared cores drift)."""
     service = RouteService.from_path(ServiceSettings(), fast)
     router = ComplexityRouter.from_artifact(fast)
+    matrix = featurize(prompts[:1], router.featurizer).matrix
+    runs = [paired_s(service, prompts, n * 3, lambda k: router.route(prompts[k % len(prompts)]))
+            for _ in range(rounds)]
+    feats = [timed(lambda: featurize(prompts[:1], router.featurizer), n) for _ in range(rounds)]
+    onnx = [timed(lambda: router.proba_from_features(matrix), n) for _ in range(rounds)]
+    raw, served, feat, clf = (min(r, key=lambda x: pct(x, 50)) for r in (
+        [r[0] for r in runs], [r[1] for r in runs], feats, onnx))
+    emit("   20-token fast bundle in-process p50 / p99", f"{us(pct(served, 50))} / "
+         f"{us(pct(served, 99))}", f"best of {rounds} rounds (target p50 < 100 us)")
+    emit("   20-token fast bundle ComplexityRouter.route p50", us(pct(raw, 50)), "no service")
+    emit("   20-token   of which featurize / classifier p50", f"{us(pct(feat, 50))} / "
+         f"{us(pct(clf, 50))}", "word pieces + hand features / ONNX (warm)")
+    emit("   20-token fast bundle in-process, decision log on", us(pct(
+        decision_log_s(service, prompts, n), 50)), "JSON at INFO, requests 0.5 ms apart")
 
-    def bare(k: int) -> None:
-        router.route(prompts[k % len(prompts)])
 
-    raw, served = paired_s(service, prompts, n * 3, bare)
-    emit("   20-token fast bundle in-process p50", us(pct(served, 50)), "target < 100 us")
-    emit("   20-token fast bundle ComplexityRouter.route p50", us(pct(raw, 50)),
-         "the router alone, no service")
+def decision_log_s(service: RouteService, prompts: list[str], n: int) -> list[float]:
+    """Service timings with the decision log on, as served: requests 0.5 ms apart, the listener
+    thread writing in the gaps."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    with tempfile.TemporaryFile("w") as sink:
+        configure_logging("json", "INFO", stream=sink)
+        try:
+            return paired_s(service, prompts, n * 3, lambda k: time.sleep(0.0005))[1]
+        finally:
+            root.handlers[0].close()
+            root.handlers[:] = handlers
+            root.setLevel(level)  # setLevel, not .level: loggers cache their enabled levels
 
 
-def transport_section(server: Server, prompts: list[str], n: int) -> None:
+def transport_section(server: Server, prompts: list[str], n: int, label: str = "") -> None:
     for name, (rtt, added, floor) in transport_s(server, prompts, n).items():
-        emit(f"   20-token {name} round trip p50 / p99", f"{us(pct(rtt, 50))} / "
+        emit(f"   20-token {label}{name} round trip p50 / p99", f"{us(pct(rtt, 50))} / "
              f"{us(pct(rtt, 99))}")
-        emit(f"   20-token {name} added over in-process p50", us(pct(added, 50)),
+        emit(f"   20-token {label}{name} added over in-process p50", us(pct(added, 50)),
              "round trip - the core's latency_ms, per request (target <= 1 ms)")
-        emit(f"            {name} health check round trip p50", us(pct(floor, 50)),
+        emit(f"            {label}{name} health check round trip p50", us(pct(floor, 50)),
              "the floor: client, framework and loopback, no routing")
 
 
@@ -370,14 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{MAX_TOKENS} tokens), {os.cpu_count()} CPUs, load average {load}\n")
     latency_section(service, router, sets, args.n)
     fast_section(args.fast_model, sets[20], args.n)
-    log = Path(tempfile.mkdtemp(prefix="tierwise-bench-")) / "serve.log"
-    server = start_server(args.model, log)
-    try:
+    logs = Path(tempfile.mkdtemp(prefix="tierwise-bench-"))
+    with serving(args.fast_model, logs / "serve-fast.log") as server:
+        transport_section(server, sets[20], args.n, "fast bundle ")
+    with serving(args.model, logs / "serve.log") as server:
         transport_section(server, sets[20], args.n)
         throughput_section(service, router, server, sets[200], args.clients, args.seconds)
-    finally:
-        server.proc.send_signal(signal.SIGTERM)
-        server.proc.wait(timeout=30)
     return 0
 
 
