@@ -39,6 +39,8 @@ _COLUMNS = (
     ("finished_at", "REAL", "DOUBLE PRECISION"),
 )
 _NAMES = ", ".join(c[0] for c in _COLUMNS)
+#: PostgreSQL advisory lock key held while the schema is created ("tw_batch" in ASCII).
+_SCHEMA_LOCK = 0x74775F6261746368
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS batch_jobs_queue ON batch_jobs(status, tier, created_at)",
     "CREATE INDEX IF NOT EXISTS batch_jobs_batch ON batch_jobs(batch_id)",
@@ -98,9 +100,8 @@ class JobStore(ABC):
             InvalidData: when the database cannot be opened.
         """
         await self._open()
-        await self._run(f"CREATE TABLE IF NOT EXISTS batch_jobs ({self._schema()})", ())
-        for sql in _INDEXES:
-            await self._run(sql, ())
+        await self._create((f"CREATE TABLE IF NOT EXISTS batch_jobs ({self._schema()})",
+                            *_INDEXES))
 
     @abstractmethod
     async def aclose(self) -> None:
@@ -111,6 +112,10 @@ class JobStore(ABC):
 
     @abstractmethod
     def _schema(self) -> str: ...
+
+    async def _create(self, statements: tuple[str, ...]) -> None:
+        for sql in statements:
+            await self._run(sql, ())
 
     @abstractmethod
     async def _run(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
@@ -281,6 +286,16 @@ class PostgresJobStore(JobStore):
 
     def _schema(self) -> str:
         return ", ".join(f"{name} {pg}" for name, _, pg in _COLUMNS)
+
+    async def _create(self, statements: tuple[str, ...]) -> None:
+        # Why the lock: replicas starting together on a new database would race on CREATE
+        # TABLE IF NOT EXISTS (PostgreSQL's catalog raises a unique violation for the loser).
+        if self._conn is None:
+            raise RuntimeError("batch job store is not started")
+        async with self._lock, self._conn.transaction():
+            await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for sql in statements:
+                await self._conn.execute(sql)
 
     async def _run(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         if self._conn is None:

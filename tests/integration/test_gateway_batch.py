@@ -28,6 +28,7 @@ from gateway_support import (  # noqa: F401  (fixtures)
 )
 
 from router_model.records import TrafficRecord
+from service.batch_jobs import Job, open_job_store
 from service.traffic import open_store
 
 NON_URGENT = {"tierwise": {"urgent": False}}
@@ -247,3 +248,21 @@ def test_estimated_usage_and_trimming_are_priced_like_answered_requests(
     assert record.levers == {"batch": pytest.approx(listed / 2),
                              "trim": pytest.approx(cut * 10.0 / 1e6)}
     assert record.top_tier_cost_usd == pytest.approx(((n_in + cut) * 10.0 + n_out * 30.0) / 1e6)
+
+
+def test_postgres_job_stores_start_together_and_claim_disjoint_jobs(postgres_url: str) -> None:
+    async def run() -> None:
+        stores = [open_job_store(postgres_url) for _ in range(3)]
+        await asyncio.gather(*(s.start() for s in stores))  # a new database: racing CREATEs
+        try:
+            for i in range(30):
+                await stores[0].add(Job(f"tw-job-{i:02d}", "t", "strong", "queued", 1.0 + i,
+                                        {"messages": []}, {"decision_id": f"d{i}"}))
+            claims = await asyncio.gather(*(
+                stores[i % 3].claim("strong", 4, f"c{i}", until=1e12) for i in range(9)))
+            ids = [j.id for claim in claims for j in claim]
+            assert sorted(ids) == [f"tw-job-{i:02d}" for i in range(30)]  # each exactly once
+        finally:
+            await asyncio.gather(*(s.aclose() for s in stores))
+
+    asyncio.run(run())
