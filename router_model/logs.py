@@ -11,6 +11,7 @@ import atexit
 import json
 import logging
 import queue
+import threading
 from logging.handlers import QueueHandler, QueueListener
 from typing import IO, Any
 
@@ -39,14 +40,16 @@ class BackgroundHandler(QueueHandler):
     Records travel as they are, unformatted: the queue is in-process, so nothing needs pickling,
     and the formatter sees the same record (``extra`` fields, ``exc_info``) as a direct handler
     would. Their arguments are formatted later, so callers must not mutate what they log (ours
-    pass fresh values). ``close`` (also run at exit) writes out what is queued.
+    pass fresh values). A record at WARNING or above is written before the logging call returns
+    (after those queued before it): a warning or error just before an exit, or one that a test
+    reads back, is never left in the queue. ``close`` (also run at exit) writes out the rest.
     """
 
     def __init__(self, target: logging.Handler) -> None:
         # SimpleQueue: a put is one C call, with no lock or condition variable in Python
-        records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        records: queue.SimpleQueue[Any] = queue.SimpleQueue()
         super().__init__(records)
-        self._listener: QueueListener | None = QueueListener(records, target)
+        self._listener: _Listener | None = _Listener(records, target)
         self._listener.start()
         atexit.register(self.close)
 
@@ -54,6 +57,20 @@ class BackgroundHandler(QueueHandler):
         # QueueHandler.prepare formats the message here, on the caller's thread, and drops
         # exc_info so the record can be pickled; neither is wanted for an in-process queue
         return record
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        if record.levelno >= logging.WARNING:
+            self.flush()
+
+    def flush(self) -> None:
+        """Wait until the listener has written every record queued so far."""
+        listener = self._listener
+        if listener is None or listener.on_its_thread():
+            return  # a handler logging from the listener thread must not wait for itself
+        written = threading.Event()
+        self.queue.put_nowait(written)
+        written.wait(timeout=FLUSH_TIMEOUT_S)
 
     def close(self) -> None:
         """Write out the queued records, stop the listener thread, and close the target."""
@@ -64,6 +81,32 @@ class BackgroundHandler(QueueHandler):
             for target in listener.handlers:
                 target.close()
         super().close()
+
+
+#: The longest a WARNING+ record waits for the records queued before it to be written.
+FLUSH_TIMEOUT_S = 5.0
+
+
+class _Listener(QueueListener):
+    """A ``QueueListener`` that answers flush markers (events it sets) between records."""
+
+    def __init__(self, records: queue.SimpleQueue[Any], target: logging.Handler) -> None:
+        super().__init__(records, target)
+        self._here = threading.local()
+
+    def handle(self, record: logging.LogRecord | threading.Event) -> None:
+        if isinstance(record, threading.Event):
+            record.set()
+            return
+        self._here.active = True
+        try:
+            super().handle(record)
+        finally:
+            self._here.active = False
+
+    def on_its_thread(self) -> bool:
+        """Whether the caller is the listener thread, handling a record."""
+        return bool(getattr(self._here, "active", False))
 
 
 def configure_logging(
