@@ -21,14 +21,13 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from router_model.errors import InvalidPrompt, NotFound
+from router_model.errors import NotFound
 from router_model.router import prompt_digest
 from service.batch_jobs import Job, JobStore
 from service.batch_runner import BatchMetrics
-from service.chat import ChatMessage, scored_text
-from service.completions import Completions, Plan
+from service.completions import Completions, Plan, request_text
 from service.gateway_config import GatewayConfig, TierConfig
-from service.gateway_requests import AUTO_MODEL, ChatBody, parse_chat, to_messages
+from service.gateway_requests import ChatBody, parse_chat, to_messages
 from service.openai_errors import BadRequest
 from service.semantic_cache import tenant_of
 from service.trimming import trim_forward
@@ -112,7 +111,7 @@ class BatchWindow:
         if not tiers or self.jobs is None:
             return Deferral(fallback="off")
         messages = to_messages(body.messages)
-        scored = _scored(body, messages)
+        scored = request_text(body, messages)
         plan = await self.completions.plan(body, headers, messages)
         tier = tiers.get(plan.tier)
         if tier is None:
@@ -191,13 +190,3 @@ def job_document(job: Job, tier: TierConfig | None) -> dict[str, Any]:
 def _public_status(status: str) -> str:
     # a claim is internal bookkeeping: for the client the job still waits for its batch
     return "queued" if status == "claimed" else status
-
-
-def _scored(body: ChatBody, messages: tuple[ChatMessage, ...]) -> str:
-    """The scored text; a routed request needs one, a pass-through does not (as ``Completions``)."""
-    try:
-        return scored_text(messages)
-    except InvalidPrompt as exc:
-        if body.model == AUTO_MODEL:
-            raise BadRequest(str(exc), param="messages") from exc
-        return ""

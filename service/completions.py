@@ -101,7 +101,7 @@ class Completions:
         start = time.perf_counter()
         body, doc = parse_chat(raw)
         messages = to_messages(body.messages)
-        scored = self._scored(body, messages)
+        scored = request_text(body, messages)
         plan = await self.plan(body, headers, messages)
         call = Call(body, messages, scored, plan, start)
         forward = {k: v for k, v in doc.items() if k != "tierwise"}
@@ -149,15 +149,6 @@ class Completions:
         answer, call.cascade = await Cascade(self.config.cascade, self.tiers).first_try(
             forward, routed, draft, decision, send, cost_of)
         return answer
-
-    @staticmethod
-    def _scored(body: ChatBody, messages: tuple[ChatMessage, ...]) -> str:
-        try:
-            return scored_text(messages)
-        except InvalidPrompt as exc:
-            if body.model == AUTO_MODEL:
-                raise BadRequest(str(exc), param="messages") from exc
-            return ""
 
     async def plan(
         self, body: ChatBody, headers: Mapping[str, str], messages: tuple[ChatMessage, ...]
@@ -369,3 +360,17 @@ async def _chain(answer: Forwarded) -> AsyncIterator[bytes]:
     if answer.rest is not None:
         async for chunk in answer.rest:
             yield chunk
+
+
+def request_text(body: ChatBody, messages: tuple[ChatMessage, ...]) -> str:
+    """The text the router scores; a routed request needs one, a pass-through does not.
+
+    Raises:
+        BadRequest: when a ``tierwise-auto`` request has nothing to score.
+    """
+    try:
+        return scored_text(messages)
+    except InvalidPrompt as exc:
+        if body.model == AUTO_MODEL:
+            raise BadRequest(str(exc), param="messages") from exc
+        return ""
