@@ -60,6 +60,26 @@ def test_route_messages_scores_the_last_user_turn(http: httpx.Client, prompts: l
     assert by_chat["input_tokens"] == by_prompt["input_tokens"]
 
 
+def test_both_route_paths_give_the_same_decision(http: httpx.Client, prompts: list[str]) -> None:
+    """Plain ``application/json`` takes the fast Starlette route, anything else FastAPI's."""
+    raw = json.dumps({"prompt": prompts[1], "policy": {"quality": 0.7}}).encode()
+    volatile = {"decision_id", "latency_ms"}
+    bodies = []
+    for content_type in ("application/json", "application/json; charset=utf-8"):
+        response = http.post("/v1/route", content=raw, headers={"content-type": content_type})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        bodies.append({k: v for k, v in response.json().items() if k not in volatile})
+    assert bodies[0] == bodies[1]
+    bad = b'{"prompt": ""}'
+    problems = [
+        assert_problem(http.post("/v1/route", content=bad, headers={"content-type": t}), 422,
+                       "invalid_prompt")
+        for t in ("application/json", "application/json; charset=utf-8")
+    ]
+    assert problems[0]["detail"] == problems[1]["detail"]
+
+
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [
