@@ -46,8 +46,9 @@ class ServiceSettings(BaseModel):
     #: A decision not ready within this many seconds fails with 504 / DEADLINE_EXCEEDED (gRPC
     #: callers' own shorter deadlines also apply).
     request_timeout_s: float = Field(default=10.0, gt=0)
-    #: Poll the served bundle's manifest.json this often (seconds) and reload it when it changes;
-    #: 0 turns the watch off.
+    #: Poll the served bundle this often (seconds) and reload it when it changes: a bundle
+    #: directory's manifest.json (unset: no watch), or for ``models:/NAME@ALIAS`` the version the
+    #: alias names (unset: every 30 s, ``service.registry_watch``). 0 turns either watch off.
     watch_interval_s: float = Field(default=0.0, ge=0)
 
 
