@@ -22,6 +22,7 @@ from router_model.features import featurize
 from router_model.logs import configure_logging
 from router_model.router import ComplexityRouter
 from router_model.settings import Settings
+from training.bootstrap import bootstrap_ci
 from training.data import read_labeled, select_tiers, table_costs
 from training.evaluate import build_report
 from training.plots import plot_cost_quality
@@ -29,8 +30,11 @@ from training.plots import plot_cost_quality
 logger = logging.getLogger(__name__)
 
 
-def evaluate_bundle(model_dir: Path, data: Path, cache_dir: Path | None) -> dict[str, Any]:
-    """Evaluate a bundle on a labeled file; returns the report dict.
+def evaluate_bundle(
+    model_dir: Path, data: Path, cache_dir: Path | None, seed: int = 0
+) -> dict[str, Any]:
+    """Evaluate a bundle on a labeled file; returns the report dict, with bootstrap 95% CIs of
+    the router's figures under ``ci95`` (``seed`` seeds the resamples).
 
     Raises:
         ArtifactMismatch: when the bundle cannot be loaded.
@@ -54,6 +58,7 @@ def evaluate_bundle(model_dir: Path, data: Path, cache_dir: Path | None) -> dict
         data=str(data),
         skipped_rows=table.skipped,
         default_knob=router.manifest.threshold,
+        ci95=bootstrap_ci(table.scores, costs, proba, seed=seed),
     )
     return report
 
@@ -78,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     try:
         report = evaluate_bundle(
-            args.model, args.data, None if args.no_cache else settings.training.cache_dir
+            args.model,
+            args.data,
+            None if args.no_cache else settings.training.cache_dir,
+            seed=settings.training.seed,
         )
     except RouterError as exc:
         logger.error("%s", exc)
@@ -89,11 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         report, args.out / "cost_quality.png", title=f"{args.model.name} on {args.data.name}"
     )
     logger.info(
-        "apgr=%s cpt50=%s cpt80=%s aiq=%s -> %s",
+        "apgr=%s cpt50=%s cpt80=%s aiq=%s ci95=%s -> %s",
         report["apgr"],
         report["cpt50"],
         report["cpt80"],
         report["aiq"],
+        report["ci95"],
         args.out,
     )
     return 0

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from training.bootstrap import DEFAULT_RESAMPLES
+
 logger = logging.getLogger(__name__)
 
 #: Published comparison points (as given in this project's brief; RouteLLM paper, MMLU).
@@ -34,10 +36,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _with_ci(rep: dict[str, Any], key: str) -> str:
+    """``0.612 [0.56, 0.66]``: a figure and its bootstrap 95% interval, if the report has one."""
+    bounds = rep.get("ci95", {}).get(key)
+    if rep.get(key) is None or not bounds:
+        return _fmt(rep.get(key))
+    return f"{_fmt(rep[key])} [{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
 def _row(label: str, rep: dict[str, Any]) -> str:
     base = rep.get("baselines", {})
     zr, orc = base.get("zero_router", {}), base.get("oracle", {})
-    apgr = _fmt(rep.get("apgr"))
+    apgr = _with_ci(rep, "apgr")
     gap = (rep.get("strong_quality") or 0.0) - (rep.get("weak_quality") or 0.0)
     if abs(gap) < SMALL_GAP:
         apgr += " †"
@@ -45,7 +55,7 @@ def _row(label: str, rep: dict[str, Any]) -> str:
         label,
         _fmt(rep.get("n")),
         apgr,
-        _fmt(rep.get("cpt50")),
+        _with_ci(rep, "cpt50"),
         _fmt(rep.get("cpt80")),
         _fmt(rep.get("aiq")),
         _fmt(zr.get("aiq")),
@@ -110,6 +120,11 @@ def write_results(reports_dir: Path, models_dir: Path, out: Path) -> Path:
         + "; `task_A_to_B` = trained only on task A, evaluated on task B. † = the cheapest and"
         f" the top tier differ by less than {SMALL_GAP} in mean quality on that split, so PGR"
         " (and APGR) divides by almost nothing: read AIQ there.",
+        "",
+        "APGR and CPT(50%) are followed by their paired-bootstrap 95% confidence interval [lo, hi]:"
+        f" the 2.5th and 97.5th percentiles over {DEFAULT_RESAMPLES:,} seeded resamples of the"
+        " split's rows with replacement (router, always-weak and always-strong re-measured on the"
+        " same rows), so differences within that width are noise.",
         "",
     ]
     for bundle in sorted(p for p in models_dir.iterdir() if (p / "manifest.json").exists()):

@@ -26,9 +26,11 @@ from router_model.logs import configure_logging
 from router_model.settings import DATA_DIR, REPO_ROOT, Settings
 from router_model.tiers import Tier, load_tiers
 from training import registry
+from training.bootstrap import bootstrap_ci
 from training.data import data_sha256, group_split, random_split
 from training.dataset import Dataset, FeatureContext, build_dataset, load_rows, make_context
 from training.export import export_checked
+from training.fit import predict_proba_full
 from training.pipeline import (
     default_knob,
     fit_calibrated,
@@ -87,11 +89,14 @@ def protocol_splits(
 def evaluate_protocols(
     ds: Dataset, recipe: Recipe, candidate: str, tier_names: Sequence[str], seed: int
 ) -> dict[str, dict[str, Any]]:
-    """Full reports of the chosen candidate under every protocol split."""
+    """Full reports of the chosen candidate under every protocol split, with bootstrap CIs."""
     reports = {}
     for name, (tr, te) in protocol_splits(ds, recipe, seed).items():
         fitted = fit_calibrated(ds.subset(tr), candidate, len(tier_names), seed)
-        reports[name] = report_on(fitted, ds.subset(te), tier_names)
+        test = ds.subset(te)
+        reports[name] = report_on(fitted, test, tier_names)
+        proba = predict_proba_full(fitted.estimator, test.X, len(tier_names))
+        reports[name]["ci95"] = bootstrap_ci(test.scores, test.costs, proba, seed=seed)
         logger.info("%s %s: %s", recipe.name, name, summary(reports[name]))
     return reports
 
