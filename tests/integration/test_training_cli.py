@@ -65,6 +65,9 @@ def test_evaluate_writes_report_and_plot(full_bundle: Path, tmp_path: Path) -> N
         assert base in report["baselines"]
     assert 0.0 < report["apgr"] < 1.5
     assert abs(report["baselines"]["random"]["apgr"] - 0.5) < 1e-6
+    for key in ("apgr", "cpt50", "cpt80", "aiq"):  # bootstrap 95% interval around each figure
+        lo, hi = report["ci95"][key]
+        assert lo <= report[key] <= hi and lo < hi
     assert (out / "cost_quality.png").stat().st_size > 1000
 
 
