@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from router_model.records import TrafficRecord
+from router_model.records import LEVERS, TrafficRecord
 
 #: Seconds of a whole gateway request, upstream included.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -49,6 +49,14 @@ class GatewayMetrics:
             "USD saved against always using the top tier (can only grow: negative savings of a "
             "request that failed over upward are not subtracted).", registry=r,
         )
+        self.lever_savings = Gauge(
+            "tierwise_gateway_lever_savings_usd",
+            "USD saved against always using the top tier, by lever (routing, cache, trim, batch, "
+            "cascade; the ledger of TrafficRecord). A gauge: a cascade that escalated saved a "
+            "negative amount.", ["lever"], registry=r,
+        )
+        self._lever_children = {
+            name: self.lever_savings.labels(name) for name in ("routing", *LEVERS)}
         self.traffic_errors = Counter(
             "tierwise_gateway_traffic_write_errors", "Traffic records that could not be committed.",
             registry=r,
@@ -86,6 +94,9 @@ class GatewayMetrics:
         self.cost.labels(record.tier or "none").inc(record.cost_usd)
         self.top_tier_cost.inc(record.top_tier_cost_usd)
         self.savings.inc(max(record.savings_usd, 0.0))
+        self._lever_children["routing"].inc(record.routing_savings_usd)
+        for lever, saved in record.levers.items():
+            self._lever_children[lever].inc(saved)
         routed = "false" if record.source == "passthrough" else "true"
         self.latency.labels(routed).observe(record.latency_ms / 1000.0)
 

@@ -172,3 +172,10 @@ def test_cache_hits_are_recorded_and_never_labels(
     assert report["total"]["levers"]["cache"] == pytest.approx(WEAK_CALL)
     assert report["total"]["levers"]["routing"] == pytest.approx(total - WEAK_CALL)
     assert report["lever_share_pct"]["cache"] == pytest.approx(100 * WEAK_CALL / total)
+    with gw.http() as http:
+        exposed = http.get("/metrics").text
+    gauges = {line.split('"')[1]: float(line.split()[-1]) for line in exposed.splitlines()
+              if line.startswith("tierwise_gateway_lever_savings_usd{")}
+    assert gauges["cache"] == pytest.approx(WEAK_CALL)
+    assert gauges["routing"] == pytest.approx(total - WEAK_CALL)
+    assert gauges["trim"] == gauges["batch"] == gauges["cascade"] == 0.0
