@@ -6,8 +6,8 @@ the batch window is on and the chosen tier has a ``batch_discount``, it is queue
 and answered 202 with a job id, else it is answered synchronously (marked ``x-tierwise-batch``).
 A non-urgent stream is a contradiction and refused (400). ``service.batch_runner`` sends queued
 jobs upstream and writes their results back. Deferred requests skip the response cache. A
-non-urgent request whose routed tier has no batch price is routed again by ``Completions.handle``
-(a second decision, the one recorded): the price of not holding the plan across the two paths.
+non-urgent request whose routed tier has no batch price is answered now on the same decision
+(``Deferral.plan`` goes to ``Completions.handle``): one request, one decision, one record.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ class Deferral:
     response: JSONResponse | None = None
     #: ``off`` (batch window disabled) or ``unsupported`` (the tier has no batch price).
     fallback: str | None = None
+    #: The routing decision already taken (``unsupported``): the synchronous answer reuses it.
+    plan: Plan | None = None
 
 
 @dataclass
@@ -115,7 +117,7 @@ class BatchWindow:
         plan = await self.completions.plan(body, headers, messages)
         tier = tiers.get(plan.tier)
         if tier is None:
-            return Deferral(fallback="unsupported")
+            return Deferral(fallback="unsupported", plan=plan)
         forward = {k: v for k, v in doc.items() if k != "tierwise"}
         trimmed = await trim_forward(forward, self.config.trim, body.tierwise,
                                      self.completions.tokenizer)

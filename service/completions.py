@@ -91,8 +91,10 @@ class Completions:
             f"{[t.model for t in self.tiers]}"
         )
 
-    async def handle(self, raw: bytes, headers: Mapping[str, str]) -> Response:
-        """Answer one chat completion request.
+    async def handle(
+        self, raw: bytes, headers: Mapping[str, str], plan: Plan | None = None
+    ) -> Response:
+        """Answer one chat completion request (on ``plan`` when it was already decided).
 
         Raises:
             BadRequest, ModelNotFound, InvalidPrompt: when the request cannot be used.
@@ -102,7 +104,8 @@ class Completions:
         body, doc = parse_chat(raw)
         messages = to_messages(body.messages)
         scored = request_text(body, messages)
-        plan = await self.plan(body, headers, messages)
+        if plan is None:
+            plan = await self.plan(body, headers, messages)
         call = Call(body, messages, scored, plan, start)
         forward = {k: v for k, v in doc.items() if k != "tierwise"}
         cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)

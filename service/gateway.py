@@ -167,13 +167,13 @@ async def chat_completions(
 
     Non-urgent requests are queued for the tier's batch endpoint when it has one (202, job id).
     """
-    raw, fallback = await request.body(), None
+    raw, fallback, plan = await request.body(), None, None
     if maybe_non_urgent(raw, request.headers):
         deferral = await window.defer(raw, request.headers)
         if deferral.response is not None:
             return deferral.response
-        fallback = deferral.fallback
-    response = await completions.handle(raw, request.headers)
+        fallback, plan = deferral.fallback, deferral.plan
+    response = await completions.handle(raw, request.headers, plan)
     if fallback is not None:
         response.headers[FALLBACK_HEADER] = fallback
     return response
