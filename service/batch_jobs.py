@@ -212,6 +212,14 @@ class JobStore(ABC):
         )
         return bool(rows)
 
+    async def purge(self, finished_before: float) -> int:
+        """Delete jobs finished before ``finished_before`` (answers fetched or abandoned)."""
+        rows = await self._run(
+            "DELETE FROM batch_jobs WHERE status IN ('completed', 'failed') "
+            "AND finished_at < ? RETURNING id", (finished_before,)
+        )
+        return len(rows)
+
 
 class SqliteJobStore(JobStore):
     """SQLite (WAL, ``synchronous=FULL``); every call runs on one dedicated thread.

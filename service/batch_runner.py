@@ -114,11 +114,14 @@ class BatchRunner:
                 await asyncio.wait_for(self._stop.wait(), self.config.batch.poll_interval_s)
 
     async def tick(self, now: float) -> None:
-        """One round: release lapsed claims, send due batches, poll open ones."""
+        """One round: release lapsed claims, drop expired answers, send due batches, poll."""
         released = await self.jobs.release_expired(now)
         if released:
             logger.warning("%d batch jobs re-queued: their claim lapsed before submission",
                            released)
+        purged = await self.jobs.purge(now - self.config.batch.retention_s)
+        if purged:
+            logger.info("%d finished batch jobs deleted after retention_s", purged)
         for tier in self.config.tiers:
             if tier.name in self.apis:
                 await self._flush(tier, now)

@@ -176,6 +176,9 @@ class BatchConfig(_Strict):
     #: How long a replica's claim on queued requests or an open batch holds before another
     #: replica may take it over (a replica that died mid-submit or mid-poll).
     lease_s: float = Field(default=300.0, gt=0)
+    #: How long a finished job (its answer) stays fetchable before it is deleted (default 7 days;
+    #: OpenAI keeps batch output files for 30 days, clients should fetch well before that).
+    retention_s: float = Field(default=7 * 86_400.0, gt=0)
 
 
 class GatewayConfig(_Strict):

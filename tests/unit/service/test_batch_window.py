@@ -109,6 +109,13 @@ def test_sqlite_job_store_claims_each_job_once(tmp_path: Path) -> None:
             assert done is not None and done.status == "completed" and done.result == {"id": "x"}
             assert done.request == {}  # the prompt is not kept once answered
             assert await store.get("tw-job-0", "another tenant") is None
+            assert await store.finish(leased[1], None, "refused", now=14.0)
+            # retention: only finished jobs older than the cut go; open ones never do
+            assert await store.purge(finished_before=13.0) == 1
+            assert await store.get("tw-job-0", "t1") is None
+            assert await store.get("tw-job-1", "t1") is not None
+            assert await store.purge(finished_before=1e12) == 1
+            assert len(await store.lease_batch("batch_1", now=40.0, until=50.0)) == 3
         finally:
             await store.aclose()
 
