@@ -149,8 +149,13 @@ def verdict(arm: str, arm_cost: float, cost: Diff, quality: Diff) -> str:
     """One sentence: the router arm's saving against ``arm`` and its quality change with CI."""
     saved = -100.0 * cost.diff / arm_cost if arm_cost > 0 else 0.0
     half = (quality.hi - quality.lo) / 2
-    word = "saves" if saved >= 0 else "costs"
-    return (f"router arm {word} {abs(saved):.1f}% per request against '{arm}' at a quality change "
+    if saved >= 0:
+        spend = f"saves {saved:.1f}% per request against '{arm}'"
+    else:  # against a cheaper arm a percentage "more" reads badly past 100%: say the ratio
+        ratio = (arm_cost + cost.diff) / arm_cost if arm_cost > 0 else float("inf")
+        spend = (f"costs {ratio:.2f}x what '{arm}' costs per request "
+                 f"(+${cost.diff:.6f})")
+    return (f"router arm {spend} at a quality change "
             f"of {quality.diff:+.3f} ± {half:.3f} (95% CI [{quality.lo:+.3f}, {quality.hi:+.3f}], "
             f"p = {quality.p_value:.3g})")
 

@@ -76,6 +76,12 @@ def test_online_report_verdict_and_not_enough_data() -> None:
     cmp = rep["comparisons"]["always_strong"]
     assert cmp["cost_diff"]["diff"] == pytest.approx(0.0055 - 0.01)
     assert rep["verdict"].startswith("router arm saves 45.0% per request against 'always_strong'")
+    cheaper = [Decision(d.record.model_copy(update={"arm": "always_weak", "cost_usd": 0.001}),
+                        d.score, 1) if d.record.arm == "always_strong" else d
+               for d in _ab_decisions(200)]
+    against_weak = online_report(cheaper, seed=0, min_labeled=30)["verdict"]
+    assert against_weak.startswith(  # 0.0055 / 0.001: a ratio, not "+450%"
+        "router arm costs 5.50x what 'always_weak' costs per request (+$0.004500)")
     small = online_report(_ab_decisions(40), seed=0, min_labeled=30)
     assert small["verdict"].startswith("not enough data")
     assert "cost_diff" not in small["comparisons"]["always_strong"]
