@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import filterfalse
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,13 @@ def word_piece_ids(
         for i, ids in zip(todo, _rust_ids(tokenizer, [texts[i] for i in todo]), strict=True):
             out[i] = ids
     return [ids if ids is not None else [] for ids in out]
+
+
+def word_piece_count(tokenizer: Any, text: str, fast: AsciiWordPiece | None = None) -> int:
+    """``len(word_piece_ids(tokenizer, [text], fast)[0])``, without the ids where ``fast`` covers
+    ``text``."""
+    count = fast.count(text) if fast is not None else None
+    return count if count is not None else len(_rust_ids(tokenizer, [text])[0])
 
 
 def _rust_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -129,18 +137,29 @@ class AsciiWordPiece:
 
     def ids(self, text: str) -> list[int] | None:
         """Word-piece ids of ``text`` without special tokens; ``None`` when it is not covered."""
-        if not text.isascii() or "[" in text:
+        words = _pre_tokens(text)
+        if words is None:
             return None
-        normal = text.encode("ascii").translate(_ASCII_NORMALIZE, _ASCII_CONTROLS)
         out: list[int] = []
         vocab = self._vocab
-        for word in _ASCII_PRE_TOKENS.findall(normal):
+        for word in words:
             whole = vocab.get(word)
             if whole is not None:
                 out.append(whole)
             else:
                 out += self._pieces(word)
         return out
+
+    def count(self, text: str) -> int | None:
+        """``len(self.ids(text))`` without building the ids; ``None`` when it is not covered."""
+        words = _pre_tokens(text)
+        if words is None:
+            return None
+        count = len(words)
+        # most words are one piece, whole in the vocabulary: only the others are split
+        for word in filterfalse(self._vocab.__contains__, words):
+            count += len(self._pieces(word)) - 1
+        return count
 
     def _pieces(self, word: bytes) -> list[int]:
         """Greedy longest-match-first pieces of one word, or the unknown token (WordPiece)."""
@@ -157,6 +176,16 @@ class AsciiWordPiece:
             pieces.append(piece)
             start = end
         return pieces
+
+
+def _pre_tokens(text: str) -> list[bytes] | None:
+    """The normalised pre-tokens ``AsciiWordPiece`` splits, or ``None`` for a text it does not
+    cover (see there)."""
+    if not text.isascii() or "[" in text:
+        return None
+    normal = text.encode("ascii").translate(_ASCII_NORMALIZE, _ASCII_CONTROLS)
+    words: list[bytes] = _ASCII_PRE_TOKENS.findall(normal)
+    return words
 
 
 def default_model_path() -> Path:
