@@ -82,6 +82,10 @@ def test_replay_ab_report_retrain(
     decision = json.loads((rt / "retrain_decision.json").read_text())
     assert decision["data"]["traffic_labeled"] > 30
     assert decision["cards"]["champion"]["frozen"]["gate"] is not None
+    lo, hi = decision["frozen_diff_ci95"]  # paired interval around the point difference
+    point = (decision["cards"]["challenger"]["frozen"]["gate"]
+             - decision["cards"]["champion"]["frozen"]["gate"])
+    assert lo <= point <= hi and not decision["require_ci"]
     assert registry.alias_version(uri, "tiny_fast", registry.CHALLENGER) == "2"
     champion = registry.alias_version(uri, "tiny_fast", registry.CHAMPION)
     assert champion == ("2" if decision["promoted"] else "1")
@@ -103,3 +107,13 @@ def test_replay_ab_report_retrain(
     assert registry.alias_version(uri, "tiny_fast", registry.CHAMPION) == "3"
     served = json.loads((bundle_out / "manifest.json").read_text())
     assert served["metrics"]["retrained_from"].startswith("tiny_fast:")
+    # --require-ci: the same lenient point gate, plus the paired interval's lower bound >= -margin
+    for margin in ("1", "0"):
+        out = tmp_path / f"rt_ci_{margin}"
+        assert retrain_main([*common, "--name", "tiny_fast", "--out", str(out), "--margin",
+                             margin, "--max-slowdown", "100", "--require-ci"]) == 0
+        ci = json.loads((out / "retrain_decision.json").read_text())
+        lo = ci["frozen_diff_ci95"][0]
+        assert ci["require_ci"] and any("lower bound >= -margin" in r for r in ci["reasons"])
+        # the point gate passes at both margins here, so the interval decides
+        assert ci["promoted"] == (lo >= -float(margin))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from training.bootstrap import bootstrap_ci, resample_counts, resampled_figures
+from training.bootstrap import bootstrap_ci, paired_diff_ci, resample_counts, resampled_figures
 from training.evaluate import build_report
 
 F64 = NDArray[np.float64]
@@ -103,3 +103,25 @@ def test_bad_counts_are_rejected() -> None:
         resampled_figures(s, c, proba, np.ones((2, 9), dtype=np.int64))
     with pytest.raises(ValueError, match="resamples"):
         resample_counts(10, 0, 0)
+
+
+def test_paired_difference_of_a_router_with_itself_is_zero() -> None:
+    scores, costs, proba = _perfect(200, 60)
+    noisy = np.clip(proba + np.random.default_rng(0).normal(0, 0.4, proba.shape), 0.01, 1)
+    noisy /= noisy.sum(axis=1, keepdims=True)
+    assert paired_diff_ci(scores, costs, noisy, noisy, "apgr", resamples=50) == [0.0, 0.0]
+
+
+def test_paired_difference_of_perfect_minus_always_weak() -> None:
+    # B = the perfect router, A = one that always says weak: A's APGR is 0.5 (its curve is the
+    # straight line from always-weak to always-strong), B's is 1 - p/2, so B - A = 0.5 - p/2
+    scores, costs, proba = _perfect(100, 30)
+    weak = np.tile([1.0, 0.0], (100, 1))
+    ci = paired_diff_ci(scores, costs, weak, proba, "apgr", resamples=200, seed=3)
+    counts = resample_counts(100, 200, 3)
+    p = counts[:, :30].sum(axis=1) / 100
+    expected = np.percentile(0.5 - p / 2, [2.5, 97.5])
+    assert ci is not None and ci == pytest.approx(list(expected), abs=1e-9)
+    assert ci[0] > 0  # the better router is better on every resample
+    with pytest.raises(ValueError, match="metric"):
+        paired_diff_ci(scores, costs, weak, proba, "accuracy")
