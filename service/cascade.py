@@ -11,7 +11,8 @@ Two checks, in order. (1) The router's prior: the probability that the draft tie
 draft is not worth paying for and the routed tier answers alone. (2) The draft's answer, checked
 without a second model: escalate when a choice is empty, was cut off (``finish_reason`` "length"
 or "content_filter"), opens with a refusal, or when the upstream returned token logprobs (the
-client asked with ``logprobs: true``) and their mean is below ``min_mean_logprob``. Escalation
+client asked with ``logprobs: true``, or ``request_logprobs`` asked for it and the logprobs are
+then removed from the client's answer) and their mean is below ``min_mean_logprob``. Escalation
 goes straight to the routed tier: one extra call at most, and the routed tier's own cost is then
 observed rather than guessed.
 """
@@ -57,6 +58,8 @@ class CascadeOutcome:
     drafted: bool
     #: USD paid for a draft that was thrown away (0 when the draft answered).
     draft_cost_usd: float = 0.0
+    #: The gateway asked the draft for logprobs the client did not: drop them from the answer.
+    strip_logprobs: bool = False
 
     def info(self) -> dict[str, Any]:
         """The ``tierwise.cascade`` member of the response."""
@@ -143,8 +146,9 @@ class Cascade:
         if p < self.config.min_prior:
             reason = f"prior ({p:.3f} < {self.config.min_prior:g})"
             return None, CascadeOutcome(routed, (routed.name,), False, reason, drafted=False)
+        strip = self.config.request_logprobs and not forward.get("logprobs")
         try:
-            answer = await send(forward, draft.name)
+            answer = await send({**forward, "logprobs": True} if strip else forward, draft.name)
         except UpstreamError as exc:
             logger.warning("cascade draft on %s failed: %s", draft.name, exc)
             tried = (draft.name, routed.name)
@@ -157,7 +161,7 @@ class Cascade:
         answered = answer.upstream.tier
         if not problem:
             return answer, CascadeOutcome(routed, (answered.name,), False, "accepted",
-                                          drafted=True)
+                                          drafted=True, strip_logprobs=strip)
         cost = await cost_of(answered, doc) if doc is not None and answer.ok else 0.0
         await answer.aclose()
         tried = (answered.name, routed.name)

@@ -236,6 +236,10 @@ class Completions:
         if not isinstance(doc, dict):
             await self._finish(call, 502, Usage(0, 0, "upstream"))
             raise UpstreamError(f"upstream {answer.upstream.tier.name} sent no JSON object")
+        if call.cascade is not None and call.cascade.strip_logprobs:
+            for choice in doc.get("choices") or []:
+                if isinstance(choice, dict):
+                    choice.pop("logprobs", None)
         usage = await self._usage(call, doc.get("usage"), _text_of(doc))
         doc.setdefault("model", answer.upstream.tier.model)
         record = await self._finish(call, response.status_code, usage)

@@ -161,6 +161,10 @@ class CascadeConfig(_Strict):
     min_prior: float = Field(default=0.2, ge=0, le=1)
     #: A draft whose returned token logprobs average below this is escalated.
     min_mean_logprob: float = Field(default=-1.0, le=0)
+    #: Ask the draft tier for token logprobs (``logprobs: true``) when the client did not, so the
+    #: logprob check always has evidence; they are removed from the answer the client gets. Off
+    #: by default: turn it on only when every draft tier's upstream accepts ``logprobs``.
+    request_logprobs: bool = False
 
 
 class BatchConfig(_Strict):

@@ -41,7 +41,8 @@ class FakeUpstream:
     stall_s: float = 5.0
     send_usage: bool = True
     #: What a JSON answer says: its ``finish_reason``, its text (None: ``ANSWER_WORDS``), and,
-    #: when set, this logprob for every answer word (in OpenAI's ``logprobs.content`` form).
+    #: when set, this logprob for every answer word (in OpenAI's ``logprobs.content`` form),
+    #: returned only to a request with ``logprobs: true``, as OpenAI does.
     finish_reason: str = "stop"
     content: str | None = None
     logprob: float | None = None
@@ -82,7 +83,7 @@ class FakeUpstream:
                     "".join(ANSWER_WORDS) if self.content is None else self.content)},
             }],
         }
-        if self.logprob is not None:
+        if self.logprob is not None and body.get("logprobs"):
             doc["choices"][0]["logprobs"] = {"content": [
                 {"token": w, "logprob": self.logprob, "bytes": None, "top_logprobs": []}
                 for w in ANSWER_WORDS]}

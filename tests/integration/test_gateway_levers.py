@@ -72,7 +72,7 @@ def savings(gw: Gateway) -> dict[str, Any]:
 def test_a_doubtful_draft_escalates_and_both_calls_are_paid(
     make_gateway: Any, ups: Upstreams, fast_bundle: Path, setup: dict[str, Any], reason: str
 ) -> None:
-    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0})
+    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0, "request_logprobs": True})
     for name, value in setup.items():
         setattr(ups.weak, name, value)
     doc = ask(gw, TOP)
@@ -90,12 +90,14 @@ def test_a_doubtful_draft_escalates_and_both_calls_are_paid(
 
 
 def test_a_good_draft_answers_alone(make_gateway: Any, ups: Upstreams, fast_bundle: Path) -> None:
-    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0})
+    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0, "request_logprobs": True})
     ups.weak.logprob = -0.2  # confident: above the default -1.0
     doc = ask(gw, TOP)
     info = doc["tierwise"]
     assert info["cascade"] == {"tried": ["weak"], "escalated": False, "reason": "accepted"}
     assert (len(ups.weak.requests), len(ups.strong.requests)) == (1, 0)
+    # the gateway asked the draft for logprobs; the client, who did not, gets none back
+    assert ups.weak.requests[0]["logprobs"] is True and "logprobs" not in doc["choices"][0]
     assert info["tier"] == "weak" and info["decided_tier"] == "strong"
     record = stored(gw, info["decision_id"])
     assert record.cost_usd == pytest.approx(WEAK_CALL)
@@ -106,6 +108,19 @@ def test_a_good_draft_answers_alone(make_gateway: Any, ups: Upstreams, fast_bund
     assert report["total"]["levers"]["cascade"] == pytest.approx(STRONG_CALL - WEAK_CALL)
     assert report["lever_share_pct"]["cascade"] == pytest.approx(100.0)
     assert report["lever_share_pct"]["routing"] == pytest.approx(0.0)
+
+
+def test_logprobs_are_only_judged_when_someone_asked_for_them(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path
+) -> None:
+    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0})  # request_logprobs off
+    ups.weak.logprob, ups.strong.logprob = -3.0, -0.1
+    quiet = ask(gw, TOP)  # no logprobs asked, none returned: nothing to judge, the draft stands
+    assert quiet["tierwise"]["cascade"]["reason"] == "accepted"
+    assert "logprobs" not in ups.weak.requests[-1]
+    doc = ask(gw, TOP, logprobs=True)  # the client asks: they are judged, and escalate
+    assert doc["tierwise"]["cascade"]["reason"] == "low_logprob (-3.00 < -1)"
+    assert doc["tierwise"]["tier"] == "strong" and "logprobs" in doc["choices"][0]
 
 
 def test_cascade_is_opt_in_gated_by_the_prior_and_refused_for_streams(
