@@ -77,11 +77,10 @@ def _words(words: Sequence[str], tail: str, pieces: Sequence[str] = ()) -> _Siev
 _log = math.log1p  # as a name, not a wrapper: one Python call fewer per feature
 _WORD = re.compile(r"\w+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-# [=+\-*/^<>≤≥∑∫√π]|\\(?:frac|sum|int|sqrt|cdot|le|ge)|\$ with one leading class
-_MATH = _Sieved(
-    re.compile(r"[=+\-*/^<>≤≥∑∫√π$\\](?:(?<=\\)(?:frac|sum|int|sqrt|cdot|le|ge)|(?<!\\))"),
-    tuple("=+-*/^<>≤≥∑∫√π$\\"),
-)
+_ASCII_DIGIT = re.compile(r"[0-9]")
+# [=+\-*/^<>≤≥∑∫√π]|\\(?:frac|sum|int|sqrt|cdot|le|ge)|\$ with one leading class; not sieved:
+# re scans for a class of single characters as fast as ``in`` looks for each of them
+_MATH = re.compile(r"[=+\-*/^<>≤≥∑∫√π$\\](?:(?<=\\)(?:frac|sum|int|sqrt|cdot|le|ge)|(?<!\\))")
 # ```|\bdef \w+\(|\bclass \w+|\breturn\b|\bimport \w+|#include|\bfunction\b|=>|;\s*$|\{\s*$
 _CODE = _Sieved(
     re.compile(
@@ -157,6 +156,23 @@ def _keep_ascii(keep: Callable[[str], bool]) -> bytes:
 
 #: delete arguments keeping the ASCII digits, upper-case letters, punctuation and word characters
 _ASCII_KEEPS = tuple(map(_keep_ascii, (str.isdigit, str.isupper, _is_punct, _is_word)))
+
+
+def _ascii_class(c: str) -> str:
+    """d digit, u upper case, _ (a word character and punctuation), w another word character,
+    p punctuation, a blank for the rest (white space)."""
+    if c == "_":
+        return "_"
+    for mark, test in (("d", str.isdigit), ("u", str.isupper), ("w", _is_word), ("p", _is_punct)):
+        if test(c):
+            return mark
+    return " "
+
+
+#: ``bytes.translate`` table classing ASCII bytes (one pass, then a count per class)
+_ASCII_CLASSES = bytes(ord(_ascii_class(chr(b))) if b < 128 else ord(" ") for b in range(256))
+#: the classes of word characters marked ``a``, the others a blank (see ``_MARK_HIGH_BLANK``)
+_MARK_CLASSES = bytes(ord("a" if chr(b) in "duw_" else " ") for b in range(256))
 _DROP_ASCII = bytes(range(128))
 #: ``bytes.translate`` tables marking word bytes ``a`` and the others a blank: a word then starts
 #: at each ``" a"``. UTF-8 bytes of non-ASCII characters are all >= 128 and get one mark.
@@ -179,11 +195,15 @@ def _char_counts(prompt: str) -> _CharCounts:
     ASCII characters are counted by deleting the other bytes, distinct non-ASCII ones one by one.
     """
     raw = prompt.encode("utf-8", "surrogatepass")
+    if prompt.isascii():  # one translate into classes, then C counts
+        classes = raw.translate(_ASCII_CLASSES)
+        underscores, punct = classes.count(b"_"), classes.count(b"p")
+        marks = classes.translate(_MARK_CLASSES)
+        return _CharCounts(
+            classes.count(b"d"), classes.count(b"u"), punct + underscores, 0,
+            len(classes) - punct - classes.count(b" "), marks.count(b" a") + marks.startswith(b"a"),
+        )
     digits, upper, punct, word_chars = [len(raw.translate(None, keep)) for keep in _ASCII_KEEPS]
-    if prompt.isascii():
-        marks = raw.translate(_MARK_HIGH_BLANK)
-        words = marks.count(b" a") + marks.startswith(b"a")
-        return _CharCounts(digits, upper, punct, 0, word_chars, words)
     high = raw.translate(None, _DROP_ASCII).decode("utf-8", "surrogatepass")
     high_words = 0
     for ch, n in Counter(high).items():
@@ -223,7 +243,7 @@ def hand_features(prompt: str, n_tokens: int) -> list[float]:
         counts.punct / chars,
         counts.non_ascii / chars,
         _log(numbers),
-        _log(_MATH.count(prompt, hay)),
+        _log(len(_MATH.findall(prompt))),
         _log(_CODE.count(prompt, hay)),
         _log(len(_LIST_ITEM.findall(lined))),
         _log(len(_CHOICE.findall(lined))),
@@ -253,7 +273,12 @@ def _choice_features(
     mean_len = sum(lengths) / len(lengths)
     spread = (max(lengths) - min(lengths)) / (mean_len + 1.0)
     # each choice is part of the prompt: without a digit there, no choice has one
-    numeric = sum(any(map(str.isdigit, c)) for c in choices) if digits else 0
+    if not digits:
+        numeric = 0
+    elif hay.folded is not None:  # ASCII, where str.isdigit accepts exactly 0-9
+        numeric = sum(map(bool, map(_ASCII_DIGIT.search, choices)))
+    else:
+        numeric = sum(any(map(str.isdigit, c)) for c in choices)
     return [
         _log(len(stem)),
         _log(mean_len),

@@ -112,8 +112,12 @@ class ComplexityRouter:
     def _bound(self) -> _BoundRow | None:
         if self.featurizer.feature_set != "hand":
             return None  # the encoder's milliseconds dwarf what binding saves
-        if type(self).proba_from_features is not ComplexityRouter.proba_from_features:
-            return None  # a subclass that sees the rows scored there keeps seeing every one
+        cls = type(self)
+        if (
+            cls.proba_from_features is not ComplexityRouter.proba_from_features
+            or cls.route_batch is not ComplexityRouter.route_batch
+        ):
+            return None  # a subclass that sees the rows or batches scored keeps seeing every one
         return _BoundRow.bind(self.session, len(self.manifest.feature_names), len(self.tiers))
 
     def resolve(self, policy: Policy | None) -> ResolvedPolicy:
@@ -143,7 +147,12 @@ class ComplexityRouter:
         Raises:
             InvalidPrompt: when the prompt is empty or the policy is invalid.
         """
-        return self.route_batch([prompt], [policy])[0]
+        bound = self._bound
+        if bound is None:
+            return self.route_batch([prompt], [policy])[0]
+        resolved = self.resolve(policy)
+        _check_prompt(prompt)
+        return self._route_one(prompt, resolved, bound)
 
     def route_batch(
         self, prompts: Sequence[str], policies: Sequence[Policy | None]
@@ -157,20 +166,23 @@ class ComplexityRouter:
             raise ValueError(f"{len(prompts)} prompts but {len(policies)} policies")
         resolved = [self.resolve(p) for p in policies]
         for prompt in prompts:
-            if not prompt or prompt.isspace():  # what ``not prompt.strip()`` says, without a copy
-                raise InvalidPrompt("prompt must be a non-empty string")
+            _check_prompt(prompt)
         bound = self._bound
         if bound is not None and len(prompts) == 1:
-            row, n_tokens = hand_row(prompts[0], self.featurizer)
-            proba = bound.run(row)
-            if proba is None:  # another thread holds the binding
-                proba = self.proba_from_features(np.array([row], dtype=np.float32))[0].tolist()
-            return [self._decide(proba, n_tokens, resolved[0])]
+            return [self._route_one(prompts[0], resolved[0], bound)]
         feats = featurize(prompts, self.featurizer)
         # one row at a time in plain Python: numpy's per-call overhead outweighs a row's work
         rows: list[list[float]] = self.proba_from_features(feats.matrix).tolist()
         counts: list[int] = feats.n_tokens.tolist()
         return list(map(self._decide, rows, counts, resolved))
+
+    def _route_one(self, prompt: str, policy: ResolvedPolicy, bound: _BoundRow) -> RouteDecision:
+        """One hand-feature prompt, without numpy: its row is 33 floats."""
+        row, n_tokens = hand_row(prompt, self.featurizer)
+        proba = bound.run(row)
+        if proba is None:  # another thread holds the binding
+            proba = self.proba_from_features(np.array([row], dtype=np.float32))[0].tolist()
+        return self._decide(proba, n_tokens, policy)
 
     def _decide(self, proba: list[float], n_tokens: int, policy: ResolvedPolicy) -> RouteDecision:
         tiers = self.tiers
@@ -264,6 +276,11 @@ def classifier_session(onnx_bytes: bytes) -> ort.InferenceSession:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _check_prompt(prompt: str) -> None:
+    if not prompt or prompt.isspace():  # what ``not prompt.strip()`` says, without a copy
+        raise InvalidPrompt("prompt must be a non-empty string")
 
 
 def _allowed(policy: ResolvedPolicy, tiers: Sequence[Tier]) -> list[bool]:

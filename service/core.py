@@ -41,7 +41,7 @@ INLINE_MAX_CHARS = 1024
 ReadinessListener = Callable[[bool], Awaitable[None]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteInput:
     """One request as the core sees it: exactly one of ``prompt`` and ``messages``, a policy."""
 
@@ -326,15 +326,15 @@ class RouteService:
     def _score(self, jobs: list[_Job]) -> list[RouteDecision | Exception]:
         """Score a batch on one snapshot of the served bundle (runs on the scoring thread)."""
         router = self._require().router
+        if len(jobs) == 1:
+            return [self._score_one(router, jobs[0])]
         policies = [j.policy for j in jobs]
         try:
             return list(router.route_batch([j.text for j in jobs], policies))
-        except RouterError as exc:
-            if len(jobs) == 1:
-                return [exc]
-        # a reload between validation and scoring can make one policy invalid (its tier gone):
-        # score one by one so that only that request fails
-        return [self._score_one(router, j) for j in jobs]
+        except RouterError:
+            # a reload between validation and scoring can make one policy invalid (its tier
+            # gone): score one by one so that only that request fails
+            return [self._score_one(router, j) for j in jobs]
 
     @staticmethod
     def _score_one(router: ComplexityRouter, job: _Job) -> RouteDecision | Exception:
