@@ -161,15 +161,13 @@ class RouteService:
             DeadlineExceeded: no decision within the deadline.
             ModelNotReady: no bundle is loaded.
         """
-        # one request without the batch path's lists: a fast-bundle decision is ~0.1 ms in all
         start = time.perf_counter()
         try:
             job = self._prepare(request, self._require())
             future = self._batcher.submit((job,))[0]
             # scored inline (hand features): nothing to wait for, so no timer to arm
-            decision = future.result() if future.done() else (
-                (await self._await_all([future], timeout_s))[0]
-            )
+            done = future.done()
+            decision = future.result() if done else (await self._await_all([future], timeout_s))[0]
         except Exception as exc:
             self.metrics.errors.labels(transport, error_code(exc)).inc()
             raise
