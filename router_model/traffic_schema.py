@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from router_model.errors import InvalidData
 from router_model.records import FeedbackRecord, TrafficRecord
 
 TRAFFIC_TABLE = "traffic"
@@ -124,3 +125,20 @@ def feedback_from_row(row: Sequence[Any]) -> FeedbackRecord:
         pydantic.ValidationError: when the row does not hold a valid label.
     """
     return FeedbackRecord.model_validate(dict(zip(FEEDBACK_COLUMNS, row, strict=True)))
+
+
+SQLITE_PREFIX = "sqlite:///"
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def store_location(url: str, what: str = "traffic") -> tuple[Literal["sqlite", "postgres"], str]:
+    """Which backend a store URL names, and where: ``("sqlite", PATH)`` or ``("postgres", URL)``.
+
+    Raises:
+        InvalidData: for any other URL (``what`` names the store in the message).
+    """
+    if url.startswith(SQLITE_PREFIX):
+        return "sqlite", url[len(SQLITE_PREFIX):]
+    if url.startswith(POSTGRES_PREFIXES):
+        return "postgres", url
+    raise InvalidData(f"{what} url must be sqlite:///PATH or postgresql://…, got {url[:16]}…")

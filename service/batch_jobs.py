@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 
 from router_model.errors import InvalidData
+from router_model.traffic_schema import store_location
 
 #: The columns of ``batch_jobs`` in order, with their SQLite and PostgreSQL types.
 _COLUMNS = (
@@ -328,10 +329,5 @@ def open_job_store(url: str) -> JobStore:
     Raises:
         InvalidData: for any other URL.
     """
-    prefix = "sqlite:///"
-    if url.startswith(prefix):
-        return SqliteJobStore(Path(url[len(prefix):]))
-    if url.startswith(("postgresql://", "postgres://")):
-        return PostgresJobStore(url)
-    raise InvalidData(f"batch job store url must be sqlite:///PATH or postgresql://…, got "
-                      f"{url[:16]}…")
+    backend, where = store_location(url, "batch job store")
+    return SqliteJobStore(Path(where)) if backend == "sqlite" else PostgresJobStore(where)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from router_model.errors import InvalidData
 from router_model.tiers import Tier, validate_tiers
+from router_model.traffic_schema import POSTGRES_PREFIXES, SQLITE_PREFIX
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ADDRESS = re.compile(r"^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
@@ -79,7 +80,7 @@ class TrafficConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:
-        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        if not value.startswith((SQLITE_PREFIX, *POSTGRES_PREFIXES)):
             raise ValueError("must be sqlite:///PATH or postgresql://… (a PostgreSQL URL)")
         return value
 
@@ -140,7 +141,7 @@ class CacheConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _cache_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+        if value is not None and not value.startswith(POSTGRES_PREFIXES):
             raise ValueError("must be postgresql://… (a PostgreSQL URL), or absent for in-process")
         return value
 
@@ -272,7 +273,7 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     url = config.traffic.url
     if bundle is not None and not bundle.is_absolute():
         bundle = base / bundle
-    prefix = "sqlite:///"
+    prefix = SQLITE_PREFIX
     if url.startswith(prefix) and not url[len(prefix):].startswith("/"):
         url = prefix + str(base / url[len(prefix):])
     return config.model_copy(update={

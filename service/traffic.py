@@ -33,6 +33,7 @@ from router_model.traffic_schema import (
     encode_record,
     feedback_from_row,
     feedback_values,
+    store_location,
 )
 from router_model.traffic_schema import COLUMNS as COLUMNS  # re-exported: tests build SQL on it
 
@@ -327,12 +328,10 @@ def open_store(url: str) -> TrafficStore:
     Raises:
         InvalidData: for any other URL.
     """
-    prefix = "sqlite:///"
-    if url.startswith(prefix):
-        return SqliteTrafficStore(Path(url[len(prefix):]))
-    if url.startswith(("postgresql://", "postgres://")):
-        from service.traffic_pg import PostgresTrafficStore
+    backend, where = store_location(url)
+    if backend == "sqlite":
+        return SqliteTrafficStore(Path(where))
+    from service.traffic_pg import PostgresTrafficStore
 
-        return PostgresTrafficStore(url)
-    raise InvalidData(f"traffic url must be sqlite:///PATH or postgresql://…, got {url[:16]}…")
+    return PostgresTrafficStore(where)
 

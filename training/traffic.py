@@ -49,6 +49,7 @@ from router_model.traffic_schema import (
     TRAFFIC_TABLE,
     decode_record,
     select_list,
+    store_location,
 )
 
 logger = logging.getLogger(__name__)
@@ -143,12 +144,11 @@ def read_decisions(url: str, since: datetime | None = None) -> list[Decision]:
         InvalidData: when the URL is neither ``sqlite:///PATH`` nor ``postgresql://…``, the store
             cannot be read, a row is not a valid record, or a feedback value is outside [0, 1].
     """
-    if url.startswith("sqlite:///"):
-        rows, labels = _sqlite_rows(Path(url.removeprefix("sqlite:///")), since)
-    elif url.startswith(("postgresql://", "postgres://")):
-        rows, labels = _postgres_rows(url, since)
+    backend, where = store_location(url)
+    if backend == "sqlite":
+        rows, labels = _sqlite_rows(Path(where), since)
     else:
-        raise InvalidData(f"traffic url must be sqlite:///PATH or postgresql://…, got {url[:16]}…")
+        rows, labels = _postgres_rows(where, since)
     by_id: dict[str, list[float]] = defaultdict(list)
     for decision_id, value in labels:
         if value is None or not 0.0 <= float(value) <= 1.0:
