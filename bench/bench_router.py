@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
+import json
 import logging
 import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from itertools import cycle
 from pathlib import Path
 from typing import Any
@@ -33,6 +29,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from serve_process import Server, serving  # noqa: E402
+from wire_client import Http1Client  # noqa: E402
+
 from protos.tierwise.v1 import router_pb2 as pb  # noqa: E402
 from protos.tierwise.v1 import router_pb2_grpc  # noqa: E402
 from router_model.encoder import MAX_TOKENS, truncate_ids, word_piece_ids  # noqa: E402
@@ -43,7 +42,6 @@ from router_model.settings import DATA_DIR, ServiceSettings  # noqa: E402
 from service.core import RouteInput, RouteService, load_router  # noqa: E402
 
 logger = logging.getLogger("bench")
-LISTENING = re.compile(r"(http|grpc) listening on ([\d.]+):(\d+)")
 ROWS: list[tuple[str, str, str]] = []
 
 
@@ -194,52 +192,31 @@ def encoder_batch_throughput(router: ComplexityRouter, prompts: list[str], batch
 # -- over loopback --------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    http: str
-    grpc: str
-
-
-@contextlib.contextmanager
-def serving(bundle: Path, log: Path) -> Iterator[Server]:
-    """``tierwise serve`` as deployed (decision log on, at INFO), SIGTERM on the way out. Its log
-    goes to a file: a pipe read by this (busy) process would block the server's writes."""
-    env = {**os.environ, "TIERWISE_LOG_LEVEL": "INFO"}
-    cmd = [sys.executable, "-m", "router_model.cli", "serve", "--model", str(bundle),
-           "--http-port", "0", "--grpc-port", "0"]
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=sink)
-    ports: dict[str, str] = {}
-    deadline = time.monotonic() + 120
-    try:
-        while len(ports) < 2:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tierwise serve did not start; see {log}")
-            ports = {m.group(1): f"{m.group(2)}:{m.group(3)}"
-                     for m in LISTENING.finditer(log.read_text("utf-8", "replace"))}
-            time.sleep(0.05)
-        yield Server(proc, f"http://{ports['http']}", ports["grpc"])
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
 Samples = tuple[list[float], list[float], list[float]]
 
 
 def transport_s(server: Server, prompts: list[str], n: int) -> dict[str, Samples]:
     """Round trips, their part outside the core (round trip minus the core's latency_ms), and
     the round trip of the transport's health check (client, framework and loopback alone),
-    interleaved with the routes so that both see the same machine load.
+    interleaved with the routes so that both see the same machine load. HTTP is measured with a
+    lean keep-alive client (``bench/wire_client.py``: the server's share) and with httpx (what a
+    typical Python caller adds on top).
     """
     out: dict[str, Samples] = {}
-    with httpx.Client(base_url=server.http, timeout=30) as http, \
+
+    def lean_route(p: str) -> float:
+        status, body = lean.post_json("/v1/route", {"prompt": p})
+        assert status == 200, body
+        return float(json.loads(body)["latency_ms"])
+
+    with httpx.Client(base_url=server.http, timeout=30) as http, Http1Client(server.http) as lean, \
             grpc.insecure_channel(server.grpc) as channel:
         stub, health = router_pb2_grpc.RouterStub(channel), health_pb2_grpc.HealthStub(channel)
         calls: dict[str, tuple[Callable[[str], float], Callable[[], object]]] = {
-            "http": (lambda p: http.post("/v1/route", json={"prompt": p}).json()["latency_ms"],
-                     lambda: http.get("/healthz")),
+            "http": (lean_route, lambda: lean.get("/healthz")),
+            "http (httpx client)": (
+                lambda p: http.post("/v1/route", json={"prompt": p}).json()["latency_ms"],
+                lambda: http.get("/healthz")),
             "grpc": (lambda p: stub.Route(pb.RouteRequest(prompt=p), timeout=30).latency_ms,
                      lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=30)),
         }
@@ -342,7 +319,8 @@ def transport_section(server: Server, prompts: list[str], n: int, label: str = "
         emit(f"   20-token {label}{name} round trip p50 / p99", f"{us(pct(rtt, 50))} / "
              f"{us(pct(rtt, 99))}")
         emit(f"   20-token {label}{name} added over in-process p50", us(pct(added, 50)),
-             "round trip - the core's latency_ms, per request (target <= 1 ms)")
+             "round trip - the core's latency_ms, per request" + (
+                 "" if "httpx" in name else " (target <= 1 ms)"))
         emit(f"            {label}{name} health check round trip p50", us(pct(floor, 50)),
              "the floor: client, framework and loopback, no routing")
 

@@ -164,10 +164,16 @@ class RouteService:
         start = time.perf_counter()
         try:
             job = self._prepare(request, self._require())
-            future = self._batcher.submit((job,))[0]
-            # scored inline (hand features): nothing to wait for, so no timer to arm
-            done = future.done()
-            decision = future.result() if done else (await self._await_all([future], timeout_s))[0]
+            batcher = self._batcher
+            if batcher.idle() and self._cheap((job,)):
+                # hand features: scored on the event loop, nothing to wait for or to time out
+                scored = batcher.run_inline(job)
+                if isinstance(scored, Exception):
+                    raise scored
+                decision = scored
+            else:
+                future = batcher.submit((job,))[0]
+                decision = (await self._await_all([future], timeout_s))[0]
         except Exception as exc:
             self.metrics.errors.labels(transport, error_code(exc)).inc()
             raise

@@ -116,6 +116,33 @@ def test_inline_calls_run_on_the_callers_thread_when_idle() -> None:
     assert scorer.threads == {threading.current_thread().name}
 
 
+def test_run_inline_scores_one_item_as_a_batch_of_one_and_returns_its_error() -> None:
+    scorer, sizes = Scorer(delay_s=0), []
+    batcher: MicroBatcher[int, int] = MicroBatcher(scorer, config(), on_batch=sizes.append)
+    assert batcher.idle()
+    assert batcher.run_inline(21) == 42
+    failed = batcher.run_inline(-1)
+    assert isinstance(failed, ValueError) and str(failed) == "negative -1"
+    assert scorer.batches == [[21], [-1]] and sizes == [1, 1]
+    assert scorer.threads == {threading.current_thread().name}
+
+
+def test_not_idle_while_a_batch_runs_or_items_wait() -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(Scorer(delay_s=0.2), config(max_size=1))
+
+    async def main() -> list[bool]:
+        futures = batcher.submit([1, 2])
+        seen = [batcher.idle()]  # both queued
+        await asyncio.sleep(0.05)
+        seen.append(batcher.idle())  # the first is being scored
+        await asyncio.gather(*futures)
+        seen.append(batcher.idle())
+        await batcher.aclose()
+        return seen
+
+    assert asyncio.run(main()) == [False, False, True]
+
+
 def test_close_fails_queued_items() -> None:
     batcher: MicroBatcher[int, int] = MicroBatcher(Scorer(delay_s=0.2), config(max_size=1))
 

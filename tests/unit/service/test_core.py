@@ -55,6 +55,27 @@ def test_decisions_equal_the_routers(fast_bundle: Path, prompts: list[str]) -> N
     assert len({r.decision_id for r in results}) == len(prompts)
 
 
+def test_short_prompts_are_scored_inline_with_the_routers_decision(
+    fast_bundle: Path, prompts: list[str]
+) -> None:
+    service = RouteService.from_path(ServiceSettings(), fast_bundle)
+    router = ComplexityRouter.from_artifact(fast_bundle)
+    short = [p for p in prompts if len(p) <= INLINE_MAX_CHARS]
+    policy = Policy(quality=0.6)
+
+    async def main() -> list[Any]:
+        return [await service.route(RouteInput(prompt=p, policy=policy), transport="test")
+                for p in short]
+
+    results = run(service, main())
+    assert short and [r.decision for r in results] == [router.route(p, policy=policy)
+                                                        for p in short]
+    # each one a batch of one, on the caller's thread: counted like any other batch
+    registry = service.metrics.registry
+    assert registry.get_sample_value("tierwise_batch_size_count") == len(short)
+    assert registry.get_sample_value("tierwise_batch_size_sum") == len(short)
+
+
 def test_messages_are_scored_by_scored_text(fast_bundle: Path, prompts: list[str]) -> None:
     service = RouteService.from_path(ServiceSettings(), fast_bundle)
     chat = (ChatMessage("system", (ContentPart("text", "Answer briefly."),)),
