@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from router_model.errors import InvalidData
 from router_model.traffic_schema import store_location
+from service.pg_link import PgLink
 
 #: The columns of ``batch_jobs`` in order, with their SQLite and PostgreSQL types.
 _COLUMNS = (
@@ -283,15 +282,10 @@ class PostgresJobStore(JobStore):
     _claim_lock = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str) -> None:
-        self._url = url
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
+        self._pg = PgLink(url, "batch job store")
 
     async def _open(self) -> None:
-        try:
-            self._conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10)
-        except psycopg.Error as exc:  # psycopg's message never holds the password
-            raise InvalidData(f"batch job store (PostgreSQL): cannot open ({exc})") from exc
+        await self._pg.open()
 
     def _schema(self) -> str:
         return ", ".join(f"{name} {pg}" for name, _, pg in _COLUMNS)
@@ -299,28 +293,22 @@ class PostgresJobStore(JobStore):
     async def _create(self, statements: tuple[str, ...]) -> None:
         # Why the lock: replicas starting together on a new database would race on CREATE
         # TABLE IF NOT EXISTS (PostgreSQL's catalog raises a unique violation for the loser).
-        if self._conn is None:
-            raise RuntimeError("batch job store is not started")
-        async with self._lock, self._conn.transaction():
-            await self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for sql in statements:
-                await self._conn.execute(sql)
+        async with self._pg.lock:
+            conn = await self._pg.get()
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                for sql in statements:
+                    await conn.execute(sql)
 
     async def _run(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        if self._conn is None:
-            raise RuntimeError("batch job store is not started")
-        async with self._lock:
-            if self._conn.broken or self._conn.closed:  # the server dropped us: reconnect
-                await self._conn.close()
-                self._conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=5)
-            async with self._conn.transaction():
-                cur = await self._conn.execute(sql.replace("?", "%s"), params)
+        async with self._pg.lock:
+            conn = await self._pg.get()
+            async with conn.transaction():
+                cur = await conn.execute(sql.replace("?", "%s"), params)
                 return await cur.fetchall() if cur.description is not None else []
 
     async def aclose(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        await self._pg.close()
 
 
 def open_job_store(url: str) -> JobStore:

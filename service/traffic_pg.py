@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -20,6 +19,7 @@ from router_model.traffic_schema import (
     feedback_from_row,
     feedback_values,
 )
+from service.pg_link import PgLink
 from service.traffic import SavingsReport, TrafficStore, savings_report, savings_sql
 
 logger = logging.getLogger(__name__)
@@ -34,59 +34,37 @@ class PostgresTrafficStore(TrafficStore):
 
     def __init__(self, url: str) -> None:
         super().__init__()
-        self._url = url
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
+        self._pg = PgLink(url, "traffic store")
+        self._lock = self._pg.lock
 
     async def _open(self) -> None:
+        conn = await self._pg.open()
+        cols = ", ".join(f"{c.name} {c.postgres}" for c in COLUMNS)
         try:
-            self._conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=10)
-            cols = ", ".join(f"{c.name} {c.postgres}" for c in COLUMNS)
-            async with self._conn.transaction():
-                await self._conn.execute(f"CREATE TABLE IF NOT EXISTS traffic ({cols})")
-                await self._conn.execute(
+            async with conn.transaction():
+                await conn.execute(f"CREATE TABLE IF NOT EXISTS traffic ({cols})")
+                await conn.execute(
                     "CREATE TABLE IF NOT EXISTS feedback (id BIGSERIAL PRIMARY KEY, "
                     "decision_id TEXT NOT NULL REFERENCES traffic(decision_id), "
                     "created_at TIMESTAMPTZ NOT NULL, score DOUBLE PRECISION, thumbs TEXT, "
                     "comment TEXT, value DOUBLE PRECISION NOT NULL)"
                 )
-                await self._conn.execute(
+                await conn.execute(
                     "CREATE INDEX IF NOT EXISTS traffic_created_at ON traffic(created_at)"
                 )
-                await self._conn.execute(
+                await conn.execute(
                     "CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)"
                 )
                 for column in ADDED:  # an older table gains the newer columns
-                    await self._conn.execute(
+                    await conn.execute(
                         f"ALTER TABLE traffic ADD COLUMN IF NOT EXISTS {column.name} "
                         f"{column.postgres}"
                     )
         except psycopg.Error as exc:
-            # the message names host and database, never the password (psycopg hides it)
-            raise InvalidData(f"traffic store (PostgreSQL): cannot open ({exc})") from exc
+            raise InvalidData(f"{self._pg.cannot_open} ({exc})") from exc
 
     async def _close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
-
-    async def _db(self) -> psycopg.AsyncConnection[Any]:
-        """The connection, opened again first if the server dropped it (call under the lock).
-
-        Why: psycopg does not reconnect by itself, so without this one PostgreSQL restart or
-        network blip would lose every later record until the gateway restarts.
-
-        Raises:
-            RuntimeError: when the store is not started.
-            psycopg.OperationalError: when the server is still unreachable.
-        """
-        if self._conn is None:
-            raise RuntimeError("traffic store is not started")
-        if self._conn.broken or self._conn.closed:
-            logger.warning("traffic store (PostgreSQL): connection lost, reconnecting")
-            await self._conn.close()
-            self._conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=5)
-        return self._conn
+        await self._pg.close()
 
     async def _write_many(self, records: list[TrafficRecord]) -> None:
         rows = []
@@ -95,7 +73,7 @@ class PostgresTrafficStore(TrafficStore):
             rows.append(tuple(values[n] for n in NAMES))
         sql = f"INSERT INTO traffic ({', '.join(NAMES)}) VALUES ({', '.join(['%s'] * len(NAMES))})"
         async with self._lock:
-            conn = await self._db()
+            conn = await self._pg.get()
             async with conn.transaction(), conn.cursor() as cur:
                 await cur.executemany(sql, rows)
 
@@ -106,7 +84,7 @@ class PostgresTrafficStore(TrafficStore):
             "(SELECT 1 FROM traffic WHERE decision_id = %s)"
         )
         async with self._lock:
-            conn = await self._db()
+            conn = await self._pg.get()
             async with conn.transaction():
                 cur = await conn.execute(sql, (*feedback_values(feedback), feedback.decision_id))
             if cur.rowcount == 0:
@@ -130,7 +108,7 @@ class PostgresTrafficStore(TrafficStore):
 
     async def _fetch(self, sql: str, params: tuple[Any, ...], *, one: bool) -> Any:
         async with self._lock:
-            conn = await self._db()
+            conn = await self._pg.get()
             async with conn.transaction():
                 cur = await conn.execute(sql, params)
                 return await cur.fetchone() if one else await cur.fetchall()
