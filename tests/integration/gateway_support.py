@@ -7,8 +7,9 @@ each fixture function is registered under the name in its ``name=``.
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import openai
+import psycopg
 import pytest
 from fake_upstream import FakeUpstream, ServerThread, start_server
 
+from service.cache_store_pg import TABLE as CACHE_TABLE
 from service.completions import Completions
 from service.gateway import GatewayOptions, create_gateway_app
 from service.gateway_config import GatewayConfig, parse_gateway_config
@@ -168,3 +171,19 @@ def postgres_url_fixture() -> Iterator[str]:
 def child_env_fixture() -> dict[str, str]:
     """This process's environment, for subprocesses (tests read the environment only here)."""
     return dict(os.environ)
+
+
+def wait_until(check: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
+    """Poll ``check`` (background work on a gateway's loop) every 50 ms for up to ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.05)
+
+
+def cache_rows(url: str) -> int:
+    """Entries in the shared response cache's table at the PostgreSQL ``url``."""
+    with psycopg.connect(url) as conn:
+        found = conn.execute(f"SELECT count(*) FROM {CACHE_TABLE}").fetchone()
+    return int(found[0]) if found else 0

@@ -6,23 +6,20 @@ TIERWISE_TEST_POSTGRES_URL (CI starts a server); skipped without it.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from gateway_support import (  # noqa: F401  (fixtures)
     HARD,
     STRONG,
     Gateway,
     Upstreams,
+    cache_rows,
     make_gateway_fixture,
     postgres_url_fixture,
     upstreams_fixture,
+    wait_until,
 )
-
-from service.cache_store_pg import TABLE
 
 #: HARD reworded (cosine ~0.997 under the router's MiniLM encoder).
 PARAPHRASE = "Prove there are infinitely many primes and then derive the prime number theorem."
@@ -37,21 +34,6 @@ def ask(gw: Gateway, text: str, key: str | None = None) -> dict[str, Any]:
     return body
 
 
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    """Poll ``check`` (background work on the gateways' loops) for up to 20 s."""
-    for _ in range(400):
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
-
-
-def stored_rows(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        found = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
-    return int(found[0]) if found else 0
-
-
 def test_two_replicas_share_exact_and_semantic_hits(
     make_gateway: Any, upstreams: Upstreams, full_bundle: Path, postgres_url: str, tmp_path: Path,
 ) -> None:
@@ -61,7 +43,7 @@ def test_two_replicas_share_exact_and_semantic_hits(
                                 traffic={"url": f"sqlite:///{tmp_path / 'two.db'}"})
     first = ask(one, HARD)
     assert first["tierwise"]["cache"] is None
-    wait_until(lambda: stored_rows(postgres_url) == 1, "replica one's answer committed")
+    wait_until(lambda: cache_rows(postgres_url) == 1, "replica one's answer committed")
     exact = ask(two, "  " + HARD + " ")
     assert exact["tierwise"]["cache"] == "exact"
     assert exact["choices"] == first["choices"]

@@ -7,32 +7,16 @@ The gateway reaches the cache's database through the TCP relay of ``test_postgre
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from gateway_support import HARD, Gateway
+from gateway_support import HARD, Gateway, cache_rows, wait_until
 from test_postgres_outage import Relay, relay  # noqa: F401  (fixture)
 
-from service.cache_store_pg import TABLE, PostgresCacheStore
+from service.cache_store_pg import PostgresCacheStore
 
 BODY = {"model": "gpt-4-1106-preview", "messages": [{"role": "user", "content": HARD}]}
-
-
-def _wait(check: Any, what: str) -> None:
-    for _ in range(400):
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
-
-
-def _rows(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        found = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
-    return int(found[0]) if found else 0
 
 
 @pytest.mark.reliability(
@@ -52,7 +36,7 @@ def test_cache_store_outage(
                                                    "refresh_s": 0.05})
     with gw.http() as http:
         first = http.post("/v1/chat/completions", json=BODY)
-        _wait(lambda: _rows(postgres_url) == 1, "the first answer committed")
+        wait_until(lambda: cache_rows(postgres_url) == 1, "the first answer committed")
         hit = http.post("/v1/chat/completions", json=BODY)
         proxy.cut()
         down = [http.post("/v1/chat/completions", json=BODY) for _ in range(3)]
@@ -61,7 +45,7 @@ def test_cache_store_outage(
         cache = gw.completions.cache
         assert cache is not None and isinstance(cache.backend, PostgresCacheStore)
         backend = cache.backend
-        _wait(lambda: backend.connected, "the cache reconnected")
+        wait_until(lambda: backend.connected, "the cache reconnected")
         back = http.post("/v1/chat/completions", json=BODY)
     answered = [first, hit, *down, back]
     layers = [r.json()["tierwise"]["cache"] for r in answered]
