@@ -147,12 +147,7 @@ class ComplexityRouter:
         Raises:
             InvalidPrompt: when the prompt is empty or the policy is invalid.
         """
-        bound = self._bound
-        if bound is None:
-            return self.route_batch([prompt], [policy])[0]
-        resolved = self.resolve(policy)
-        _check_prompt(prompt)
-        return self._route_one(prompt, resolved, bound)
+        return self.route_batch([prompt], [policy])[0]
 
     def route_batch(
         self, prompts: Sequence[str], policies: Sequence[Policy | None]
@@ -166,7 +161,7 @@ class ComplexityRouter:
             raise ValueError(f"{len(prompts)} prompts but {len(policies)} policies")
         resolved = [self.resolve(p) for p in policies]
         for prompt in prompts:
-            _check_prompt(prompt)
+            check_prompt(prompt)
         bound = self._bound
         if bound is not None and len(prompts) == 1:
             return [self._route_one(prompts[0], resolved[0], bound)]
@@ -278,7 +273,12 @@ def classifier_session(onnx_bytes: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
-def _check_prompt(prompt: str) -> None:
+def check_prompt(prompt: str) -> None:
+    """Refuse an empty or blank prompt.
+
+    Raises:
+        InvalidPrompt: when ``prompt`` is empty or only white space.
+    """
     if not prompt or prompt.isspace():  # what ``not prompt.strip()`` says, without a copy
         raise InvalidPrompt("prompt must be a non-empty string")
 

@@ -75,17 +75,14 @@ class MicroBatcher(Generic[T, R]):
         """Items waiting for a batch."""
         return len(self._queue)
 
-    def idle(self) -> bool:
-        """No batch running and none queued: a cheap call may run on the caller's thread."""
-        return not self._busy and not self._queue
-
-    def run_inline(self, item: T) -> R | Exception:
-        """Score one item on the caller's thread, as a batch of one (call only when ``idle``).
+    def try_inline(self, item: T) -> R | Exception | None:
+        """Score one item on the caller's thread when ``submit`` would (idle batcher, ``inline``
+        says it is cheap): its result or exception, or ``None`` when it must be submitted.
 
         ``submit`` without its future: for a single cheap item the future's creation, settling
-        and reading cost about a tenth of the scoring itself.
+        and reading cost about a tenth of the scoring itself. ``R`` must not include ``None``.
         """
-        return self._run_batch([item])[0]
+        return self._run_batch([item])[0] if self._can_inline((item,)) else None
 
     def submit(self, items: Sequence[T]) -> list[asyncio.Future[R]]:
         """Queue items for scoring; returns one future per item. Call from the event loop.
@@ -94,7 +91,7 @@ class MicroBatcher(Generic[T, R]):
             Overloaded: when the queue would exceed ``max_queue`` items.
         """
         loop = self._bind()
-        if not self._busy and not self._queue and self._inline is not None and self._inline(items):
+        if self._can_inline(items):
             return [_settled(loop, r) for r in self._run_batch(list(items))]
         if len(self._queue) + len(items) > self._config.max_queue:
             raise Overloaded(
@@ -116,6 +113,11 @@ class MicroBatcher(Generic[T, R]):
             if not job.future.done():
                 job.future.set_exception(ModelNotReady("the service is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _can_inline(self, items: Sequence[T]) -> bool:
+        return not self._busy and not self._queue and self._inline is not None and self._inline(
+            items
+        )
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()

@@ -23,7 +23,7 @@ from router_model.errors import (
     RouterError,
 )
 from router_model.policy import Policy
-from router_model.router import ComplexityRouter, RouteDecision, prompt_digest
+from router_model.router import ComplexityRouter, RouteDecision, check_prompt, prompt_digest
 from router_model.settings import ServiceSettings
 from router_model.tiers import Tier
 from service.batcher import BatchConfig, MicroBatcher
@@ -164,16 +164,12 @@ class RouteService:
         start = time.perf_counter()
         try:
             job = self._prepare(request, self._require())
-            batcher = self._batcher
-            if batcher.idle() and self._cheap((job,)):
-                # hand features: scored on the event loop, nothing to wait for or to time out
-                scored = batcher.run_inline(job)
-                if isinstance(scored, Exception):
-                    raise scored
-                decision = scored
-            else:
-                future = batcher.submit((job,))[0]
-                decision = (await self._await_all([future], timeout_s))[0]
+            # hand features: scored on the event loop, nothing to wait for or to time out
+            decision = self._batcher.try_inline(job)
+            if decision is None:
+                decision = (await self._await_all(self._batcher.submit((job,)), timeout_s))[0]
+            elif isinstance(decision, Exception):
+                raise decision
         except Exception as exc:
             self.metrics.errors.labels(transport, error_code(exc)).inc()
             raise
@@ -260,11 +256,8 @@ class RouteService:
         start = time.perf_counter()
         try:
             jobs = self._prepare_all(requests)
-            futures = self._batcher.submit(jobs)
-            # scored inline (hand features): nothing to wait for, so no timer to arm
-            decisions = _results(futures) if futures[0].done() else (
-                await self._await_all(futures, timeout_s)
-            )
+            # scored inline (hand features) when cheap: settled, so no timer is armed
+            decisions = await self._await_all(self._batcher.submit(jobs), timeout_s)
         except Exception as exc:
             self.metrics.errors.labels(transport, error_code(exc)).inc()
             raise
@@ -300,8 +293,7 @@ class RouteService:
             raise PromptTooLarge(
                 f"prompt has {len(text)} characters, limit {self._settings.max_prompt_chars}"
             )
-        if not text or text.isspace():  # what ``not text.strip()`` says, without a copy
-            raise InvalidPrompt("prompt must be a non-empty string")
+        check_prompt(text)
         # checked before batching, so that one bad policy cannot fail the other requests it is
         # batched with
         served.router.resolve(request.policy)

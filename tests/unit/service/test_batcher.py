@@ -116,31 +116,42 @@ def test_inline_calls_run_on_the_callers_thread_when_idle() -> None:
     assert scorer.threads == {threading.current_thread().name}
 
 
-def test_run_inline_scores_one_item_as_a_batch_of_one_and_returns_its_error() -> None:
+def test_try_inline_scores_one_item_as_a_batch_of_one_and_returns_its_error() -> None:
     scorer, sizes = Scorer(delay_s=0), []
-    batcher: MicroBatcher[int, int] = MicroBatcher(scorer, config(), on_batch=sizes.append)
-    assert batcher.idle()
-    assert batcher.run_inline(21) == 42
-    failed = batcher.run_inline(-1)
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        scorer, config(), inline=lambda items: True, on_batch=sizes.append
+    )
+    assert batcher.try_inline(21) == 42
+    failed = batcher.try_inline(-1)
     assert isinstance(failed, ValueError) and str(failed) == "negative -1"
     assert scorer.batches == [[21], [-1]] and sizes == [1, 1]
     assert scorer.threads == {threading.current_thread().name}
 
 
-def test_not_idle_while_a_batch_runs_or_items_wait() -> None:
-    batcher: MicroBatcher[int, int] = MicroBatcher(Scorer(delay_s=0.2), config(max_size=1))
+def test_try_inline_declines_what_inline_calls_costly() -> None:
+    scorer = Scorer(delay_s=0)
+    batcher: MicroBatcher[int, int] = MicroBatcher(scorer, config(), inline=lambda items: False)
+    assert batcher.try_inline(21) is None
+    assert scorer.batches == []
 
-    async def main() -> list[bool]:
+
+def test_try_inline_declines_while_a_batch_runs_or_items_wait() -> None:
+    # only 0 is cheap: 1 and 2 queue up, and 0 must then wait its turn like them
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        Scorer(delay_s=0.2), config(max_size=1), inline=lambda items: items[0] == 0
+    )
+
+    async def main() -> list[int | Exception | None]:
         futures = batcher.submit([1, 2])
-        seen = [batcher.idle()]  # both queued
+        seen = [batcher.try_inline(0)]  # both queued
         await asyncio.sleep(0.05)
-        seen.append(batcher.idle())  # the first is being scored
+        seen.append(batcher.try_inline(0))  # the first is being scored
         await asyncio.gather(*futures)
-        seen.append(batcher.idle())
+        seen.append(batcher.try_inline(0))
         await batcher.aclose()
         return seen
 
-    assert asyncio.run(main()) == [False, False, True]
+    assert asyncio.run(main()) == [None, None, 0]
 
 
 def test_close_fails_queued_items() -> None:
