@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from grpc_wire_client import GrpcWireClient  # noqa: E402
 from serve_process import Server, serving  # noqa: E402
 from wire_client import Http1Client  # noqa: E402
 
@@ -198,27 +199,44 @@ Samples = tuple[list[float], list[float], list[float]]
 def transport_s(server: Server, prompts: list[str], n: int) -> dict[str, Samples]:
     """Round trips, their part outside the core (round trip minus the core's latency_ms), and
     the round trip of the transport's health check (client, framework and loopback alone),
-    interleaved with the routes so that both see the same machine load. HTTP is measured with a
-    lean keep-alive client (``bench/wire_client.py``: the server's share) and with httpx (what a
-    typical Python caller adds on top).
+    interleaved with the routes so that both see the same machine load. Each transport is
+    measured with a lean client that writes the wire bytes itself (``bench/wire_client.py``,
+    ``bench/grpc_wire_client.py``: the server's share) and with the usual Python client (httpx,
+    grpcio: what a typical Python caller adds on top). The lean gRPC client's decision is checked
+    against grpcio's before timing.
     """
     out: dict[str, Samples] = {}
+    health_request = health_pb2.HealthCheckRequest().SerializeToString()
 
     def lean_route(p: str) -> float:
         status, body = lean.post_json("/v1/route", {"prompt": p})
         assert status == 200, body
         return float(json.loads(body)["latency_ms"])
 
+    def lean_grpc_route(p: str) -> pb.RouteResponse:
+        request = pb.RouteRequest(prompt=p).SerializeToString()
+        return pb.RouteResponse.FromString(lean_grpc.call("/tierwise.v1.Router/Route", request))
+
+    def lean_grpc_health() -> None:
+        answer = lean_grpc.call("/grpc.health.v1.Health/Check", health_request)
+        assert health_pb2.HealthCheckResponse.FromString(answer).status == 1, answer
+
     with httpx.Client(base_url=server.http, timeout=30) as http, Http1Client(server.http) as lean, \
-            grpc.insecure_channel(server.grpc) as channel:
+            grpc.insecure_channel(server.grpc) as channel, GrpcWireClient(server.grpc) as lean_grpc:
         stub, health = router_pb2_grpc.RouterStub(channel), health_pb2_grpc.HealthStub(channel)
+        for p in prompts[:5]:
+            mine, theirs = lean_grpc_route(p), stub.Route(pb.RouteRequest(prompt=p), timeout=30)
+            assert mine.tier == theirs.tier, (mine, theirs)
+            assert dict(mine.probabilities) == dict(theirs.probabilities), (mine, theirs)
         calls: dict[str, tuple[Callable[[str], float], Callable[[], object]]] = {
             "http": (lean_route, lambda: lean.get("/healthz")),
             "http (httpx client)": (
                 lambda p: http.post("/v1/route", json={"prompt": p}).json()["latency_ms"],
                 lambda: http.get("/healthz")),
-            "grpc": (lambda p: stub.Route(pb.RouteRequest(prompt=p), timeout=30).latency_ms,
-                     lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=30)),
+            "grpc": (lambda p: lean_grpc_route(p).latency_ms, lean_grpc_health),
+            "grpc (grpcio client)": (
+                lambda p: stub.Route(pb.RouteRequest(prompt=p), timeout=30).latency_ms,
+                lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=30)),
         }
         for name, (route, check) in calls.items():
             rtt, added, floor = [], [], []
@@ -327,7 +345,7 @@ def transport_section(server: Server, prompts: list[str], n: int, label: str = "
              f"{us(pct(rtt, 99))}")
         emit(f"   20-token {label}{name} added over in-process p50", us(pct(added, 50)),
              "round trip - the core's latency_ms, per request" + (
-                 "" if "httpx" in name else " (target <= 1 ms)"))
+                 "" if "client)" in name else " (target <= 1 ms)"))
         emit(f"            {label}{name} health check round trip p50", us(pct(floor, 50)),
              "the floor: client, framework and loopback, no routing")
 
