@@ -355,9 +355,13 @@ def _figures(curve: Sequence[CurvePoint], f: _Frame, single: bool) -> dict[str, 
 
 
 def build_report(
-    scores: F64, costs: F64, tier_names: Sequence[str], proba: F64
+    scores: F64, costs: F64, tier_names: Sequence[str], proba: F64,
+    default_knob: float | None = None,
 ) -> dict[str, Any]:
     """JSON-ready report of a router's curve against fixed, random, zero-router and oracle routing.
+
+    With ``default_knob`` (the bundle's ``threshold``), ``at_default_knob`` holds the one routing
+    a request without a policy gets: its cost, quality, tier shares and PGR.
 
     AIQ's cost range is the cheapest to the dearest point of all the curves compared. Undefined
     figures are None: APGR/CPT when weak and strong quality are equal, AIQ when every routing costs
@@ -391,8 +395,14 @@ def build_report(
     ok = mine["aiq"] is not None and zero is not None and top is not None and top - zero > _EPS
     closed = (mine["aiq"] - zero) / (top - zero) if ok else None
     logger.debug("report on %d prompts, %d tiers: %s", n, k, mine)
+    extra: dict[str, Any] = {}
+    if default_knob is not None:
+        point = evaluate_choice(s, c, choose_tiers(np.asarray(proba), default_knob), default_knob)
+        gap = f.strong - f.weak
+        pgr = (point.quality - f.weak) / gap if abs(gap) > _EPS else None
+        extra["at_default_knob"] = {**_as_dict(point), "pgr": pgr}
     return {
-        **mine, "gap_closed": closed, "n": n, "tier_names": list(tier_names),
+        **mine, **extra, "gap_closed": closed, "n": n, "tier_names": list(tier_names),
         "share_axis": "strong_share" if k == 2 else "cost_share",
         "weak_quality": f.weak, "strong_quality": f.strong, "oracle_quality": best.quality,
         "cost_range": [f.cost_min, f.cost_max],

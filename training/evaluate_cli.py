@@ -52,7 +52,8 @@ def evaluate_bundle(
         cache.flush()
     proba = router.proba_from_features(feats.matrix)
     costs = table_costs(table, feats.n_tokens, tiers)
-    report = build_report(table.scores, costs, [t.name for t in tiers], proba)
+    report = build_report(table.scores, costs, [t.name for t in tiers], proba,
+                          default_knob=router.manifest.threshold)
     report.update(
         model_version=router.model_version,
         data=str(data),

@@ -68,10 +68,12 @@ def fit_calibrated(
     return Fitted(cal, candidate, cal_idx_a, seconds)
 
 
-def report_on(fitted: Fitted, ds: Dataset, tier_names: Sequence[str]) -> dict[str, Any]:
+def report_on(
+    fitted: Fitted, ds: Dataset, tier_names: Sequence[str], default_knob: float | None = None
+) -> dict[str, Any]:
     """The evaluation report of a fitted router on a dataset."""
     proba = predict_proba_full(fitted.estimator, ds.X, len(tier_names))
-    return build_report(ds.scores, ds.costs, tier_names, proba)
+    return build_report(ds.scores, ds.costs, tier_names, proba, default_knob)
 
 
 def gate_metric(report: dict[str, Any], n_tiers: int) -> float:
@@ -85,27 +87,41 @@ def gate_metric(report: dict[str, Any], n_tiers: int) -> float:
     return float("nan") if value is None else float(value)
 
 
-def default_knob(fitted: Fitted, ds: Dataset, target_pgr: float = 0.8) -> float:
-    """The cheapest knob that recovers ``target_pgr`` of the weak→strong quality gap.
+#: The default operating point: the share of the cheapest→top quality gap it must recover.
+DEFAULT_TARGET_PGR = 0.8
 
-    Chosen on the calibration rows (held out from fitting), so the default operating point is set
-    on data the classifier did not learn from.
-    """
-    cal = ds.subset(fitted.cal_idx)
-    k = cal.scores.shape[1]
-    proba = predict_proba_full(fitted.estimator, cal.X, k)
-    weak, strong = cal.scores[:, 0].mean(), cal.scores[:, -1].mean()
+
+def knob_for_pgr(
+    scores: NDArray[np.float64], costs: NDArray[np.float64], proba: NDArray[np.float64],
+    target_pgr: float = DEFAULT_TARGET_PGR,
+) -> float:
+    """The cheapest knob whose decisions recover ``target_pgr`` of the cheapest→top quality gap
+    on these rows (1.0, always the top tier, when no knob does)."""
+    weak, strong = scores[:, 0].mean(), scores[:, -1].mean()
     gap = strong - weak
-    points = sweep_router(cal.scores, cal.costs, proba)
     good = [
         p
-        for p in points
+        for p in sweep_router(scores, costs, proba)
         if p.knob is not None and (gap <= 0 or (p.quality - weak) / gap >= target_pgr)
     ]
     if not good:
         return 1.0
     best = min(good, key=lambda p: (p.cost, -(p.knob or 0.0)))
     return float(best.knob if best.knob is not None else 1.0)
+
+
+def default_knob(fitted: Fitted, ds: Dataset, target_pgr: float = DEFAULT_TARGET_PGR) -> float:
+    """The bundle's default knob: ``knob_for_pgr`` on the calibration rows (held out from fitting,
+    from the training groups).
+
+    Also tried: the same on groups held out of fitting (three seeded folds pooled), meant to
+    match new traffic better. On the recipes' unseen groups it overshot the target for both
+    two-tier bundles (``routellm_fast`` / ``routellm``: PGR 0.93 / 0.95 at 79% / 89% strong
+    calls, against 0.76 / 0.84 at 59% / 74% with this rule), so this rule stayed.
+    """
+    cal = ds.subset(fitted.cal_idx)
+    proba = predict_proba_full(fitted.estimator, cal.X, cal.scores.shape[1])
+    return knob_for_pgr(cal.scores, cal.costs, proba, target_pgr)
 
 
 def select_candidate(

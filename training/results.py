@@ -62,8 +62,17 @@ def _row(label: str, rep: dict[str, Any]) -> str:
         _fmt(orc.get("aiq")),
         _fmt(rep.get("gap_closed")),
         _fmt(base.get("random", {}).get("apgr")),
+        _at_default(rep),
     ]
     return "| " + " | ".join(cells) + " |"
+
+
+def _at_default(rep: dict[str, Any]) -> str:
+    """``0.37 / 0.79``: the default knob's top-tier share (cost share for 3+ tiers) and PGR."""
+    point = rep.get("at_default_knob")
+    if not point:
+        return "—"
+    return f"{_fmt(point.get(rep.get('share_axis', 'strong_share')))} / {_fmt(point.get('pgr'))}"
 
 
 def _bundle_section(name: str, reports_dir: Path, manifest: dict[str, Any]) -> list[str]:
@@ -77,8 +86,8 @@ def _bundle_section(name: str, reports_dir: Path, manifest: dict[str, Any]) -> l
     ]
     lines += [
         "| split | n | APGR | CPT(50%) | CPT(80%) | AIQ | zero-router AIQ | oracle AIQ "
-        "| gap closed | random APGR |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| gap closed | random APGR | default knob: share / PGR |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(reports_dir.glob("report_*.json")):
         split = path.stem.removeprefix("report_")
@@ -125,6 +134,12 @@ def write_results(reports_dir: Path, models_dir: Path, out: Path) -> Path:
         f" the 2.5th and 97.5th percentiles over {DEFAULT_RESAMPLES:,} seeded resamples of the"
         " split's rows with replacement (router, always-weak and always-strong re-measured on the"
         " same rows), so differences within that width are noise.",
+        "",
+        "`default knob: share / PGR` is what a request without a policy gets on that split: the"
+        " top tier's share of calls (normalised cost for three or more tiers) and the share of the"
+        " cheapest→top quality gap recovered. Each bundle's default knob is the cheapest one that"
+        " recovers 80% of the gap on its calibration rows (training groups, held out from"
+        " fitting), so the `unseen` row is the one to expect on new kinds of prompts.",
         "",
     ]
     for bundle in sorted(p for p in models_dir.iterdir() if (p / "manifest.json").exists()):

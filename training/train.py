@@ -87,14 +87,16 @@ def protocol_splits(
 
 
 def evaluate_protocols(
-    ds: Dataset, recipe: Recipe, candidate: str, tier_names: Sequence[str], seed: int
+    ds: Dataset, recipe: Recipe, candidate: str, tier_names: Sequence[str], seed: int,
+    knob: float | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Full reports of the chosen candidate under every protocol split, with bootstrap CIs."""
+    """Full reports of the chosen candidate under every protocol split, with bootstrap CIs (and,
+    with ``knob``, what that default operating point does there)."""
     reports = {}
     for name, (tr, te) in protocol_splits(ds, recipe, seed).items():
         fitted = fit_calibrated(ds.subset(tr), candidate, len(tier_names), seed)
         test = ds.subset(te)
-        reports[name] = report_on(fitted, test, tier_names)
+        reports[name] = report_on(fitted, test, tier_names, knob)
         proba = predict_proba_full(fitted.estimator, test.X, len(tier_names))
         reports[name]["ci95"] = bootstrap_ci(test.scores, test.costs, proba, seed=seed)
         logger.info("%s %s: %s", recipe.name, name, summary(reports[name]))
@@ -146,8 +148,9 @@ def train_recipe(
     table: dict[str, dict[str, float]] = {}
     if compare and len(recipe.candidates) > 1:
         candidate, table = select_candidate(ds, recipe.candidates, names, seed)
-    reports = evaluate_protocols(ds, recipe, candidate, names, seed)
     final = fit_calibrated(ds, candidate, len(tiers), seed)
+    knob = default_knob(final, ds)
+    reports = evaluate_protocols(ds, recipe, candidate, names, seed, knob)
     onnx_bytes, parity = export_checked(final.estimator, ds.X[final.cal_idx], len(tiers))
     metrics: dict[str, Any] = {k: summary(v) for k, v in reports.items()}
     metrics.update(
@@ -158,7 +161,7 @@ def train_recipe(
         train_seconds=round(time.perf_counter() - start, 1),
     )
     manifest = _manifest(
-        recipe, tiers, candidate, default_knob(final, ds), metrics, files, onnx_bytes
+        recipe, tiers, candidate, knob, metrics, files, onnx_bytes
     )
     bundle = write_bundle(paths.models_dir / recipe.name, manifest, onnx_bytes)
     plots = _write_reports(paths.reports_dir / recipe.name, recipe.name, reports, manifest)

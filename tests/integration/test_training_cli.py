@@ -68,6 +68,13 @@ def test_evaluate_writes_report_and_plot(full_bundle: Path, tmp_path: Path) -> N
     for key in ("apgr", "cpt50", "cpt80", "aiq"):  # bootstrap 95% interval around each figure
         lo, hi = report["ci95"][key]
         assert lo <= report[key] <= hi and lo < hi
+    # what a request without a policy gets: the bundle's own knob, on the router's curve
+    at = report["at_default_knob"]
+    assert at["knob"] == read_bundle(full_bundle)[0].threshold
+    assert sum(at["tier_shares"]) == pytest.approx(1.0)
+    assert at["strong_share"] == at["tier_shares"][-1]
+    weak, strong = report["weak_quality"], report["strong_quality"]
+    assert at["pgr"] == pytest.approx((at["quality"] - weak) / (strong - weak))
     assert (out / "cost_quality.png").stat().st_size > 1000
 
 
