@@ -61,7 +61,8 @@ def plot_cost_quality(report: dict[str, Any], path: Path, title: str) -> Path:
     """Router curve, fixed tiers, zero-router hull, random line and oracle frontier; saves a PNG.
 
     x is the mean cost per request (USD), y the mean quality. The oracle is drawn up to its best
-    point (its closing tail to always-top is dominated) and the oracle point is starred.
+    point (its closing tail to always-top is dominated) and the oracle point is starred; a report
+    with ``at_default_knob`` marks where requests without a policy land.
 
     Raises:
         KeyError: when ``report`` lacks a field of ``build_report``'s output.
@@ -79,6 +80,12 @@ def plot_cost_quality(report: dict[str, Any], path: Path, title: str) -> Path:
     router = report["curve"]
     ax.plot([p["cost"] for p in router], [p["quality"] for p in router], color="tab:blue",
             marker=".", linewidth=2, label=_router_label(report))
+    at = report.get("at_default_knob")
+    if at is not None:
+        share = at[report["share_axis"]]
+        what = "top-tier calls" if report["share_axis"] == "strong_share" else "cost share"
+        ax.plot(at["cost"], at["quality"], marker="D", markersize=8, color="tab:red",
+                linestyle="none", label=f"default knob {at['knob']:.3f}: {share:.0%} {what}")
     for name in report["tier_names"]:
         point = base[f"always_{name}"]
         ax.plot(point["cost"], point["quality"], marker="o", color="black", linestyle="none")

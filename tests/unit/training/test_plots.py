@@ -19,7 +19,7 @@ def _report(k: int) -> dict[str, object]:
     scores = (rng.random((n, k)) < np.linspace(0.4, 0.85, k)).astype(np.float64)
     costs = np.tile(np.geomspace(0.0005, 0.01, k), (n, 1))
     proba = rng.dirichlet(np.ones(k), size=n)
-    return build_report(scores, costs, [f"tier{i}" for i in range(k)], proba)
+    return build_report(scores, costs, [f"tier{i}" for i in range(k)], proba, default_knob=0.5)
 
 
 @pytest.mark.parametrize("k", [2, 3])
