@@ -208,6 +208,10 @@ def _prune(model: onnx.ModelProto) -> None:
     graph.initializer.extend(inits)
 
 
+#: The exported graph's name (fixed: see ``_finish``).
+GRAPH_NAME = "tierwise_router"
+
+
 def _finish(
     model: onnx.ModelProto, g: _Graph, proba: str, classes: NDArray[Any], n_classes: int
 ) -> bytes:
@@ -230,6 +234,9 @@ def _finish(
         versions[o.domain] = max(o.version, versions.get(o.domain, 1))
     del model.opset_import[:]
     model.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(versions.items()))
+    # skl2onnx names the graph with a random UUID: a fixed name makes the same estimator export
+    # to the same bytes, so a regenerated bundle keeps its onnx_sha256 and model_version
+    model.graph.name = GRAPH_NAME
     onnx.checker.check_model(model, full_check=True)
     return bytes(model.SerializeToString())
 

@@ -81,6 +81,14 @@ def test_every_candidate_exports_with_parity(name: str, k: int, calibrated: bool
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["gbt", "logreg"])
+def test_the_same_estimator_exports_to_the_same_bytes(name: str) -> None:
+    est = fitted(name, 2, calibrated=True)
+    first = to_onnx(est, D, 2)
+    assert to_onnx(est, D, 2) == first
+    assert onnx.load_from_string(first).graph.name == "tierwise_router"
+
+
 @pytest.mark.parametrize("calibrated", [False, True])
 def test_absent_class_gets_a_zero_column(calibrated: bool) -> None:
     X, y = make_data(300, 3, seed=1)
