@@ -30,6 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from grpc_wire_client import GrpcWireClient  # noqa: E402
+from router_throughput import (  # noqa: E402
+    encoder_batch_throughput,
+    grpc_throughput,
+    in_process_throughput,
+    lean_grpc_throughput,
+)
 from serve_process import Server, serving  # noqa: E402
 from wire_client import Http1Client  # noqa: E402
 
@@ -150,46 +156,6 @@ def paired_s(
     return asyncio.run(run())
 
 
-def in_process_throughput(service: RouteService, prompts: list[str], clients: int,
-                          seconds: float) -> tuple[float, int]:
-    async def main() -> tuple[int, int]:
-        stop = time.perf_counter() + seconds
-        done = errors = 0
-
-        async def client(c: int) -> None:
-            nonlocal done, errors
-            k = c
-            while time.perf_counter() < stop:
-                try:
-                    await service.route(RouteInput(prompt=prompts[k % len(prompts)]),
-                                        transport="bench")
-                    done += 1
-                except Exception:  # counted and reported: the figure is "zero errors"
-                    errors += 1
-                k += clients
-
-        await asyncio.gather(*(client(c) for c in range(clients)))
-        return done, errors
-
-    t = time.perf_counter()
-    done, errors = asyncio.run(main())
-    return done / (time.perf_counter() - t), errors
-
-
-def encoder_batch_throughput(router: ComplexityRouter, prompts: list[str], batch: int,
-                             seconds: float) -> float:
-    """Prompts per second of the encoder alone on batches of ``batch`` (tokenising included)."""
-    encoder = router.featurizer.encoder
-    assert encoder is not None
-    done, k, stop = 0, 0, time.perf_counter() + seconds
-    t = time.perf_counter()
-    while time.perf_counter() < stop:
-        encoder.encode([prompts[(k + j) % len(prompts)] for j in range(batch)])
-        done += batch
-        k += batch
-    return done / (time.perf_counter() - t)
-
-
 # -- over loopback --------------------------------------------------------------------------------
 
 
@@ -250,34 +216,6 @@ def transport_s(server: Server, prompts: list[str], n: int) -> dict[str, Samples
                 floor.append(time.perf_counter() - t)
             out[name] = (rtt[5:], added[5:], floor[5:])
     return out
-
-
-def grpc_throughput(server: Server, prompts: list[str], clients: int,
-                    seconds: float) -> tuple[float, int]:
-    async def main() -> tuple[int, int]:
-        done = errors = 0
-        async with grpc.aio.insecure_channel(server.grpc) as channel:
-            stub = router_pb2_grpc.RouterStub(channel)
-            stop = time.perf_counter() + seconds
-
-            async def client(c: int) -> None:
-                nonlocal done, errors
-                k = c
-                while time.perf_counter() < stop:
-                    try:
-                        await stub.Route(pb.RouteRequest(prompt=prompts[k % len(prompts)]),
-                                         timeout=30)
-                        done += 1
-                    except grpc.RpcError:
-                        errors += 1
-                    k += clients
-
-            await asyncio.gather(*(client(c) for c in range(clients)))
-        return done, errors
-
-    t = time.perf_counter()
-    done, errors = asyncio.run(main())
-    return done / (time.perf_counter() - t), errors
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -352,24 +290,30 @@ def transport_section(server: Server, prompts: list[str], n: int, label: str = "
 
 def throughput_section(service: RouteService, router: ComplexityRouter, server: Server,
                        prompts: list[str], clients: int, seconds: float) -> None:
-    # the encoder alone and the service alternate, twice each, so that both see the same drift
-    # in machine load; the figures are the means over both rounds
-    raw_rates, rates, errors = [], [], 0
+    # the encoder alone, the service in process and the service over gRPC alternate, twice
+    # each, so that all see the same drift in machine load; the figures are the means over both
+    # rounds
+    raw_rates, rates, wire_rates, errors, wire_errors = [], [], [], 0, 0
     for _ in range(2):
         raw_rates.append(encoder_batch_throughput(router, prompts, clients, seconds / 2))
         rate, errs = in_process_throughput(service, prompts, clients, seconds / 2)
         rates.append(rate)
         errors += errs
-    raw, rate = float(np.mean(raw_rates)), float(np.mean(rates))
+        rate, errs = lean_grpc_throughput(server, prompts, clients, seconds / 2)
+        wire_rates.append(rate)
+        wire_errors += errs
+    raw = float(np.mean(raw_rates))
     rounds = " / ".join(f"{r:.1f}" for r in raw_rates)
     emit(f"  200-token encoder alone, batches of {clients}", f"{raw:,.1f} /s",
          f"the ceiling ({rounds} per round)")
-    rounds = " / ".join(f"{r:.1f}" for r in rates)
-    emit(f"  200-token in-process, {clients} concurrent, {seconds:.0f} s", f"{rate:,.1f} /s",
-         f"{rate / raw:.0%} of encoder (target >= 80%), {errors} errors ({rounds} per round)")
-    rate, errors = grpc_throughput(server, prompts, clients, seconds)
-    emit(f"  200-token gRPC clients, {clients} concurrent, {seconds:.0f} s", f"{rate:,.1f} /s",
-         f"{rate / raw:.0%} of encoder, {errors} errors (clients share the cores)")
+    for name, got, errs in (("in-process", rates, errors), ("gRPC (lean clients)", wire_rates,
+                                                            wire_errors)):
+        rate, rounds = float(np.mean(got)), " / ".join(f"{r:.1f}" for r in got)
+        emit(f"  200-token {name}, {clients} concurrent, {seconds:.0f} s", f"{rate:,.1f} /s",
+             f"{rate / raw:.0%} of encoder (target >= 80%), {errs} errors ({rounds} per round)")
+    rate, errs = grpc_throughput(server, prompts, clients, seconds)
+    emit(f"  200-token gRPC (grpcio aio clients), {clients} concurrent, {seconds:.0f} s",
+         f"{rate:,.1f} /s", f"{rate / raw:.0%} of encoder, {errs} errors (clients share the cores)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
