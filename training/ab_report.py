@@ -251,7 +251,8 @@ def offline_report(model: Path, data: Path, knobs: Sequence[float]) -> dict[str,
     """
     from router_model.router import ComplexityRouter
     from training.dataset import FeatureContext, build_dataset, load_rows
-    from training.evaluate import build_report, evaluate_choice
+    from training.evaluate import evaluate_choice
+    from training.report import build_report
 
     router = ComplexityRouter.from_artifact(model)
     ds = build_dataset(load_rows([data]), router.tiers, FeatureContext(router.featurizer),

@@ -24,8 +24,8 @@ from router_model.router import ComplexityRouter
 from router_model.settings import Settings
 from training.bootstrap import bootstrap_ci
 from training.data import read_labeled, select_tiers, table_costs
-from training.evaluate import build_report
 from training.plots import plot_cost_quality
+from training.report import build_report
 
 logger = logging.getLogger(__name__)
 

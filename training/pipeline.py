@@ -14,8 +14,9 @@ from numpy.typing import NDArray
 from training.calibrate import calibrate
 from training.data import group_split, random_split
 from training.dataset import Dataset
-from training.evaluate import build_report, sweep_router
+from training.evaluate import sweep_router
 from training.fit import fit_candidate, predict_proba_full
+from training.report import build_report
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +69,10 @@ def fit_calibrated(
     return Fitted(cal, candidate, cal_idx_a, seconds)
 
 
-def report_on(
-    fitted: Fitted, ds: Dataset, tier_names: Sequence[str], default_knob: float | None = None
-) -> dict[str, Any]:
+def report_on(fitted: Fitted, ds: Dataset, tier_names: Sequence[str]) -> dict[str, Any]:
     """The evaluation report of a fitted router on a dataset."""
     proba = predict_proba_full(fitted.estimator, ds.X, len(tier_names))
-    return build_report(ds.scores, ds.costs, tier_names, proba, default_knob)
+    return build_report(ds.scores, ds.costs, tier_names, proba)
 
 
 def gate_metric(report: dict[str, Any], n_tiers: int) -> float:

@@ -1,4 +1,4 @@
-"""Figures of a ``training.evaluate.build_report`` report: cost-quality and PGR plots."""
+"""Figures of a ``training.report.build_report`` report: cost-quality and PGR plots."""
 
 from __future__ import annotations
 

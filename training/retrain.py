@@ -50,10 +50,10 @@ from training import registry
 from training.bootstrap import paired_diff_ci
 from training.data import LabeledRow, data_sha256, group_split
 from training.dataset import Dataset, build_dataset, load_rows, make_context
-from training.evaluate import build_report
 from training.export import export_checked
 from training.pipeline import default_knob, fit_calibrated, gate_metric
 from training.recipes import SHIPPED
+from training.report import build_report
 from training.traffic import (
     DEFAULT_ADEQUATE,
     TrafficLabels,

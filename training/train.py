@@ -34,11 +34,11 @@ from training.fit import predict_proba_full
 from training.pipeline import (
     default_knob,
     fit_calibrated,
-    report_on,
     select_candidate,
 )
 from training.plots import plot_cost_quality
 from training.recipes import SHIPPED, Recipe
+from training.report import build_report
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +96,8 @@ def evaluate_protocols(
     for name, (tr, te) in protocol_splits(ds, recipe, seed).items():
         fitted = fit_calibrated(ds.subset(tr), candidate, len(tier_names), seed)
         test = ds.subset(te)
-        reports[name] = report_on(fitted, test, tier_names, knob)
         proba = predict_proba_full(fitted.estimator, test.X, len(tier_names))
+        reports[name] = build_report(test.scores, test.costs, tier_names, proba, knob)
         reports[name]["ci95"] = bootstrap_ci(test.scores, test.costs, proba, seed=seed)
         logger.info("%s %s: %s", recipe.name, name, summary(reports[name]))
     return reports
@@ -160,9 +160,7 @@ def train_recipe(
         skipped_rows=ds.skipped,
         train_seconds=round(time.perf_counter() - start, 1),
     )
-    manifest = _manifest(
-        recipe, tiers, candidate, knob, metrics, files, onnx_bytes
-    )
+    manifest = _manifest(recipe, tiers, candidate, knob, metrics, files, onnx_bytes)
     bundle = write_bundle(paths.models_dir / recipe.name, manifest, onnx_bytes)
     plots = _write_reports(paths.reports_dir / recipe.name, recipe.name, reports, manifest)
     if paths.tracking_uri:

@@ -8,7 +8,7 @@ import pytest
 from numpy.typing import NDArray
 
 from training.bootstrap import bootstrap_ci, paired_diff_ci, resample_counts, resampled_figures
-from training.evaluate import build_report
+from training.report import build_report
 
 F64 = NDArray[np.float64]
 

@@ -12,7 +12,6 @@ from training.evaluate import (
     CurvePoint,
     aiq,
     apgr,
-    build_report,
     cpt,
     evaluate_choice,
     fixed_points,
@@ -23,6 +22,7 @@ from training.evaluate import (
     sweep_router,
     zero_router_curve,
 )
+from training.report import build_report
 
 F64 = NDArray[np.float64]
 

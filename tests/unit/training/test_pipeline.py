@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.evaluate import build_report
 from training.pipeline import knob_for_pgr
+from training.report import build_report
 
 # Two tiers, four prompts (as in test_evaluate): weak quality 0.5, strong 0.75, gap 0.25.
 #   prompt  weak strong  P(weak adequate)

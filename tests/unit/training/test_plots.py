@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.evaluate import build_report
 from training.plots import plot_cost_quality, plot_pgr
+from training.report import build_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
