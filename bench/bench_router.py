@@ -185,7 +185,8 @@ def transport_s(server: Server, prompts: list[str], n: int) -> dict[str, Samples
 
     def lean_grpc_health() -> None:
         answer = lean_grpc.call("/grpc.health.v1.Health/Check", health_request)
-        assert health_pb2.HealthCheckResponse.FromString(answer).status == 1, answer
+        status = health_pb2.HealthCheckResponse.FromString(answer).status
+        assert status == health_pb2.HealthCheckResponse.SERVING, answer
 
     with httpx.Client(base_url=server.http, timeout=30) as http, Http1Client(server.http) as lean, \
             grpc.insecure_channel(server.grpc) as channel, GrpcWireClient(server.grpc) as lean_grpc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import grpc
 from grpc_wire_client import GrpcWireClient, WireError
@@ -17,29 +18,35 @@ from router_model.router import ComplexityRouter
 from service.core import RouteInput, RouteService
 
 
+async def _drive(call: Callable[[str], Awaitable[object]], prompts: list[str], clients: int,
+                 seconds: float, failure: type[Exception]) -> tuple[int, int]:
+    """``clients`` coroutines awaiting ``call`` on the prompts in turn for ``seconds``: the calls
+    done and the ``failure``s (counted and reported: the figure is "zero errors")."""
+    stop = time.perf_counter() + seconds
+    done = errors = 0
+
+    async def client(c: int) -> None:
+        nonlocal done, errors
+        k = c
+        while time.perf_counter() < stop:
+            try:
+                await call(prompts[k % len(prompts)])
+                done += 1
+            except failure:
+                errors += 1
+            k += clients
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return done, errors
+
+
 def in_process_throughput(service: RouteService, prompts: list[str], clients: int,
                           seconds: float) -> tuple[float, int]:
-    async def main() -> tuple[int, int]:
-        stop = time.perf_counter() + seconds
-        done = errors = 0
-
-        async def client(c: int) -> None:
-            nonlocal done, errors
-            k = c
-            while time.perf_counter() < stop:
-                try:
-                    await service.route(RouteInput(prompt=prompts[k % len(prompts)]),
-                                        transport="bench")
-                    done += 1
-                except Exception:  # counted and reported: the figure is "zero errors"
-                    errors += 1
-                k += clients
-
-        await asyncio.gather(*(client(c) for c in range(clients)))
-        return done, errors
+    def call(prompt: str) -> Awaitable[object]:
+        return service.route(RouteInput(prompt=prompt), transport="bench")
 
     t = time.perf_counter()
-    done, errors = asyncio.run(main())
+    done, errors = asyncio.run(_drive(call, prompts, clients, seconds, Exception))
     return done / (time.perf_counter() - t), errors
 
 
@@ -60,25 +67,13 @@ def encoder_batch_throughput(router: ComplexityRouter, prompts: list[str], batch
 def grpc_throughput(server: Server, prompts: list[str], clients: int,
                     seconds: float) -> tuple[float, int]:
     async def main() -> tuple[int, int]:
-        done = errors = 0
         async with grpc.aio.insecure_channel(server.grpc) as channel:
             stub = router_pb2_grpc.RouterStub(channel)
-            stop = time.perf_counter() + seconds
 
-            async def client(c: int) -> None:
-                nonlocal done, errors
-                k = c
-                while time.perf_counter() < stop:
-                    try:
-                        await stub.Route(pb.RouteRequest(prompt=prompts[k % len(prompts)]),
-                                         timeout=30)
-                        done += 1
-                    except grpc.RpcError:
-                        errors += 1
-                    k += clients
+            def call(prompt: str) -> Awaitable[object]:
+                return stub.Route(pb.RouteRequest(prompt=prompt), timeout=30)
 
-            await asyncio.gather(*(client(c) for c in range(clients)))
-        return done, errors
+            return await _drive(call, prompts, clients, seconds, grpc.RpcError)
 
     t = time.perf_counter()
     done, errors = asyncio.run(main())
