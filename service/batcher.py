@@ -115,9 +115,8 @@ class MicroBatcher(Generic[T, R]):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _can_inline(self, items: Sequence[T]) -> bool:
-        return not self._busy and not self._queue and self._inline is not None and self._inline(
-            items
-        )
+        return (not self._busy and not self._queue and self._inline is not None
+                and self._inline(items))
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
