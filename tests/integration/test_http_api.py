@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -239,13 +240,22 @@ def test_unknown_path_and_method(http: httpx.Client) -> None:
     assert_problem(http.get("/v1/route"), 405, "method_not_allowed")
 
 
+def _records_of(caplog: pytest.LogCaptureFixture, decision_id: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "request_id", None) == decision_id]
+
+
 def test_decision_log_has_one_record_without_prompt_text(
     http: httpx.Client, prompts: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     prompt = prompts[4]
     with caplog.at_level(logging.INFO, logger="service.core"):
         decision_id = http.post("/v1/route", json={"prompt": prompt}).json()["decision_id"]
-    records = [r for r in caplog.records if getattr(r, "request_id", None) == decision_id]
+        # the record is written after the answer is sent (off the client's round trip)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not _records_of(caplog, decision_id):
+            time.sleep(0.01)
+        time.sleep(0.05)  # room for a (wrong) second record to arrive
+    records = _records_of(caplog, decision_id)
     assert len(records) == 1
     doc = records[0].__dict__
     for key in ("transport", "tier", "probabilities", "policy", "model_version",

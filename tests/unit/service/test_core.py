@@ -76,6 +76,31 @@ def test_short_prompts_are_scored_inline_with_the_routers_decision(
     assert registry.get_sample_value("tierwise_batch_size_sum") == len(short)
 
 
+def test_decisions_are_counted_after_the_caller_has_them(
+    fast_bundle: Path, prompts: list[str]
+) -> None:
+    service = RouteService.from_path(ServiceSettings(), fast_bundle)
+    registry = service.metrics.registry
+
+    def counted() -> float:
+        return sum(registry.get_sample_value("tierwise_decisions_total", {"tier": t.name,
+                   "transport": "test"}) or 0.0 for t in service.tiers)
+
+    async def main() -> list[float]:
+        seen = []
+        await service.route(RouteInput(prompt=prompts[0]), transport="test")
+        seen.append(counted())  # not yet: the record waits for the loop's next turn
+        await asyncio.sleep(0)
+        seen.append(counted())
+        await service.route_batch([RouteInput(prompt=p) for p in prompts[1:4]], transport="test")
+        seen.append(counted())
+        await asyncio.sleep(0)
+        seen.append(counted())
+        return seen
+
+    assert run(service, main()) == [0.0, 1.0, 1.0, 4.0]
+
+
 def test_messages_are_scored_by_scored_text(fast_bundle: Path, prompts: list[str]) -> None:
     service = RouteService.from_path(ServiceSettings(), fast_bundle)
     chat = (ChatMessage("system", (ContentPart("text", "Answer briefly."),)),
