@@ -174,6 +174,46 @@ def _sigmoid_layer(g: _Graph, scores: str, cal: Estimator) -> str:
     return g.op("Where", is_zero, uniform, g.op("Div", p, safe))
 
 
+def _fold_platt(graph: onnx.GraphProto, scores: str, cal: Estimator) -> str | None:
+    """The binary Platt layer folded into the tree ensemble that computes ``scores``, or ``None``.
+
+    ``sigmoid(-(a * s + b))`` of a sum of leaf values ``s`` is the ensemble's own ``LOGISTIC``
+    post-transform after scaling every leaf value and the base value by ``-a`` and shifting the
+    base by ``-b``; onnxruntime's binary output is then ``[1 - p, p]``, what ``_sigmoid_layer``
+    builds. One node instead of eight: ~5 us a row instead of ~21 us, most of a hand-feature
+    decision's classifier call (each small node costs ~2 us to launch). Export's parity check
+    still compares the result with scikit-learn.
+    """
+    pair = cal.calibrated_classifiers_[0]
+    if len(cal.classes_) != 2 or len(_unwrap(pair.estimator).classes_) != 2:
+        return None
+    producers = [n for n in graph.node if scores in n.output]
+    consumers = [n for n in graph.node if scores in n.input]
+    if len(producers) != 1 or consumers or producers[0].op_type != "TreeEnsembleClassifier":
+        return None
+    node = producers[0]
+    attrs = {a.name: a for a in node.attribute}
+    transform = attrs["post_transform"].s if "post_transform" in attrs else b"NONE"
+    if (transform != b"NONE" or "class_weights" not in attrs
+            or set(attrs["class_ids"].ints) != {0}
+            or any(name.endswith("_as_tensor") for name in attrs)
+            or len(attrs["base_values"].floats if "base_values" in attrs else [0.0]) != 1):
+        return None
+    a, b = float(pair.calibrators[0].a_), float(pair.calibrators[0].b_)
+    weights = np.asarray(attrs["class_weights"].floats, dtype=np.float64) * -a
+    base = (np.asarray(attrs["base_values"].floats, dtype=np.float64) if "base_values" in attrs
+            else np.zeros(1)) * -a - b
+    keep = [x for x in node.attribute
+            if x.name not in ("class_weights", "base_values", "post_transform")]
+    del node.attribute[:]
+    node.attribute.extend(keep + [
+        helper.make_attribute("class_weights", weights.astype(np.float32).tolist()),
+        helper.make_attribute("base_values", base.astype(np.float32).tolist()),
+        helper.make_attribute("post_transform", "LOGISTIC"),
+    ])
+    return scores
+
+
 def _scatter(source: NDArray[Any], target: NDArray[Any]) -> NDArray[np.float32]:
     """0/1 matrix moving columns labelled ``source`` to their place among ``target``."""
     matrix = np.zeros((len(source), len(target)), dtype=np.float32)
@@ -220,7 +260,7 @@ def _finish(
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"estimator classes {labels.tolist()} exceed {n_classes} classes")
     if np.array_equal(labels, np.arange(n_classes)):
-        g.op("Identity", proba, output=OUTPUT_NAME)
+        _rename(model.graph, proba, OUTPUT_NAME)  # no Identity node: each node costs a launch
     else:
         g.op("MatMul", proba, g.const(_scatter(labels, np.arange(n_classes))), output=OUTPUT_NAME)
     del model.graph.output[:]
@@ -260,7 +300,7 @@ def to_onnx(est: Estimator, n_features: int, n_classes: int) -> bytes:
         # scikit-learn calibrates decision_function when the estimator has one
         model, scores = _convert(inner, n_features, hasattr(inner, "decision_function"))
         g = _Graph(model.graph)
-        proba = _sigmoid_layer(g, scores, est)
+        proba = _fold_platt(model.graph, scores, est) or _sigmoid_layer(g, scores, est)
     else:
         model, proba = _convert(est, n_features, raw_scores=False)
         g = _Graph(model.graph)

@@ -89,6 +89,20 @@ def test_the_same_estimator_exports_to_the_same_bytes(name: str) -> None:
     assert onnx.load_from_string(first).graph.name == "tierwise_router"
 
 
+@pytest.mark.parametrize("name", ["gbt", "gbt_pca"])
+def test_binary_platt_calibration_folds_into_the_tree_ensemble(name: str) -> None:
+    est = fitted(name, 2, calibrated=True)
+    X_hold, _ = make_data(200, 2, seed=98)
+    onnx_bytes, delta = export_checked(est, X_hold, 2)
+    nodes = [n.op_type for n in onnx.load_from_string(onnx_bytes).graph.node]
+    # the tree ensemble writes the probabilities itself: no Gather/Mul/Add/Sigmoid/Concat layer
+    assert nodes[-1] == "TreeEnsembleClassifier" and "Sigmoid" not in nodes, nodes
+    assert delta <= 1e-6
+    # three tiers keep the explicit layer (one-vs-rest calibrators, then normalised)
+    three = onnx.load_from_string(to_onnx(fitted(name, 3, calibrated=True), D, 3))
+    assert "Sigmoid" in [n.op_type for n in three.graph.node]
+
+
 @pytest.mark.parametrize("calibrated", [False, True])
 def test_absent_class_gets_a_zero_column(calibrated: bool) -> None:
     X, y = make_data(300, 3, seed=1)
