@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "training.evaluate_cli",
         "evaluate a bundle on a labeled file against fixed routing",
     ),
+    "knob": ("training.knob", "fit the quality knob to a budget on a sample of your prompts"),
     "serve": ("service.__main__", "serve routing decisions over HTTP and gRPC"),
     "gateway": ("service.gateway_main", "run the OpenAI-compatible forwarding gateway"),
     "retrain": ("training.retrain", "retrain on labeled traffic and gate promotion"),

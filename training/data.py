@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,14 +130,12 @@ def _read_bytes(path: Path) -> bytes:
         raise InvalidData(f"{path}: cannot read labeled data ({exc})") from exc
 
 
-def read_labeled(path: Path) -> list[LabeledRow]:
-    """Read a labeled JSONL (or ``.jsonl.gz``) file strictly.
+def iter_json_lines(path: Path) -> Iterator[tuple[str, Any]]:
+    """``("{path}:{line}", object)`` for each non-blank line of a JSONL (or ``.jsonl.gz``) file.
 
     Raises:
-        InvalidData: when the file is missing or unreadable, or a line is malformed
-            (the message is ``"{path}:{line}: ..."`` with a 1-based line).
+        InvalidData: when the file is missing or unreadable, or a line is not UTF-8 JSON.
     """
-    rows: list[LabeledRow] = []
     for number, raw in enumerate(_read_bytes(path).split(b"\n"), start=1):
         where = f"{path}:{number}"
         try:
@@ -147,10 +145,19 @@ def read_labeled(path: Path) -> list[LabeledRow]:
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            yield where, json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidData(f"{where}: bad JSON ({exc.msg} at column {exc.colno})") from exc
-        rows.append(parse_row(obj, where))
+
+
+def read_labeled(path: Path) -> list[LabeledRow]:
+    """Read a labeled JSONL (or ``.jsonl.gz``) file strictly.
+
+    Raises:
+        InvalidData: when the file is missing or unreadable, or a line is malformed
+            (the message is ``"{path}:{line}: ..."`` with a 1-based line).
+    """
+    rows = [parse_row(obj, where) for where, obj in iter_json_lines(path)]
     logger.debug("read %d labeled rows from %s", len(rows), path)
     return rows
 
