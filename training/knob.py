@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from tqdm import tqdm
 
 from router_model.errors import InvalidData, RouterError
 from router_model.features import featurize
@@ -141,7 +142,8 @@ def fit_knob(
     for prompt in prompts:
         check_prompt(prompt)
     router = ComplexityRouter.from_artifact(model_dir)
-    feats = featurize(prompts, router.featurizer)
+    with tqdm(total=len(prompts), desc="scoring prompts", unit="prompt", leave=False) as bar:
+        feats = featurize(prompts, router.featurizer, progress=bar.update)
     proba = router.proba_from_features(feats.matrix)
     costs = estimate_costs(feats.n_tokens, router.tiers)
     knob = (knob_for_top_share(proba, budget) if top_share is not None
