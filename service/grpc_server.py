@@ -109,7 +109,8 @@ class MalformedRequests(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self) -> None:
         # method name -> its wrapped handler: the handlers are registered once, so wrapping
-        # them again on every call (~10 us) buys nothing; unknown methods are not kept
+        # them again on every call (4 us warm, against 1 us for the lookup) buys nothing; unknown
+        # methods are not kept
         self._wrapped: dict[str, Any] = {}
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
