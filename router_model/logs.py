@@ -1,6 +1,6 @@
 """Logging set-up for every ``main()``: JSON lines in production, plain text in development.
 
-Records are formatted and written on a listener thread, not by the code that logs: the service
+Records are formatted and written on a writer thread, not by the code that logs: the service
 logs one record per decision, and formatting plus writing it (~45 us) would otherwise be paid by
 every request.
 """
@@ -10,9 +10,8 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import queue
 import threading
-from logging.handlers import QueueHandler, QueueListener
+from collections import deque
 from typing import IO, Any
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -34,79 +33,88 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-class BackgroundHandler(QueueHandler):
-    """Queues records for ``target``, which formats and writes them on a listener thread.
+#: The longest a WARNING+ record waits for the records queued before it to be written.
+FLUSH_TIMEOUT_S = 5.0
+#: How long an INFO record may wait in the queue before the writer thread writes it.
+DRAIN_INTERVAL_S = 0.05
 
-    Records travel as they are, unformatted: the queue is in-process, so nothing needs pickling,
-    and the formatter sees the same record (``extra`` fields, ``exc_info``) as a direct handler
-    would. Their arguments are formatted later, so callers must not mutate what they log (ours
-    pass fresh values). A record at WARNING or above is written before the logging call returns
-    (after those queued before it): a warning or error just before an exit, or one that a test
-    reads back, is never left in the queue. ``close`` (also run at exit) writes out the rest.
+
+class BackgroundHandler(logging.Handler):
+    """Queues records for ``target``, which formats and writes them on a writer thread.
+
+    The writer wakes every ``interval_s`` and writes everything queued since, instead of waking
+    for each record. Under a stream of decisions a wake-up per record cost a thread switch and
+    the GIL while the serving thread was answering the next request: with sequential requests
+    back to back, the decision log added 150-300 us to each of them, measured on 2 cores. Records
+    travel as they are, unformatted, so the formatter sees the same record (``extra`` fields,
+    ``exc_info``) as a direct handler would; their arguments are formatted later, so callers
+    must not mutate what they log (ours pass fresh values). A record at WARNING or above is
+    written before the logging call returns (after those queued before it): a warning or error
+    just before an exit, or one that a test reads back, is never left in the queue. ``close``
+    (also run at exit) writes out the rest.
     """
 
-    def __init__(self, target: logging.Handler) -> None:
-        # SimpleQueue: a put is one C call, with no lock or condition variable in Python
-        records: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        super().__init__(records)
-        self._listener: _Listener | None = _Listener(records, target)
-        self._listener.start()
+    def __init__(self, target: logging.Handler, interval_s: float = DRAIN_INTERVAL_S) -> None:
+        super().__init__()
+        self.target = target
+        self._interval_s = interval_s
+        # deque.append and popleft are atomic: no lock on the caller's path
+        self._queue: deque[logging.LogRecord | threading.Event] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._closed = False
+        self._writer = threading.Thread(target=self._run, name="tierwise-log-writer", daemon=True)
+        self._writer.start()
         atexit.register(self.close)
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        # QueueHandler.prepare formats the message here, on the caller's thread, and drops
-        # exc_info so the record can be pickled; neither is wanted for an in-process queue
-        return record
-
     def emit(self, record: logging.LogRecord) -> None:
-        super().emit(record)
+        if self._closed:  # at exit, after close: written here, not left in a dead queue
+            self.target.handle(record)
+            return
+        self._queue.append(record)
         if record.levelno >= logging.WARNING:
             self.flush()
 
     def flush(self) -> None:
-        """Wait until the listener has written every record queued so far."""
-        listener = self._listener
-        if listener is None or listener.on_its_thread():
-            return  # a handler logging from the listener thread must not wait for itself
+        """Wait until the writer has written every record queued so far."""
+        if not self._writer.is_alive() or threading.current_thread() is self._writer:
+            return  # a handler logging from the writer thread must not wait for itself
         written = threading.Event()
-        self.queue.put_nowait(written)
+        self._queue.append(written)
+        self._wake.set()
         written.wait(timeout=FLUSH_TIMEOUT_S)
 
     def close(self) -> None:
-        """Write out the queued records, stop the listener thread, and close the target."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            atexit.unregister(self.close)
-            listener.stop()
-            for target in listener.handlers:
-                target.close()
+        """Write out the queued records, stop the writer thread, and close the target."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self._stopping = True
+        self._wake.set()
+        if threading.current_thread() is not self._writer:
+            self._writer.join(timeout=FLUSH_TIMEOUT_S)
+        self.target.close()
         super().close()
 
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval_s)
+            # cleared before the drain: a record queued after this point sets it again, and one
+            # queued before is written by this drain
+            self._wake.clear()
+            self._drain()
+            if self._stopping:
+                self._drain()
+                return
 
-#: The longest a WARNING+ record waits for the records queued before it to be written.
-FLUSH_TIMEOUT_S = 5.0
-
-
-class _Listener(QueueListener):
-    """A ``QueueListener`` that answers flush markers (events it sets) between records."""
-
-    def __init__(self, records: queue.SimpleQueue[Any], target: logging.Handler) -> None:
-        super().__init__(records, target)
-        self._here = threading.local()
-
-    def handle(self, record: logging.LogRecord | threading.Event) -> None:
-        if isinstance(record, threading.Event):
-            record.set()
-            return
-        self._here.active = True
-        try:
-            super().handle(record)
-        finally:
-            self._here.active = False
-
-    def on_its_thread(self) -> bool:
-        """Whether the caller is the listener thread, handling a record."""
-        return bool(getattr(self._here, "active", False))
+    def _drain(self) -> None:
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, threading.Event):
+                item.set()
+            else:
+                self.target.handle(item)
 
 
 def configure_logging(

@@ -47,6 +47,24 @@ def test_a_warning_is_written_with_everything_queued_before_it() -> None:
         handler.close()
 
 
+def test_info_records_are_written_within_the_drain_interval() -> None:
+    target = SlowList()
+    handler = BackgroundHandler(target, interval_s=0.02)
+    logger = _logger(handler, "tierwise.test.drain")
+    try:
+        started = time.monotonic()
+        for i in range(5):
+            logger.info("decision %d", i)
+        assert time.monotonic() - started < 0.05  # the caller never waits for the slow target
+        deadline = time.monotonic() + 5
+        while len(target.written) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [m for m, _ in target.written] == [f"decision {i}" for i in range(5)]
+        assert {t for _, t in target.written} == {"tierwise-log-writer"}
+    finally:
+        handler.close()
+
+
 def test_close_writes_out_the_queue() -> None:
     target = SlowList()
     handler = BackgroundHandler(target)
