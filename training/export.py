@@ -203,10 +203,6 @@ def _fold_platt(graph: onnx.GraphProto, scores: str, cal: Estimator) -> str | No
     weights = (np.asarray(attrs["class_weights"].floats, dtype=np.float64) * -a).astype(np.float32)
     base = (np.asarray(attrs["base_values"].floats, dtype=np.float64) if "base_values" in attrs
             else np.zeros(1)) * -a - b
-    if not (weights < 0).any():
-        # onnxruntime writes [1 - s, s] before the transform when no leaf value is negative
-        # (its weights_are_all_positive_ case), [-s, s] otherwise: only the latter gives [1 - p, p]
-        return None
     keep = [x for x in node.attribute
             if x.name not in ("class_weights", "base_values", "post_transform")]
     del node.attribute[:]

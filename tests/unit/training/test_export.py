@@ -103,6 +103,21 @@ def test_binary_platt_calibration_folds_into_the_tree_ensemble(name: str) -> Non
     assert "Sigmoid" in [n.op_type for n in three.graph.node]
 
 
+def test_platt_fold_holds_when_no_leaf_value_is_negative() -> None:
+    # onnxruntime has a separate binary branch for ensembles whose weights are all >= 0
+    X, y = make_data(300, 2, seed=2)
+    est = fit_candidate("gbt", X, y, n_classes=2, seed=0)
+    for predictors in est._predictors:
+        for tree in predictors:
+            leaf = tree.nodes["is_leaf"].astype(bool)
+            tree.nodes["value"][leaf] = np.abs(tree.nodes["value"][leaf])
+    cal = calibrate(est, *make_data(150, 2, seed=12), n_classes=2)
+    onnx_bytes, delta = export_checked(cal, make_data(200, 2, seed=97)[0], 2)
+    (node,) = onnx.load_from_string(onnx_bytes).graph.node
+    weights = next(a.floats for a in node.attribute if a.name == "class_weights")
+    assert min(weights) >= 0 and delta <= 1e-6
+
+
 @pytest.mark.parametrize("calibrated", [False, True])
 def test_absent_class_gets_a_zero_column(calibrated: bool) -> None:
     X, y = make_data(300, 3, seed=1)
