@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from router_model.chat import ChatMessage
 from router_model.policy import Policy
 from router_model.records import DecisionSource as Source
 from router_model.records import TrafficRecord
 from router_model.router import prompt_digest
 from router_model.tiers import Tier
 from service.cascade import CascadeOutcome
-from service.chat import ChatMessage
 from service.decisions import Decision
 from service.gateway_requests import ChatBody
 from service.semantic_cache import CacheKey, Hit

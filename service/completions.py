@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from router_model.chat import ChatMessage, scored_text
 from router_model.encoder import word_piece_ids
 from router_model.errors import InvalidPrompt, UpstreamError
 from router_model.records import DecisionSource as Source
@@ -26,7 +27,6 @@ from router_model.records import TrafficRecord
 from router_model.tiers import Tier
 from service.ab import ArmAssigner
 from service.cascade import Cascade, cascade_wanted, draft_tier
-from service.chat import ChatMessage, scored_text
 from service.completion_records import (
     Call,
     Usage,

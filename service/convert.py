@@ -13,10 +13,10 @@ from google.protobuf.json_format import MessageToDict
 
 from protos.tierwise.v1 import router_pb2 as pb
 from router_model.artifact import Manifest
+from router_model.chat import ChatMessage, ContentPart
 from router_model.policy import Policy, ResolvedPolicy
 from router_model.tiers import Tier
 from service import schemas
-from service.chat import ChatMessage, ContentPart
 from service.core import RouteInput, RouteResult
 
 # -- requests: pydantic -> domain ---------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from router_model.artifact import MANIFEST_FILE, Manifest
+from router_model.chat import ChatMessage, scored_text
 from router_model.errors import (
     ArtifactMismatch,
     InvalidPrompt,
@@ -28,7 +29,6 @@ from router_model.settings import ServiceSettings
 from router_model.tiers import Tier
 from service.batcher import BatchConfig, MicroBatcher
 from service.bundles import load_router
-from service.chat import ChatMessage, scored_text
 from service.errors import DeadlineExceeded, error_code
 from service.metrics import ServiceMetrics
 

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from router_model.artifact import read_bundle
+from router_model.chat import ChatMessage
 from router_model.encoder import EncoderConfig, SentenceEncoder, load_tokenizer
 from router_model.errors import (
     ArtifactMismatch,
@@ -42,7 +43,6 @@ from router_model.policy import Policy
 from router_model.router import ComplexityRouter, RouteDecision
 from router_model.settings import ServiceSettings
 from router_model.tiers import Tier
-from service.chat import ChatMessage
 from service.core import RouteInput, RouteService
 from service.errors import DeadlineExceeded
 

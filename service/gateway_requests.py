@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from router_model.chat import ChatMessage, ContentPart
 from router_model.policy import Policy
-from service.chat import ChatMessage, ContentPart
 from service.openai_errors import BadRequest
 
 AUTO_MODEL = "tierwise-auto"

@@ -18,11 +18,11 @@ import grpc
 
 from protos.tierwise.v1 import router_pb2 as pb
 from protos.tierwise.v1 import router_pb2_grpc
+from router_model.chat import ChatMessage
 from router_model.errors import ArtifactMismatch, InvalidPrompt
 from router_model.features import Featurizer, featurize
 from router_model.policy import Policy
 from router_model.tiers import Tier
-from service.chat import ChatMessage
 from service.decisions import (
     Decision,
     DecisionSource,

@@ -1,9 +1,9 @@
 """``tierwise knob --model DIR --prompts FILE (--top-share S | --cost-share C)``: budget knob.
 
 Operators budget in calls or dollars ("at most 30% of calls to the top tier"), not in adequacy
-probabilities. This command scores a sample of the operator's own prompts (no labels needed) with
-the bundle, exactly as serving scores them, and returns the highest ``quality`` knob whose
-decisions stay within the budget on that sample. On traffic unlike the benchmarks the bundle
+probabilities. This command scores a sample of the operator's own prompts or chats (no labels
+needed) with the bundle, exactly as serving scores them, and returns the highest ``quality`` knob
+whose decisions stay within the budget on that sample. On traffic unlike the benchmarks the bundle
 learned from (small talk, short instructions), the bundle's default knob can send most calls to
 the top tier; a knob fitted to the real prompt mix keeps the cost where it is meant to be.
 
@@ -33,7 +33,8 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from router_model.errors import InvalidData, RouterError
+from router_model.chat import ChatMessage, ContentPart, scored_text
+from router_model.errors import InvalidData, InvalidPrompt, RouterError
 from router_model.features import featurize
 from router_model.logs import configure_logging
 from router_model.policy import adequacy, choose_tiers
@@ -45,23 +46,47 @@ logger = logging.getLogger(__name__)
 
 
 def read_prompts(path: Path) -> list[str]:
-    """The ``prompt`` of each line of a JSONL file (labeled rows work: other keys are ignored).
+    """The scored text of each line of a JSONL file: a ``prompt``, or a chat's ``messages`` (the
+    OpenAI format, scored by ``scored_text`` as the service scores a chat). Labeled rows and
+    logged chat-completion request bodies work as they are: other keys are ignored.
 
     Raises:
-        InvalidData: a missing or unreadable file, a malformed line or an empty prompt
-            (``"{path}:{line}: ..."``), or a file without prompts.
+        InvalidData: a missing or unreadable file, a malformed line, an empty prompt or a chat
+            without user text (``"{path}:{line}: ..."``), or a file without prompts.
     """
-    prompts = []
-    for where, obj in iter_json_lines(path):
-        prompt = obj.get("prompt") if isinstance(obj, dict) else None
-        if not isinstance(prompt, str):
-            raise InvalidData(f"{where}: expected an object with a string 'prompt'")
-        if not prompt.strip():
-            raise InvalidData(f"{where}: 'prompt' is empty")
-        prompts.append(prompt)
+    prompts = [_scored(obj, where) for where, obj in iter_json_lines(path)]
     if not prompts:
         raise InvalidData(f"{path}: no prompts")
     return prompts
+
+
+def _scored(obj: Any, where: str) -> str:
+    if isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
+        if not obj["prompt"].strip():
+            raise InvalidData(f"{where}: 'prompt' is empty")
+        return str(obj["prompt"])
+    if isinstance(obj, dict) and isinstance(obj.get("messages"), list):
+        try:
+            return scored_text([_message(m, where) for m in obj["messages"]])
+        except InvalidPrompt as exc:
+            raise InvalidData(f"{where}: {exc}") from exc
+    raise InvalidData(f"{where}: expected an object with a string 'prompt' or a 'messages' list")
+
+
+def _message(raw: Any, where: str) -> ChatMessage:
+    """One OpenAI-format message; content is a string, a list of parts, or absent (tool calls)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("role"), str):
+        raise InvalidData(f"{where}: each message needs a string 'role'")
+    content = raw.get("content")
+    if content is None:
+        return ChatMessage(raw["role"], ())
+    if isinstance(content, str):
+        return ChatMessage(raw["role"], (ContentPart("text", content),))
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        return ChatMessage(raw["role"], tuple(
+            ContentPart(str(p.get("type", "")), p["text"] if isinstance(p.get("text"), str) else "")
+            for p in content))
+    raise InvalidData(f"{where}: a message's 'content' must be a string or a list of parts")
 
 
 def _candidates(a: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -164,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="bundle directory")
     p.add_argument("--prompts", type=Path, required=True,
-                   help="JSONL, one object with a 'prompt' per line (a labeled file works)")
+                   help="JSONL, one object per line with a 'prompt' or OpenAI-format 'messages' "
+                        "(labeled files and logged chat request bodies work)")
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--top-share", type=float, help="largest share of calls to the top tier")
     budget.add_argument("--cost-share", type=float,

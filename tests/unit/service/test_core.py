@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from router_model.chat import ChatMessage, ContentPart, scored_text
 from router_model.errors import (
     ArtifactMismatch,
     InvalidPrompt,
@@ -21,7 +22,6 @@ from router_model.errors import (
 from router_model.policy import Policy
 from router_model.router import ComplexityRouter
 from router_model.settings import ServiceSettings
-from service.chat import ChatMessage, ContentPart, scored_text
 from service.core import INLINE_MAX_CHARS, RouteInput, RouteService
 from service.errors import DeadlineExceeded
 

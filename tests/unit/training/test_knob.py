@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from router_model.chat import ChatMessage, ContentPart, scored_text
+from router_model.errors import InvalidData
 from router_model.policy import Policy, choose_tiers
 from router_model.router import ComplexityRouter
-from training.knob import knob_for_cost_share, knob_for_top_share, main
+from training.knob import knob_for_cost_share, knob_for_top_share, main, read_prompts
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURE = REPO / "data" / "fixtures" / "routellm_small.jsonl"
@@ -92,3 +94,39 @@ def test_cli_refuses_bad_input(
     assert "within [0, 1]" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: the budgets exclude each other
         main([*args[:4], "--top-share", "0.3", "--cost-share", "0.3"])
+
+
+def test_chat_lines_are_scored_as_the_service_scores_a_chat(tmp_path: Path) -> None:
+    chat = [
+        {"role": "system", "content": "You are a careful proof assistant."},
+        {"role": "user", "content": "Is 91 prime?"},
+        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "user", "content": [{"type": "text", "text": "Prove it."},
+                                     {"type": "image_url", "image_url": {"url": "x"}}]},
+    ]
+    path = tmp_path / "chats.jsonl"
+    lines = [{"messages": chat, "model": "tierwise-auto"}, {"prompt": "hi", "scores": {}}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), "utf-8")
+    expected = scored_text([
+        ChatMessage("system", (ContentPart("text", "You are a careful proof assistant."),)),
+        ChatMessage("user", (ContentPart("text", "Is 91 prime?"),)),
+        ChatMessage("assistant", ()),
+        ChatMessage("user", (ContentPart("text", "Prove it."), ContentPart("image_url", ""))),
+    ])
+    assert read_prompts(path) == [expected, "hi"]
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ('{"messages": [{"role": "assistant", "content": "hello"}]}', "user message with text"),
+        ('{"messages": [{"content": "hi"}]}', "string 'role'"),
+        ('{"messages": [{"role": "user", "content": 3}]}', "string or a list of parts"),
+        ('{"text": "hi"}', "a string 'prompt' or a 'messages' list"),
+    ],
+)
+def test_bad_chat_lines_name_file_and_line(tmp_path: Path, line: str, error: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "fine"}\n' + line + "\n", "utf-8")
+    with pytest.raises(InvalidData, match=f"{path}:2: .*{error}"):
+        read_prompts(path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from router_model.chat import CONTEXT_CHARS, ChatMessage, ContentPart, scored_text
 from router_model.errors import InvalidPrompt
-from service.chat import CONTEXT_CHARS, ChatMessage, ContentPart, scored_text
 
 
 def msg(role: str, *texts: str, kind: str = "text") -> ChatMessage:

@@ -1,4 +1,8 @@
-"""Chat requests as the core sees them, and ``scored_text``: which turns of a chat get scored."""
+"""Chat requests as the router sees them, and ``scored_text``: which turns of a chat get scored.
+
+Shared by the service (every chat request) and ``tierwise knob`` (chat samples), so both score
+the same text for the same chat.
+"""
 
 from __future__ import annotations
 
