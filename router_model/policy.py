@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -68,6 +69,16 @@ def resolve_policy(
     return ResolvedPolicy(
         quality=float(quality), min_tier=names[lo], max_tier=names[hi], allowed_tiers=tuple(allowed)
     )
+
+
+def policy_fields(policy: ResolvedPolicy) -> dict[str, Any]:
+    """The applied policy, every default filled in: what responses and decision records show."""
+    return {
+        "quality": policy.quality,
+        "min_tier": policy.min_tier,
+        "max_tier": policy.max_tier,
+        "allowed_tiers": list(policy.allowed_tiers),
+    }
 
 
 def allowed_mask(policy: ResolvedPolicy, tiers: Sequence[Tier]) -> NDArray[np.bool_]:

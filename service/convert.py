@@ -14,7 +14,7 @@ from google.protobuf.json_format import MessageToDict
 from protos.tierwise.v1 import router_pb2 as pb
 from router_model.artifact import Manifest
 from router_model.chat import ChatMessage, ContentPart
-from router_model.policy import Policy, ResolvedPolicy
+from router_model.policy import Policy, policy_fields
 from router_model.tiers import Tier
 from service import schemas
 from service.core import RouteInput, RouteResult
@@ -79,16 +79,6 @@ def route_input_from_pb(request: pb.RouteRequest) -> RouteInput:
 
 
 # -- responses: domain -> fields -> pydantic / protobuf -----------------------------------------
-
-
-def policy_fields(policy: ResolvedPolicy) -> dict[str, Any]:
-    """The applied policy, every default filled in."""
-    return {
-        "quality": policy.quality,
-        "min_tier": policy.min_tier,
-        "max_tier": policy.max_tier,
-        "allowed_tiers": list(policy.allowed_tiers),
-    }
 
 
 def route_response_fields(result: RouteResult) -> dict[str, Any]:
