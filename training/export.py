@@ -194,15 +194,15 @@ def _fold_platt(graph: onnx.GraphProto, scores: str, cal: Estimator) -> str | No
     node = producers[0]
     attrs = {a.name: a for a in node.attribute}
     transform = attrs["post_transform"].s if "post_transform" in attrs else b"NONE"
+    base_values = list(attrs["base_values"].floats) if "base_values" in attrs else [0.0]
     if (transform != b"NONE" or "class_weights" not in attrs
             or set(attrs["class_ids"].ints) != {0}
             or any(name.endswith("_as_tensor") for name in attrs)
-            or len(attrs["base_values"].floats if "base_values" in attrs else [0.0]) != 1):
+            or len(base_values) != 1):
         return None
     a, b = float(pair.calibrators[0].a_), float(pair.calibrators[0].b_)
     weights = (np.asarray(attrs["class_weights"].floats, dtype=np.float64) * -a).astype(np.float32)
-    base = (np.asarray(attrs["base_values"].floats, dtype=np.float64) if "base_values" in attrs
-            else np.zeros(1)) * -a - b
+    base = np.asarray(base_values, dtype=np.float64) * -a - b
     keep = [x for x in node.attribute
             if x.name not in ("class_weights", "base_values", "post_transform")]
     del node.attribute[:]
