@@ -61,7 +61,6 @@ class BackgroundHandler(logging.Handler):
         # deque.append and popleft are atomic: no lock on the caller's path
         self._queue: deque[logging.LogRecord | threading.Event] = deque()
         self._wake = threading.Event()
-        self._stopping = False
         self._closed = False
         self._writer = threading.Thread(target=self._run, name="tierwise-log-writer", daemon=True)
         self._writer.start()
@@ -88,9 +87,8 @@ class BackgroundHandler(logging.Handler):
         """Write out the queued records, stop the writer thread, and close the target."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = True  # the writer stops after its next drain
         atexit.unregister(self.close)
-        self._stopping = True
         self._wake.set()
         if threading.current_thread() is not self._writer:
             self._writer.join(timeout=FLUSH_TIMEOUT_S)
@@ -104,7 +102,7 @@ class BackgroundHandler(logging.Handler):
             # queued before is written by this drain
             self._wake.clear()
             self._drain()
-            if self._stopping:
+            if self._closed:
                 self._drain()
                 return
 
