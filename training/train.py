@@ -37,7 +37,7 @@ from training.pipeline import (
     select_candidate,
 )
 from training.plots import plot_cost_quality
-from training.recipes import SHIPPED, Recipe
+from training.recipes import HAND_CANDIDATES, SHIPPED, Recipe
 from training.report import build_report
 
 logger = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ def _recipes(args: argparse.Namespace, paths: TrainPaths) -> list[Recipe]:
                 data_files=tuple(str(p.resolve()) for p in args.data),
                 feature_set=args.feature_set,
                 tolerance=args.tolerance,
-                candidates=SHIPPED["routellm_fast"].candidates
+                candidates=HAND_CANDIDATES
                 if args.feature_set == "hand"
                 else SHIPPED["routellm"].candidates,
             )

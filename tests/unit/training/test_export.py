@@ -89,7 +89,7 @@ def test_the_same_estimator_exports_to_the_same_bytes(name: str) -> None:
     assert onnx.load_from_string(first).graph.name == "tierwise_router"
 
 
-@pytest.mark.parametrize("name", ["gbt", "gbt_pca"])
+@pytest.mark.parametrize("name", ["gbt", "gbt_mono", "gbt_pca"])
 def test_binary_platt_calibration_folds_into_the_tree_ensemble(name: str) -> None:
     est = fitted(name, 2, calibrated=True)
     X_hold, _ = make_data(200, 2, seed=98)

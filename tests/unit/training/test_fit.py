@@ -14,8 +14,10 @@ from router_model.encoder import EMBEDDING_DIM
 from router_model.features import HAND_FEATURE_NAMES
 from training.fit import (
     CANDIDATES,
+    HARDER_WITH,
     KNN_COMPONENTS,
     fit_candidate,
+    monotone_constraints,
     predict_proba_full,
 )
 
@@ -130,3 +132,47 @@ def test_rejects_bad_input() -> None:
     est = fit_candidate("logreg", X, y + 1, n_classes=3, seed=0)
     with pytest.raises(ValueError, match="exceed"):
         predict_proba_full(est, X, 2)
+
+
+def test_gbt_mono_never_lowers_the_dearer_tier_as_a_harder_feature_grows() -> None:
+    X, y = make_data(400, FULL_WIDTH, 2, seed=10)
+    # the label rises with log_numbers and falls with log_tokens: the constraint must hold anyway
+    numbers = HAND_FEATURE_NAMES.index("log_numbers")
+    tokens = HAND_FEATURE_NAMES.index("log_tokens")
+    y = (X[:, numbers] - X[:, tokens] + np.random.default_rng(0).normal(size=400) > 0).astype(
+        np.int64
+    )
+    mono = fit_candidate("gbt_mono", X, y, n_classes=2, seed=0)
+    free = fit_candidate("gbt", X, y, n_classes=2, seed=0)
+    grid = np.linspace(-3, 3, 13, dtype=np.float32)
+    drops = {"gbt_mono": 0.0, "gbt": 0.0}
+    for name in HARDER_WITH:
+        col = HAND_FEATURE_NAMES.index(name)
+        for est, key in ((mono, "gbt_mono"), (free, "gbt")):
+            rows = np.repeat(X[:40], len(grid), axis=0)
+            rows[:, col] = np.tile(grid, 40)
+            p = predict_proba_full(est, rows, 2)[:, 1].reshape(40, len(grid))
+            drops[key] = max(drops[key], float(-np.diff(p, axis=1).min()))
+    assert drops["gbt_mono"] <= 1e-12
+    assert drops["gbt"] > 0.05  # the same data without the constraint does fall: the test can fail
+    # the constraint costs the falling column, not the rising one
+    assert mono.score(X, y) > 0.6
+
+
+def test_monotone_constraints_cover_the_hand_columns_only() -> None:
+    cst = monotone_constraints(FULL_WIDTH)
+    assert len(cst) == FULL_WIDTH and set(cst[len(HAND_FEATURE_NAMES):]) == {0}
+    assert [HAND_FEATURE_NAMES[i] for i, c in enumerate(cst) if c] == [
+        n for n in HAND_FEATURE_NAMES if n in HARDER_WITH
+    ]
+    assert set(HARDER_WITH) <= set(HAND_FEATURE_NAMES)
+    with pytest.raises(ValueError, match="hand-made features first"):
+        fit_candidate("gbt_mono", *make_data(100, 8, 2, seed=11), n_classes=2, seed=0)
+
+
+def test_gbt_mono_on_three_classes_fits_unconstrained(caplog: pytest.LogCaptureFixture) -> None:
+    X, y = make_data(300, FULL_WIDTH, 3, seed=12)
+    with caplog.at_level(logging.INFO, logger="training.fit"):
+        est = fit_candidate("gbt_mono", X, y, n_classes=3, seed=0)
+    assert "without monotone constraints" in caplog.text
+    assert est.monotonic_cst is None
