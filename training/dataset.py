@@ -43,6 +43,17 @@ class Dataset:
     def groups(self) -> list[str]:
         return [r.group or "" for r in self.rows]
 
+    def task_weights(self) -> NDArray[np.float64]:
+        """Row weights giving every task the same total weight, mean 1.
+
+        A row's task is its group up to the first ``/`` (``mmlu/anatomy`` -> ``mmlu``, ``gsm8k``
+        -> ``gsm8k``; no group is one task of its own), so a benchmark with many rows does not
+        teach the classifier its own quirks at the expense of the others.
+        """
+        tasks = [g.split("/", 1)[0] for g in self.groups]
+        _, inverse, counts = np.unique(tasks, return_inverse=True, return_counts=True)
+        return np.asarray(len(tasks) / (len(counts) * counts[inverse]), dtype=np.float64)
+
     def subset(self, idx: Sequence[int] | NDArray[np.int64]) -> Dataset:
         """The rows at ``idx`` (arrays sliced alike)."""
         ix = np.asarray(idx, dtype=np.int64)

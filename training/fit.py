@@ -126,8 +126,8 @@ def monotone_constraints(n_features: int) -> list[int]:
 
 def _gbt_mono(seed: int) -> Estimator:
     # ``gbt`` with HARDER_WITH as monotone constraints, set by ``_adapt_to_data`` once the width
-    # and the classes are known. Against ``gbt`` on the routellm data: about -0.02 APGR within
-    # MMLU, +0.03 to +0.09 on tasks not trained on (README, "Routing quality").
+    # and the classes are known. Against ``gbt`` on the routellm data: -0.01 to -0.02 APGR within
+    # MMLU, +0.01 to +0.09 on tasks not trained on (README, "Routing quality").
     return _gbt(seed)
 
 

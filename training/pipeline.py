@@ -42,9 +42,18 @@ def fit_calibrated(
     n_classes: int,
     seed: int,
     sample_weight: NDArray[np.float64] | None = None,
+    *,
+    balance_tasks: bool = False,
 ) -> Fitted:
-    """Fit ``candidate`` on most rows and calibrate it on a held-out slice of the same rows."""
+    """Fit ``candidate`` on most rows and calibrate it on a held-out slice of the same rows.
+
+    ``balance_tasks`` multiplies the weights by ``Dataset.task_weights`` in fitting; calibration
+    stays unweighted, so probabilities (and the default knob) keep the rows' own mix.
+    """
     start = time.perf_counter()
+    if balance_tasks:
+        tasks = ds.task_weights()
+        sample_weight = tasks if sample_weight is None else sample_weight * tasks
     fit_idx, cal_idx = random_split(len(ds.rows), CALIBRATION_FRACTION, seed)
     fit_idx_a = np.asarray(fit_idx, dtype=np.int64)
     cal_idx_a = np.asarray(cal_idx, dtype=np.int64)
@@ -129,6 +138,8 @@ def select_candidate(
     tier_names: Sequence[str],
     seed: int,
     folds: int = SELECTION_FOLDS,
+    *,
+    balance_tasks: bool = False,
 ) -> tuple[str, dict[str, dict[str, float]]]:
     """Pick the candidate with the best mean gate metric on groups held out of its training rows.
 
@@ -142,7 +153,9 @@ def select_candidate(
     for name in candidates:
         reps, seconds = [], 0.0
         for train_idx, val_idx in splits:
-            fitted = fit_calibrated(ds.subset(train_idx), name, len(tier_names), seed)
+            fitted = fit_calibrated(
+                ds.subset(train_idx), name, len(tier_names), seed, balance_tasks=balance_tasks
+            )
             reps.append(report_on(fitted, ds.subset(val_idx), tier_names))
             seconds += fitted.fit_seconds
         table[name] = {

@@ -38,6 +38,8 @@ class Recipe:
     unseen_groups: tuple[str, ...] = ()
     #: (train group prefix, test group prefix) pairs for "never-seen task" figures
     cross_tasks: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    #: weight rows so that every task (group prefix before ``/``) counts the same in fitting
+    balance_tasks: bool = False
 
 
 #: What ``tierwise train --feature-set hand`` compares for a custom bundle.

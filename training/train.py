@@ -94,7 +94,9 @@ def evaluate_protocols(
     with ``knob``, what that default operating point does there)."""
     reports = {}
     for name, (tr, te) in protocol_splits(ds, recipe, seed).items():
-        fitted = fit_calibrated(ds.subset(tr), candidate, len(tier_names), seed)
+        fitted = fit_calibrated(
+            ds.subset(tr), candidate, len(tier_names), seed, balance_tasks=recipe.balance_tasks
+        )
         test = ds.subset(te)
         proba = predict_proba_full(fitted.estimator, test.X, len(tier_names))
         reports[name] = build_report(test.scores, test.costs, tier_names, proba, knob)
@@ -147,8 +149,10 @@ def train_recipe(
     candidate = recipe.candidates[0]
     table: dict[str, dict[str, float]] = {}
     if compare and len(recipe.candidates) > 1:
-        candidate, table = select_candidate(ds, recipe.candidates, names, seed)
-    final = fit_calibrated(ds, candidate, len(tiers), seed)
+        candidate, table = select_candidate(
+            ds, recipe.candidates, names, seed, balance_tasks=recipe.balance_tasks
+        )
+    final = fit_calibrated(ds, candidate, len(tiers), seed, balance_tasks=recipe.balance_tasks)
     knob = default_knob(final, ds)
     reports = evaluate_protocols(ds, recipe, candidate, names, seed, knob)
     onnx_bytes, parity = export_checked(final.estimator, ds.X[final.cal_idx], len(tiers))
@@ -240,6 +244,7 @@ def _register(
             "tiers": recipe.tiers_file,
             "data": ",".join(recipe.data_files),
             "tolerance": recipe.tolerance,
+            "balance_tasks": recipe.balance_tasks,
             "feature_version": FEATURE_VERSION,
         },
         metrics=metrics,
@@ -265,6 +270,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-set", choices=["full", "hand"], default="full")
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="label rule: cheapest tier within this of the best tier's score")
+    p.add_argument("--balance-tasks", action="store_true",
+                   help="weight rows so every task (group prefix before '/') counts the same")
     p.add_argument("--estimator", default=None, help="skip comparison and use this candidate")
     p.add_argument("--compare", action="store_true", help="compare candidates and pick the best")
     p.add_argument("--models-dir", type=Path, help="where bundles are written")
@@ -331,6 +338,7 @@ def _recipes(args: argparse.Namespace, paths: TrainPaths) -> list[Recipe]:
                 data_files=tuple(str(p.resolve()) for p in args.data),
                 feature_set=args.feature_set,
                 tolerance=args.tolerance,
+                balance_tasks=args.balance_tasks,
                 candidates=HAND_CANDIDATES
                 if args.feature_set == "hand"
                 else SHIPPED["routellm"].candidates,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 
@@ -159,9 +160,16 @@ def test_train_registers_in_mlflow(tmp_path: Path) -> None:
     ]
     assert main(args) == 0
     assert registry.alias_version(uri, "reg", registry.CHAMPION) == "1"
-    assert main(args) == 0  # second run: registered as challenger, champion unchanged
+    # second run, with task balancing: registered as challenger, champion unchanged
+    assert main([*args, "--balance-tasks"]) == 0
     assert registry.alias_version(uri, "reg", registry.CHAMPION) == "1"
     assert registry.alias_version(uri, "reg", registry.CHALLENGER) == "2"
+    client = mlflow.MlflowClient(uri)
+    logged = [
+        client.get_run(client.get_model_version("reg", v).run_id).data.params["balance_tasks"]
+        for v in ("1", "2")
+    ]
+    assert logged == ["False", "True"]
     local = registry.materialize(uri, "models:/reg@champion", tmp_path / "dl")
     manifest, _ = read_bundle(local)
     assert manifest.name == "reg"
