@@ -3,7 +3,9 @@
 Not a test. ``RESULTS.md`` shows one training seed (the shipped bundle's) with bootstrap
 intervals over the test rows; this prints how much the figures move with the seed (the
 calibration split, early stopping, the trees' column sampling), the mean and range of APGR per
-protocol split. It backs the README's seed-averaged comparisons.
+protocol split. For the two-tier routellm recipes it adds the validation task of
+``bench_cross_task.py``, scored by a model fitted on all the recipe's rows (as the shipped bundle
+is). It backs the README's seed-averaged comparisons.
 
     python bench/bench_seeds.py --recipe routellm_fast --estimators gbt gbt_mono --seeds 6
     python bench/bench_seeds.py --recipe routellm_fast --estimators gbt_mono --balance-tasks
@@ -18,10 +20,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+from bench_cross_task import STRONG, WEAK, load_task  # a sibling script
+from numpy.typing import NDArray
 
+from router_model.features import featurize
 from router_model.settings import DATA_DIR, Settings
-from router_model.tiers import load_tiers
-from training.dataset import build_dataset, load_rows, make_context
+from router_model.tiers import Tier, load_tiers
+from training.data import LabeledRow, estimate_costs
+from training.dataset import Dataset, build_dataset, load_rows, make_context
 from training.pipeline import fit_calibrated, report_on
 from training.recipes import SHIPPED
 from training.sources import ensure_converted
@@ -55,17 +61,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the splits are the shipped ones (seed 0); the training seed varies
     splits = protocol_splits(ds, recipe, paths.seed)
     key = "apgr" if len(tiers) == 2 else "aiq"
+    columns: dict[str, tuple[Dataset, Dataset]] = {
+        name: (ds.subset(tr), ds.subset(te)) for name, (tr, te) in splits.items()
+    }
+    if recipe.name.startswith("routellm"):
+        prompts, scores = load_task(paths.labeled_dir / "mmlu_pro.jsonl", WEAK, STRONG)
+        feats = featurize(prompts, make_context(recipe.feature_set, paths.cache_dir).featurizer)
+        columns["validation task"] = (ds, _task_dataset(feats.matrix, scores, tiers))
     out(f"{recipe.name}: {key.upper()} mean (min-max) over {args.seeds} training seeds"
         f"{', tasks balanced' if recipe.balance_tasks else ''}")
-    out(f"{'estimator':<12}" + "".join(f"{s:>26}" for s in splits))
+    out(f"{'estimator':<12}" + "".join(f"{s:>26}" for s in columns))
     for est in args.estimators or recipe.candidates:
         cells = []
-        for tr, te in splits.values():
+        for train, test in columns.values():
             vals = [
                 report_on(
-                    fit_calibrated(ds.subset(tr), est, len(tiers), seed,
+                    fit_calibrated(train, est, len(tiers), seed,
                                    balance_tasks=recipe.balance_tasks),
-                    ds.subset(te),
+                    test,
                     names,
                 )[key]
                 for seed in range(args.seeds)
@@ -74,6 +87,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             cells.append(f"{np.nanmean(v):.3f} ({np.nanmin(v):.3f}-{np.nanmax(v):.3f})")
         out(f"{est:<12}" + "".join(f"{c:>26}" for c in cells))
     return 0
+
+
+def _task_dataset(X: NDArray[np.float32], scores: NDArray[np.float64],
+                  tiers: Sequence[Tier]) -> Dataset:
+    """The validation task as a ``Dataset`` (APGR needs only scores; costs from list prices)."""
+    n = len(scores)
+    return Dataset(
+        rows=tuple(LabeledRow(prompt="", scores={}) for _ in range(n)),
+        X=X,
+        n_tokens=np.zeros(n, dtype=np.int64),
+        scores=scores,
+        costs=estimate_costs(np.zeros(n), tiers),
+        labels=np.zeros(n, dtype=np.int64),
+        skipped=0,
+    )
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ SHIPPED: dict[str, Recipe] = {
     # unconstrained ``gbt`` by ~0.01 APGR, but it measures transfer within one benchmark; on other
     # tasks (the validation task of MMLU-Pro questions not from MMLU, and MMLU -> GSM8K) the
     # constrained trees route better (README, "Routing quality").
+    # Not task-balanced: README, "Labeled data format", says why.
     "routellm_fast": replace(
         _ROUTELLM, name="routellm_fast", feature_set="hand", candidates=("gbt_mono",)
     ),

@@ -135,11 +135,12 @@ def test_rejects_bad_input() -> None:
 
 
 def test_gbt_mono_never_lowers_the_dearer_tier_as_a_harder_feature_grows() -> None:
-    X, y = make_data(400, FULL_WIDTH, 2, seed=10)
+    # enough rows for gbt_mono's large leaves (200 rows at least)
+    X, y = make_data(2000, FULL_WIDTH, 2, seed=10)
     # the label rises with log_numbers and falls with log_tokens: the constraint must hold anyway
     numbers = HAND_FEATURE_NAMES.index("log_numbers")
     tokens = HAND_FEATURE_NAMES.index("log_tokens")
-    y = (X[:, numbers] - X[:, tokens] + np.random.default_rng(0).normal(size=400) > 0).astype(
+    y = (X[:, numbers] - X[:, tokens] + np.random.default_rng(0).normal(size=2000) > 0).astype(
         np.int64
     )
     mono = fit_candidate("gbt_mono", X, y, n_classes=2, seed=0)
