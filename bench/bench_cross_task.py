@@ -27,7 +27,7 @@ from router_model.settings import DATA_DIR, Settings
 from training.bootstrap import bootstrap_ci, paired_diff_ci
 from training.data import estimate_costs, read_labeled
 from training.report import build_report
-from training.sources import ensure_converted
+from training.sources import ensure_converted, mmlu_origin
 
 WEAK = "Mixtral-8x7B-Instruct-v0.1"
 STRONG = "gpt-4o-2024-05-13"
@@ -41,8 +41,7 @@ def load_task(path: Path, weak: str, strong: str) -> tuple[list[str], NDArray[np
     """Prompts and ``(n, 2)`` scores of the rows not from MMLU that score both models."""
     prompts, scores = [], []
     for row in read_labeled(path):
-        source = (row.id or "").split("/")[1] if (row.id or "").count("/") >= 2 else ""
-        if source.startswith("ori_mmlu") or weak not in row.scores or strong not in row.scores:
+        if mmlu_origin(row) is not None or weak not in row.scores or strong not in row.scores:
             continue
         prompts.append(row.prompt)
         scores.append([row.scores[weak], row.scores[strong]])

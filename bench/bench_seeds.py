@@ -25,11 +25,13 @@ from numpy.typing import NDArray
 
 from router_model.features import featurize
 from router_model.settings import DATA_DIR, Settings
-from router_model.tiers import Tier, load_tiers
-from training.data import LabeledRow, estimate_costs
+from router_model.tiers import load_tiers
+from training.data import estimate_costs
 from training.dataset import Dataset, build_dataset, load_rows, make_context
-from training.pipeline import fit_calibrated, report_on
+from training.fit import predict_proba_full
+from training.pipeline import fit_calibrated
 from training.recipes import SHIPPED
+from training.report import build_report
 from training.sources import ensure_converted
 from training.train import protocol_splits
 
@@ -51,57 +53,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_converted(paths.sources_dir, paths.labeled_dir)
     tiers = load_tiers(DATA_DIR / "tiers" / recipe.tiers_file)
     names = [t.name for t in tiers]
+    ctx = make_context(recipe.feature_set, paths.cache_dir)
     ds = build_dataset(
         load_rows([paths.labeled_dir / f for f in recipe.data_files]),
         tiers,
-        make_context(recipe.feature_set, paths.cache_dir),
+        ctx,
         tolerance=recipe.tolerance,
         source=recipe.name,
     )
-    # the splits are the shipped ones (seed 0); the training seed varies
-    splits = protocol_splits(ds, recipe, paths.seed)
-    key = "apgr" if len(tiers) == 2 else "aiq"
-    columns: dict[str, tuple[Dataset, Dataset]] = {
-        name: (ds.subset(tr), ds.subset(te)) for name, (tr, te) in splits.items()
-    }
+    # column -> (training rows, test features, scores, costs); the splits are the shipped ones
+    # (seed 0), the training seed varies
+    columns: dict[str, tuple[Dataset, NDArray[np.float32], NDArray[np.float64],
+                             NDArray[np.float64]]] = {}
+    for name, (tr, te) in protocol_splits(ds, recipe, paths.seed).items():
+        test = ds.subset(te)
+        columns[name] = (ds.subset(tr), test.X, test.scores, test.costs)
     if recipe.name.startswith("routellm"):
         prompts, scores = load_task(paths.labeled_dir / "mmlu_pro.jsonl", WEAK, STRONG)
-        feats = featurize(prompts, make_context(recipe.feature_set, paths.cache_dir).featurizer)
-        columns["validation task"] = (ds, _task_dataset(feats.matrix, scores, tiers))
+        feats = featurize(prompts, ctx.featurizer)
+        columns["validation task"] = (ds, feats.matrix, scores,
+                                      estimate_costs(feats.n_tokens, tiers))
+    key = "apgr" if len(tiers) == 2 else "aiq"
     out(f"{recipe.name}: {key.upper()} mean (min-max) over {args.seeds} training seeds"
         f"{', tasks balanced' if recipe.balance_tasks else ''}")
     out(f"{'estimator':<12}" + "".join(f"{s:>26}" for s in columns))
     for est in args.estimators or recipe.candidates:
         cells = []
-        for train, test in columns.values():
-            vals = [
-                report_on(
-                    fit_calibrated(train, est, len(tiers), seed,
-                                   balance_tasks=recipe.balance_tasks),
-                    test,
-                    names,
-                )[key]
-                for seed in range(args.seeds)
-            ]
+        for train, X, scores, costs in columns.values():
+            vals = []
+            for seed in range(args.seeds):
+                fitted = fit_calibrated(train, est, len(tiers), seed,
+                                        balance_tasks=recipe.balance_tasks)
+                proba = predict_proba_full(fitted.estimator, X, len(tiers))
+                vals.append(build_report(scores, costs, names, proba)[key])
             v = np.asarray([np.nan if x is None else x for x in vals], dtype=np.float64)
             cells.append(f"{np.nanmean(v):.3f} ({np.nanmin(v):.3f}-{np.nanmax(v):.3f})")
         out(f"{est:<12}" + "".join(f"{c:>26}" for c in cells))
     return 0
-
-
-def _task_dataset(X: NDArray[np.float32], scores: NDArray[np.float64],
-                  tiers: Sequence[Tier]) -> Dataset:
-    """The validation task as a ``Dataset`` (APGR needs only scores; costs from list prices)."""
-    n = len(scores)
-    return Dataset(
-        rows=tuple(LabeledRow(prompt="", scores={}) for _ in range(n)),
-        X=X,
-        n_tokens=np.zeros(n, dtype=np.int64),
-        scores=scores,
-        costs=estimate_costs(np.zeros(n), tiers),
-        labels=np.zeros(n, dtype=np.int64),
-        skipped=0,
-    )
 
 
 if __name__ == "__main__":
