@@ -239,13 +239,14 @@ def _adapt_to_data(name: str, est: Estimator, y: NDArray[np.int64], n_features: 
     """Shrink settings that small or skewed training sets cannot satisfy; set ``gbt_mono``'s
     constraints for this width (none for three or more classes, which HistGradientBoosting's
     monotone constraints do not support)."""
-    min_count = int(np.bincount(y)[np.unique(y)].min())
+    classes = np.unique(y)
+    min_count = int(np.bincount(y)[classes].min())
     if name == "gbt_mono":
-        if np.unique(y).size == 2:
+        if classes.size == 2:
             est.set_params(monotonic_cst=monotone_constraints(n_features))
         else:
             logger.info("candidate gbt_mono: %d classes; fitted without monotone constraints",
-                        np.unique(y).size)
+                        classes.size)
     for _, step in _steps(est):
         params = step.get_params(deep=False)
         # early stopping holds out a stratified split: a class with one row cannot be split
