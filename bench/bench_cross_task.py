@@ -1,12 +1,21 @@
-"""Two-tier bundles on a task none trained on: MMLU-Pro questions that did not come from MMLU.
+"""Two-tier bundles on tasks none trained on: MMLU-Pro questions not from MMLU, LLMRouter's prompts.
 
-Not a test. The validation task on which ``gbt_mono``'s monotone prior (``training.fit``) was
-chosen; no figure in ``RESULTS.md`` uses it. Rows: ``data/labeled/mmlu_pro.jsonl`` (``tierwise
-convert``) whose source is not ``ori_mmlu`` (STEM-website, TheoremQA and SciBench questions,
-4,264 rows), with both ``--weak`` and ``--strong`` scored. The RouteLLM pair is not in MMLU-Pro, so
-the nearest pair stands in: Mixtral-8x7B (the bundles' own weak model) against gpt-4o. Prints each
-bundle's APGR and CPT(50%) with bootstrap 95% intervals, and the paired difference of every bundle
-against the first.
+Not a test. No figure in ``RESULTS.md`` uses these rows, and neither task has the RouteLLM pair,
+so the nearest pair stands in for Mixtral-8x7B / GPT-4:
+
+- ``mmlu_pro``, the validation task on which ``gbt_mono``'s monotone prior (``training.fit``) was
+  chosen: rows of ``data/labeled/mmlu_pro.jsonl`` (``tierwise convert``) whose source is not
+  ``ori_mmlu`` (STEM-website, TheoremQA and SciBench questions, 4,264 rows); Mixtral-8x7B (the
+  bundles' own weak model) against gpt-4o.
+- ``llmrouter``: ``data/labeled/llmrouter.jsonl`` (open-domain and commonsense questions, reading
+  passages, code; not multiple choice) without its ``math`` rows (GSM8K problems) and without any
+  row sharing a run of 8 words with a RouteLLM MMLU or GSM8K prompt; llama-3.1-8b-instruct against
+  llama-3.1-nemotron-51b-instruct. It shows what the bundles do with prompts unlike benchmark
+  questions; a stand-in pair of the same sizes' gap, not the bundles' own.
+
+Prints each bundle's APGR and CPT(50%) with bootstrap 95% intervals, the paired APGR difference
+of every bundle against the first, and what the bundle's default knob does there (strong tier's
+share of calls, gap recovered).
 
     python bench/bench_cross_task.py [--bundles data/models/routellm_fast data/models/routellm ...]
 """
@@ -14,6 +23,7 @@ against the first.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +41,9 @@ from training.sources import ensure_converted, mmlu_origin
 
 WEAK = "Mixtral-8x7B-Instruct-v0.1"
 STRONG = "gpt-4o-2024-05-13"
+LLMROUTER_WEAK = "llama-3.1-8b-instruct"
+LLMROUTER_STRONG = "llama-3.1-nemotron-51b-instruct"
+TASKS = ("mmlu_pro", "llmrouter")
 
 
 def out(line: str = "") -> None:
@@ -48,37 +61,70 @@ def load_task(path: Path, weak: str, strong: str) -> tuple[list[str], NDArray[np
     return prompts, np.asarray(scores, dtype=np.float64)
 
 
+def _runs(text: str, n: int = 8) -> set[str]:
+    words = re.sub(r"\W+", " ", text.lower()).split()
+    return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def load_llmrouter(path: Path, seen: Sequence[Path], weak: str,
+                   strong: str) -> tuple[list[str], NDArray[np.float64]]:
+    """LLMRouter rows that are not ``math`` and share no 8-word run with a prompt in ``seen``."""
+    known = set().union(*(_runs(row.prompt) for p in seen for row in read_labeled(p)))
+    prompts, scores = [], []
+    for row in read_labeled(path):
+        if row.group == "llmrouter/math" or _runs(row.prompt) & known:
+            continue
+        prompts.append(row.prompt)
+        scores.append([row.scores[weak], row.scores[strong]])
+    return prompts, np.asarray(scores, dtype=np.float64)
+
+
+def task_rows(name: str, labeled: Path) -> tuple[str, str, list[str], NDArray[np.float64]]:
+    """``(weak, strong, prompts, scores)`` of one task."""
+    if name == "mmlu_pro":
+        return WEAK, STRONG, *load_task(labeled / "mmlu_pro.jsonl", WEAK, STRONG)
+    seen = [labeled / "routellm_mmlu.jsonl", labeled / "routellm_gsm8k.jsonl"]
+    return (LLMROUTER_WEAK, LLMROUTER_STRONG,
+            *load_llmrouter(labeled / "llmrouter.jsonl", seen, LLMROUTER_WEAK, LLMROUTER_STRONG))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     models = DATA_DIR / "models"
     p.add_argument("--bundles", type=Path, nargs="+",
                    default=[models / "routellm_fast", models / "routellm"])
-    p.add_argument("--weak", default=WEAK)
-    p.add_argument("--strong", default=STRONG)
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     args = p.parse_args(argv)
     paths = Settings().training
     ensure_converted(paths.sources_dir, paths.labeled_dir)
-    prompts, scores = load_task(paths.labeled_dir / "mmlu_pro.jsonl", args.weak, args.strong)
-    out(f"{len(prompts)} rows; {args.weak} right on {scores[:, 0].mean():.3f}, "
-        f"{args.strong} on {scores[:, 1].mean():.3f}")
-    out(f"{'bundle':<36} {'APGR':>6} {'95% CI':>15} {'CPT(50%)':>9} {'95% CI':>15}  vs first: APGR")
-    first: NDArray[np.float64] | None = None
-    for bundle in args.bundles:
-        router = ComplexityRouter.from_artifact(bundle)
-        if len(router.tiers) != 2:
-            out(f"{str(bundle)[-36:]:<36} skipped: {len(router.tiers)} tiers")
-            continue
-        feats = featurize(prompts, router.featurizer)
-        proba = router.proba_from_features(feats.matrix)
-        costs = estimate_costs(feats.n_tokens, router.tiers)
-        rep = build_report(scores, costs, [t.name for t in router.tiers], proba)
-        ci = bootstrap_ci(scores, costs, proba)
-        diff = "" if first is None else str(np.round(
-            paired_diff_ci(scores, costs, first, proba, "apgr") or [np.nan, np.nan], 3).tolist())
-        a, c = ci["apgr"] or [np.nan, np.nan], ci["cpt50"] or [np.nan, np.nan]
-        out(f"{str(bundle)[-36:]:<36} {rep['apgr']:6.3f} [{a[0]:.3f}, {a[1]:.3f}] "
-            f"{rep['cpt50']:9.3f} [{c[0]:.3f}, {c[1]:.3f}]  {diff}")
-        first = proba if first is None else first
+    routers = [ComplexityRouter.from_artifact(b) for b in args.bundles]
+    for task in args.tasks:
+        weak, strong, prompts, scores = task_rows(task, paths.labeled_dir)
+        out(f"{task}: {len(prompts)} rows; {weak} right on {scores[:, 0].mean():.3f}, "
+            f"{strong} on {scores[:, 1].mean():.3f}")
+        out(f"{'bundle':<36} {'APGR':>6} {'95% CI':>15} {'CPT(50%)':>9} {'95% CI':>15}"
+            f"  {'vs first: APGR':<18} default knob: share / PGR")
+        first: NDArray[np.float64] | None = None
+        for bundle, router in zip(args.bundles, routers, strict=True):
+            if len(router.tiers) != 2:
+                out(f"{str(bundle)[-36:]:<36} skipped: {len(router.tiers)} tiers")
+                continue
+            feats = featurize(prompts, router.featurizer)
+            proba = router.proba_from_features(feats.matrix)
+            costs = estimate_costs(feats.n_tokens, router.tiers)
+            rep = build_report(scores, costs, [t.name for t in router.tiers], proba,
+                               default_knob=router.manifest.threshold)
+            ci = bootstrap_ci(scores, costs, proba)
+            diff = "" if first is None else str(np.round(
+                paired_diff_ci(scores, costs, first, proba, "apgr") or [np.nan, np.nan],
+                3).tolist())
+            a, c = ci["apgr"] or [np.nan, np.nan], ci["cpt50"] or [np.nan, np.nan]
+            knob = rep["at_default_knob"]
+            out(f"{str(bundle)[-36:]:<36} {rep['apgr']:6.3f} [{a[0]:.3f}, {a[1]:.3f}] "
+                f"{rep['cpt50']:9.3f} [{c[0]:.3f}, {c[1]:.3f}]  {diff:<18} "
+                f"{knob['strong_share']:.3f} / {knob['pgr']:.3f}")
+            first = proba if first is None else first
+        out()
     return 0
 
 
