@@ -10,8 +10,8 @@ so the nearest pair stands in for Mixtral-8x7B / GPT-4:
 - ``llmrouter``: ``data/labeled/llmrouter.jsonl`` (open-domain and commonsense questions, reading
   passages, code; not multiple choice) without its ``math`` rows (GSM8K problems) and without any
   row sharing a run of 8 words with a RouteLLM MMLU or GSM8K prompt; llama-3.1-8b-instruct against
-  llama-3.1-nemotron-51b-instruct. It shows what the bundles do with prompts unlike benchmark
-  questions; a stand-in pair of the same sizes' gap, not the bundles' own.
+  llama-3.1-nemotron-51b-instruct (a small and a large model, as the bundles' pair is). It shows
+  what the bundles do with prompts unlike the benchmark questions they learned from.
 
 Prints each bundle's APGR and CPT(50%) with bootstrap 95% intervals, the paired APGR difference
 of every bundle against the first, and what the bundle's default knob does there (strong tier's
