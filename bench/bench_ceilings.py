@@ -36,15 +36,14 @@ from sklearn.model_selection import StratifiedKFold
 
 from router_model.features import featurize
 from router_model.settings import DATA_DIR, Settings
-from router_model.tiers import load_tiers
 from training.data import estimate_costs
-from training.dataset import Dataset, build_dataset, load_rows, make_context
+from training.dataset import Dataset, make_context
 from training.fit import predict_proba_full
 from training.pipeline import fit_calibrated
 from training.recipes import SHIPPED
 from training.report import build_report
 from training.sources import ensure_converted
-from training.train import protocol_splits
+from training.train import protocol_splits, recipe_dataset
 
 F64 = NDArray[np.float64]
 
@@ -145,15 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe = SHIPPED[args.recipe]
     paths = Settings().training
     ensure_converted(paths.sources_dir, paths.labeled_dir)
-    tiers = load_tiers(DATA_DIR / "tiers" / recipe.tiers_file)
     ctx = make_context(recipe.feature_set, paths.cache_dir)
-    ds = build_dataset(
-        load_rows([paths.labeled_dir / f for f in recipe.data_files]),
-        tiers,
-        ctx,
-        tolerance=recipe.tolerance,
-        source=recipe.name,
-    )
+    tiers, ds = recipe_dataset(recipe, paths.labeled_dir, DATA_DIR / "tiers", ctx)
     splits = protocol_splits(ds, recipe, paths.seed)
     estimators = args.estimators or list(recipe.candidates)
     out(f"{recipe.name} ({recipe.feature_set} features), APGR, mean over {args.seeds} seeds")

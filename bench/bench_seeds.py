@@ -25,15 +25,14 @@ from numpy.typing import NDArray
 
 from router_model.features import featurize
 from router_model.settings import DATA_DIR, Settings
-from router_model.tiers import load_tiers
 from training.data import estimate_costs
-from training.dataset import Dataset, build_dataset, load_rows, make_context
+from training.dataset import Dataset, make_context
 from training.fit import predict_proba_full
 from training.pipeline import fit_calibrated
 from training.recipes import SHIPPED
 from training.report import build_report
 from training.sources import ensure_converted
-from training.train import protocol_splits
+from training.train import protocol_splits, recipe_dataset
 
 
 def out(line: str = "") -> None:
@@ -51,16 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe = replace(SHIPPED[args.recipe], balance_tasks=args.balance_tasks)
     paths = Settings().training
     ensure_converted(paths.sources_dir, paths.labeled_dir)
-    tiers = load_tiers(DATA_DIR / "tiers" / recipe.tiers_file)
-    names = [t.name for t in tiers]
     ctx = make_context(recipe.feature_set, paths.cache_dir)
-    ds = build_dataset(
-        load_rows([paths.labeled_dir / f for f in recipe.data_files]),
-        tiers,
-        ctx,
-        tolerance=recipe.tolerance,
-        source=recipe.name,
-    )
+    tiers, ds = recipe_dataset(recipe, paths.labeled_dir, DATA_DIR / "tiers", ctx)
+    names = [t.name for t in tiers]
     # column -> (training rows, test features, scores, costs); the splits are the shipped ones
     # (seed 0), the training seed varies
     columns: dict[str, tuple[Dataset, NDArray[np.float32], NDArray[np.float64],

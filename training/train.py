@@ -120,6 +120,26 @@ def _git_sha() -> str:
     return out.stdout.strip()
 
 
+def recipe_dataset(
+    recipe: Recipe, labeled_dir: Path, tiers_dir: Path, ctx: FeatureContext
+) -> tuple[tuple[Tier, ...], Dataset]:
+    """A recipe's tiers, and its labeled files read, labeled and featurized.
+
+    Raises:
+        InvalidData: when a data or tiers file is malformed.
+    """
+    tiers = load_tiers(tiers_dir / recipe.tiers_file)
+    files = [labeled_dir / f for f in recipe.data_files]
+    ds = build_dataset(
+        load_rows(files),
+        tiers,
+        ctx,
+        tolerance=recipe.tolerance,
+        source=", ".join(str(f) for f in files),
+    )
+    return tiers, ds
+
+
 def train_recipe(
     recipe: Recipe, paths: TrainPaths, ctx: FeatureContext, *, seed: int, compare: bool
 ) -> Path:
@@ -130,16 +150,9 @@ def train_recipe(
         ArtifactMismatch: when the ONNX export disagrees with scikit-learn.
     """
     start = time.perf_counter()
-    tiers = load_tiers(paths.tiers_dir / recipe.tiers_file)
+    tiers, ds = recipe_dataset(recipe, paths.labeled_dir, paths.tiers_dir, ctx)
     names = [t.name for t in tiers]
     files = [paths.labeled_dir / f for f in recipe.data_files]
-    ds = build_dataset(
-        load_rows(files),
-        tiers,
-        ctx,
-        tolerance=recipe.tolerance,
-        source=", ".join(str(f) for f in files),
-    )
     logger.info(
         "%s: %d rows, label shares %s",
         recipe.name,
