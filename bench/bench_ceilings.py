@@ -40,10 +40,10 @@ from training.data import estimate_costs
 from training.dataset import Dataset, make_context
 from training.fit import predict_proba_full
 from training.pipeline import fit_calibrated
+from training.protocol import protocol_splits, recipe_dataset
 from training.recipes import SHIPPED
 from training.report import build_report
 from training.sources import ensure_converted
-from training.train import protocol_splits, recipe_dataset
 
 F64 = NDArray[np.float64]
 

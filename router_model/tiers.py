@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,9 @@ from typing import Any
 import yaml
 
 from router_model.errors import InvalidData
+
+#: The fields of one tier in a tiers file, in order.
+TIER_FIELDS = ("name", "model", "input_price", "output_price")
 
 #: Output tokens assumed per call when a cost must be estimated before the answer exists.
 DEFAULT_OUTPUT_TOKENS = 256
@@ -42,9 +46,12 @@ def validate_tiers(tiers: Sequence[Tier], *, source: str = "tiers") -> tuple[Tie
         if len(set(values)) != len(values):
             raise InvalidData(f"{source}: tier {field}s must be unique, got {values}")
     for t in tiers:
-        if not t.name or not t.model:
+        if not t.name.strip() or not t.model.strip():
             raise InvalidData(f"{source}: every tier needs a non-empty name and model")
-        if t.input_price < 0 or t.output_price < 0:
+        prices = (t.input_price, t.output_price)
+        if not all(math.isfinite(p) for p in prices):
+            raise InvalidData(f"{source}: tier {t.name!r} has a price that is not a finite number")
+        if any(p < 0 for p in prices):
             raise InvalidData(f"{source}: tier {t.name!r} has a negative price")
     costs = [t.cost(1000) for t in tiers]
     if any(b < a for a, b in zip(costs, costs[1:], strict=False)):
@@ -62,15 +69,21 @@ def tiers_from_dicts(items: Any, *, source: str = "tiers") -> tuple[Tier, ...]:
         raise InvalidData(f"{source}: 'tiers' must be a list")
     tiers = []
     for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidData(f"{source}: tier #{i} must be a mapping, got {type(item).__name__}")
+        unknown = sorted(set(map(str, item)) - set(TIER_FIELDS))
+        if unknown:
+            raise InvalidData(f"{source}: tier #{i} has unknown field(s) {unknown}; "
+                              f"a tier has {list(TIER_FIELDS)}")
         try:
-            tiers.append(
-                Tier(
-                    name=str(item["name"]),
-                    model=str(item["model"]),
-                    input_price=float(item["input_price"]),
-                    output_price=float(item["output_price"]),
-                )
-            )
+            name, model = item["name"], item["model"]
+            if not isinstance(name, str) or not isinstance(model, str):
+                raise TypeError("name and model must be strings")
+            prices = [item["input_price"], item["output_price"]]
+            if any(isinstance(p, bool) or not isinstance(p, int | float) for p in prices):
+                raise TypeError("prices must be numbers")
+            tiers.append(Tier(name=name, model=model, input_price=float(prices[0]),
+                              output_price=float(prices[1])))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidData(
                 f"{source}: tier #{i} needs name, model, input_price, output_price ({exc!r})"
@@ -86,7 +99,7 @@ def load_tiers(path: Path) -> tuple[Tier, ...]:
     """
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InvalidData(f"{path}: cannot read tiers file ({exc})") from exc
     if not isinstance(doc, dict) or "tiers" not in doc:
         raise InvalidData(f"{path}: expected a mapping with a 'tiers' list")

@@ -341,11 +341,12 @@ def _as_dict(p: CurvePoint) -> dict[str, Any]:
 
 
 def _figures(curve: Sequence[CurvePoint], f: _Frame, single: bool) -> dict[str, Any]:
-    """APGR/CPT/AIQ of a curve; a single point has no area, so its APGR is None."""
+    """APGR/CPT/AIQ of a curve; a single point has no area, so its APGR and AIQ are None."""
     gap = abs(f.strong - f.weak) > _EPS
+    spread = f.cost_max > f.cost_min
     return {
         "apgr": apgr(curve, f.weak, f.strong) if gap and not single else None,
         "cpt50": cpt(curve, 0.5, f.weak, f.strong) if gap else None,
         "cpt80": cpt(curve, 0.8, f.weak, f.strong) if gap else None,
-        "aiq": aiq(curve, f.cost_min, f.cost_max) if f.cost_max > f.cost_min else None,
+        "aiq": aiq(curve, f.cost_min, f.cost_max) if spread and not single else None,
     }

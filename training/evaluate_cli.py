@@ -67,6 +67,7 @@ def evaluate_bundle(
 def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; a report is ordinary output
         json.dump(doc, fh, indent=1, default=float)
         fh.write("\n")
     os.replace(tmp, path)
@@ -82,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    try:  # before the evaluation, so a bad --out does not waste it
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        p.error(f"--out {args.out}: cannot create the output directory ({exc.strerror or exc})")
     try:
         report = evaluate_bundle(
             args.model,
@@ -92,7 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RouterError as exc:
         logger.error("%s", exc)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(args.out / "report.json", report)
     plot_cost_quality(
         report, args.out / "cost_quality.png", title=f"{args.model.name} on {args.data.name}"

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from router_model.errors import InvalidData
 from training.calibrate import calibrate
 from training.data import group_split, random_split
 from training.dataset import Dataset
@@ -146,9 +147,13 @@ def select_candidate(
     Each fold holds out a different seeded 20% of the groups: one split alone is too noisy to
     rank candidates (a few hundred rows need the strong tier in a typical validation split).
     """
-    splits = [
-        group_split(list(ds.rows), test_fraction=0.2, seed=seed + 1 + f) for f in range(folds)
-    ]
+    try:
+        splits = [
+            group_split(list(ds.rows), test_fraction=0.2, seed=seed + 1 + f) for f in range(folds)
+        ]
+    except InvalidData as exc:  # e.g. one group only
+        logger.warning("comparing candidates on random folds, not held-out groups (%s)", exc)
+        splits = [random_split(len(ds.rows), 0.2, seed + 1 + f) for f in range(folds)]
     table: dict[str, dict[str, float]] = {}
     for name in candidates:
         reps, seconds = [], 0.0

@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import logging
+import re
 import subprocess
 import time
 from collections.abc import Sequence
@@ -24,25 +25,24 @@ from router_model.errors import RouterError
 from router_model.features import FEATURE_VERSION, feature_names
 from router_model.logs import configure_logging
 from router_model.settings import DATA_DIR, REPO_ROOT, Settings
-from router_model.tiers import Tier, load_tiers
+from router_model.tiers import Tier
 from training import registry
-from training.bootstrap import bootstrap_ci
-from training.data import data_sha256, group_split, random_split
-from training.dataset import Dataset, FeatureContext, build_dataset, load_rows, make_context
+from training.data import data_sha256
+from training.dataset import FeatureContext, make_context
 from training.export import export_checked
-from training.fit import predict_proba_full
+from training.fit import CANDIDATES
 from training.pipeline import (
     default_knob,
     fit_calibrated,
     select_candidate,
 )
 from training.plots import plot_cost_quality
+from training.protocol import check_trainable, evaluate_protocols, recipe_dataset, summary
 from training.recipes import HAND_CANDIDATES, SHIPPED, Recipe
-from training.report import build_report
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_KEYS = ("apgr", "cpt50", "cpt80", "aiq", "gap_closed")
+BUNDLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -55,54 +55,6 @@ class TrainPaths:
     reports_dir: Path
     cache_dir: Path | None
     tracking_uri: str | None
-
-
-def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The headline figures of a report, plus the zero router's and oracle's AIQ."""
-    out = {k: report.get(k) for k in SUMMARY_KEYS}
-    out["n"] = report.get("n")
-    for base in ("zero_router", "oracle", "random"):
-        b = report.get("baselines", {}).get(base, {})
-        out[f"{base}_aiq"] = b.get("aiq")
-        out[f"{base}_apgr"] = b.get("apgr")
-    return out
-
-
-def protocol_splits(
-    ds: Dataset, recipe: Recipe, seed: int
-) -> dict[str, tuple[list[int], list[int]]]:
-    """Named (train, test) index splits: unseen groups, in-domain, and never-seen tasks."""
-    rows = list(ds.rows)
-    unseen = set(recipe.unseen_groups) or None
-    splits = {
-        "unseen": group_split(rows, test_groups=unseen, test_fraction=0.2, seed=seed),
-        "in_domain": random_split(len(rows), 0.2, seed),
-    }
-    groups = ds.groups
-    for src, dst in recipe.cross_tasks:
-        tr = [i for i, g in enumerate(groups) if g.startswith(src)]
-        te = [i for i, g in enumerate(groups) if g.startswith(dst)]
-        splits[f"task:{src.rstrip('/')}->{dst.rstrip('/')}"] = (tr, te)
-    return splits
-
-
-def evaluate_protocols(
-    ds: Dataset, recipe: Recipe, candidate: str, tier_names: Sequence[str], seed: int,
-    knob: float | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Full reports of the chosen candidate under every protocol split, with bootstrap CIs (and,
-    with ``knob``, what that default operating point does there)."""
-    reports = {}
-    for name, (tr, te) in protocol_splits(ds, recipe, seed).items():
-        fitted = fit_calibrated(
-            ds.subset(tr), candidate, len(tier_names), seed, balance_tasks=recipe.balance_tasks
-        )
-        test = ds.subset(te)
-        proba = predict_proba_full(fitted.estimator, test.X, len(tier_names))
-        reports[name] = build_report(test.scores, test.costs, tier_names, proba, knob)
-        reports[name]["ci95"] = bootstrap_ci(test.scores, test.costs, proba, seed=seed)
-        logger.info("%s %s: %s", recipe.name, name, summary(reports[name]))
-    return reports
 
 
 def _git_sha() -> str:
@@ -120,26 +72,6 @@ def _git_sha() -> str:
     return out.stdout.strip()
 
 
-def recipe_dataset(
-    recipe: Recipe, labeled_dir: Path, tiers_dir: Path, ctx: FeatureContext
-) -> tuple[tuple[Tier, ...], Dataset]:
-    """A recipe's tiers, and its labeled files read, labeled and featurized.
-
-    Raises:
-        InvalidData: when a data or tiers file is malformed.
-    """
-    tiers = load_tiers(tiers_dir / recipe.tiers_file)
-    files = [labeled_dir / f for f in recipe.data_files]
-    ds = build_dataset(
-        load_rows(files),
-        tiers,
-        ctx,
-        tolerance=recipe.tolerance,
-        source=", ".join(str(f) for f in files),
-    )
-    return tiers, ds
-
-
 def train_recipe(
     recipe: Recipe, paths: TrainPaths, ctx: FeatureContext, *, seed: int, compare: bool
 ) -> Path:
@@ -152,6 +84,7 @@ def train_recipe(
     start = time.perf_counter()
     tiers, ds = recipe_dataset(recipe, paths.labeled_dir, paths.tiers_dir, ctx)
     names = [t.name for t in tiers]
+    check_trainable(ds, names, recipe)
     files = [paths.labeled_dir / f for f in recipe.data_files]
     logger.info(
         "%s: %d rows, label shares %s",
@@ -267,6 +200,30 @@ def _register(
     logger.info("%s registered as %s", recipe.name, rec.model_uri)
 
 
+def _bundle_name(value: str) -> str:
+    """A custom bundle's name: one safe path component, also a valid MLflow model name."""
+    if not BUNDLE_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a bundle name is 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    if value in SHIPPED:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is a shipped bundle; rebuild it with --recipe {value}, or pick another name"
+        )
+    return value
+
+
+def _tolerance(value: str) -> float:
+    try:
+        tol = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= tol <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value}: the tolerance is a score gap in [0, 1]")
+    return tol
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tierwise train", description=__doc__)
     p.add_argument("--all", action="store_true", help="rebuild every shipped bundle")
@@ -279,13 +236,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, nargs="+", help="labeled JSONL files (custom bundle)")
     p.add_argument("--tiers", type=Path, help="tiers YAML file (custom bundle)")
-    p.add_argument("--name", help="bundle name (custom bundle)")
+    p.add_argument("--name", type=_bundle_name,
+                   help="bundle name (custom bundle): letters, digits, '.', '_', '-'; "
+                        "not a shipped bundle's name")
     p.add_argument("--feature-set", choices=["full", "hand"], default="full")
-    p.add_argument("--tolerance", type=float, default=0.0,
-                   help="label rule: cheapest tier within this of the best tier's score")
+    p.add_argument("--tolerance", type=_tolerance, default=0.0,
+                   help="label rule: cheapest tier within this of the best tier's score "
+                        "(0 to 1; 0 for right/wrong scores, about 0.05 for graded ones)")
     p.add_argument("--balance-tasks", action="store_true",
                    help="weight rows so every task (group prefix before '/') counts the same")
-    p.add_argument("--estimator", default=None, help="skip comparison and use this candidate")
+    p.add_argument("--estimator", default=None, choices=sorted(CANDIDATES),
+                   help="skip comparison and use this candidate")
     p.add_argument("--compare", action="store_true", help="compare candidates and pick the best")
     p.add_argument("--models-dir", type=Path, help="where bundles are written")
     p.add_argument("--reports-dir", type=Path, default=REPO_ROOT / "reports")
@@ -310,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache_dir=None if args.no_cache else t.cache_dir,
         tracking_uri=None if args.no_register else (args.tracking_uri or t.mlflow_tracking_uri),
     )
+    if args.data and not (args.tiers and args.name):
+        _parser().error("--data needs --tiers and --name")
     recipes = _recipes(args, paths)
     if not recipes:
         _parser().error("name --all, --recipe NAME, or --data/--tiers/--name for a custom bundle")
@@ -342,8 +305,6 @@ def _recipes(args: argparse.Namespace, paths: TrainPaths) -> list[Recipe]:
     else:
         chosen = [SHIPPED[n] for n in args.recipe]
     if args.data:
-        if not (args.tiers and args.name):
-            raise SystemExit("tierwise train: --data needs --tiers and --name")
         chosen.append(
             Recipe(
                 name=args.name,

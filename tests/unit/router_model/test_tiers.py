@@ -35,6 +35,21 @@ def test_cost_formula() -> None:
         ("tiers: [{name: a, model: m}, {name: b, model: n}]", "needs name"),
         ("nope: 1", "expected a mapping"),
         ("tiers: [", "cannot read"),
+        ("tiers: [{name: a, model: m, input_price: .nan, output_price: 1},"
+         " {name: b, model: n, input_price: 1, output_price: 1}]", "not a finite number"),
+        ("tiers: [{name: a, model: m, input_price: 1, output_price: 1},"
+         " {name: b, model: n, input_price: .inf, output_price: 1}]", "not a finite number"),
+        ("tiers: [{name: a, model: m, input_price: 1, output_price: 1},"
+         " {name: , model: n, input_price: 1, output_price: 1}]", "needs name"),
+        ("tiers: [{name: a, model: m, input_price: 1, output_price: 1},"
+         " {name: ' ', model: n, input_price: 1, output_price: 1}]", "non-empty name"),
+        ("tiers: [{name: a, model: m, input_price: 1, output_price: 1, extra: 1},"
+         " {name: b, model: n, input_price: 1, output_price: 1}]", r"unknown field\(s\) \['extra'\]"),
+        ("tiers: [{name: a, model: m, input_price: true, output_price: 1},"
+         " {name: b, model: n, input_price: 1, output_price: 1}]", "needs name"),
+        ("tiers: [{name: a, model: m, input_price: '1', output_price: 1},"
+         " {name: b, model: n, input_price: 1, output_price: 1}]", "needs name"),
+        ("tiers: [a, b]", "must be a mapping"),
     ],
 )
 def test_bad_tiers_files(tmp_path: Path, text: str, match: str) -> None:
@@ -48,3 +63,10 @@ def test_bad_tiers_files(tmp_path: Path, text: str, match: str) -> None:
 def test_validate_rejects_negative_price() -> None:
     with pytest.raises(InvalidData, match="negative"):
         validate_tiers([Tier("a", "m", -1, 0), Tier("b", "n", 1, 1)])
+
+
+def test_tiers_file_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_bytes("tiers: [{name: caf\xe9}]".encode("latin-1"))
+    with pytest.raises(InvalidData, match="cannot read tiers file"):
+        load_tiers(path)

@@ -191,10 +191,11 @@ def test_report_two_tiers() -> None:
     assert (rep["weak_quality"], rep["strong_quality"], rep["oracle_quality"]) == (0.5, 0.75, 1.0)
     b = rep["baselines"]
     assert set(b) == {"always_small", "always_large", "random", "zero_router", "oracle"}
-    assert b["always_small"] == {"apgr": None, "cpt50": None, "cpt80": None, "aiq": 0.5,
+    # a fixed tier is one point: no area, so neither APGR nor AIQ (the zero router carries them)
+    assert b["always_small"] == {"apgr": None, "cpt50": None, "cpt80": None, "aiq": None,
                                  "cost": 1.0, "quality": 0.5}
-    # always-large is the single point (share 1, PGR 1): reaches both targets at share 1; AIQ 0
-    assert b["always_large"] == {"apgr": None, "cpt50": 1.0, "cpt80": 1.0, "aiq": 0.0,
+    # always-large is the single point (share 1, PGR 1): reaches both targets at share 1
+    assert b["always_large"] == {"apgr": None, "cpt50": 1.0, "cpt80": 1.0, "aiq": None,
                                  "cost": 3.0, "quality": 0.75}
     assert b["random"]["apgr"] == pytest.approx(0.5)
     assert b["zero_router"]["apgr"] == pytest.approx(0.5)
