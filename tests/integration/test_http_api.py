@@ -309,6 +309,33 @@ def test_reload_swaps_good_bundles_and_refuses_bad_ones(
         assert 'tierwise_reloads_total{outcome="refused"} 2.0' in http.get("/metrics").text
 
 
+def test_reload_refuses_a_bundle_with_other_tiers(
+    reload_service: Any, fast_bundle: Path, three_tier_bundle: Path, admin_key: str,
+    tmp_path: Path,
+) -> None:
+    auth = {"authorization": f"Bearer {admin_key}"}
+    renamed = renamed_copy(fast_bundle, tmp_path / "renamed", "renamed")
+    repriced = renamed_copy(fast_bundle, tmp_path / "repriced", "repriced")
+    edits = ((renamed, 0, {"name": "medium"}), (repriced, -1, {"input_price": 99.0}))
+    for path, tier, edit in edits:
+        doc = json.loads((path / "manifest.json").read_text("utf-8"))
+        doc["tiers"][tier].update(edit)
+        doc["classes"] = [t["name"] for t in doc["tiers"]]
+        (path / "manifest.json").write_text(json.dumps(doc), "utf-8")
+    with httpx.Client(base_url=reload_service.http_url, timeout=30) as http:
+        tiers, old = http.get("/v1/tiers").json(), http.get("/v1/model").json()["model_version"]
+        for path in (three_tier_bundle, renamed):
+            response = http.post("/v1/admin/reload", json={"path": str(path)}, headers=auth)
+            doc = assert_problem(response, 409, "tiers_changed")
+            assert str(path) in doc["detail"] and "needs a restart" in doc["detail"]
+            assert http.get("/v1/tiers").json() == tiers
+            assert http.post("/v1/route", json={"prompt": "hi"}).json()["model_version"] == old
+        # the same tier names with other prices is not a change of tiers
+        response = http.post("/v1/admin/reload", json={"path": str(repriced)}, headers=auth)
+        assert response.status_code == 200, response.text
+        assert http.get("/v1/tiers").json()["tiers"][-1]["input_price"] == 99.0
+
+
 def test_reload_needs_the_admin_key(http: httpx.Client, fast_bundle: Path) -> None:
     body = {"path": str(fast_bundle)}
     response = http.post("/v1/admin/reload", json=body)
