@@ -183,6 +183,34 @@ def test_bad_input_is_a_problem_and_the_service_keeps_serving(
     assert_still_serves(http)
 
 
+#: Bodies Python's json module refuses with something other than JSONDecodeError (4 KB each).
+UNPARSEABLE = {
+    "nested too deeply": b'{"prompt": "a", "foo": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    "integer over the digit limit": b'{"prompt": "a", "policy": {"quality": 1' + b"0" * 5000
+    + b"}}",
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/route", "/v1/route/batch", "/v1/admin/reload"])
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+@pytest.mark.parametrize("body", UNPARSEABLE.values(), ids=UNPARSEABLE.keys())
+def test_unparseable_json_is_a_counted_400_on_every_json_endpoint(
+    http: httpx.Client, fast_service: Any, admin_key: str, path: str, content_type: str,
+    body: bytes,
+) -> None:
+    def counted() -> float:
+        value = fast_service.service.metrics.registry.get_sample_value(
+            "tierwise_errors_total", {"transport": "http", "code": "malformed_json"})
+        return value or 0.0
+
+    before = counted()
+    headers = {"content-type": content_type, "authorization": f"Bearer {admin_key}"}
+    doc = assert_problem(http.post(path, content=body, headers=headers), 400, "malformed_json")
+    assert doc["instance"] == path
+    assert counted() == before + 1
+    assert_still_serves(http)
+
+
 def test_lone_surrogate_escape_is_scored(http: httpx.Client) -> None:
     # valid JSON, not encodable as UTF-8: the tokenizer and the log digest must both cope
     body = b'{"prompt": "Is caf\\ud800 a word?"}'
