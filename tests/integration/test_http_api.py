@@ -14,7 +14,9 @@ import httpx
 import pytest
 from http_support import assert_problem, assert_still_serves
 
+from protos.tierwise.v1 import router_pb2_grpc
 from router_model.settings import ServiceSettings
+from service import convert, schemas
 
 LIMITS = ServiceSettings()
 
@@ -43,6 +45,38 @@ def test_route_messages_scores_the_last_user_turn(http: httpx.Client, prompts: l
     by_prompt = http.post("/v1/route", json={"prompt": prompt}).json()
     assert by_chat["probabilities"] == by_prompt["probabilities"]
     assert by_chat["input_tokens"] == by_prompt["input_tokens"]
+
+
+def test_openai_chat_messages_are_accepted_as_sent(
+    http: httpx.Client, stub: router_pb2_grpc.RouterStub, prompts: list[str]
+) -> None:
+    """Members the router does not use are ignored; text parts are scored, image parts not."""
+    openai = [
+        {"role": "system", "name": "setup", "content": "You are a careful assistant."},
+        {"role": "user", "name": "ada", "content": [
+            {"type": "text", "text": prompts[1], "cache_control": {"type": "ephemeral"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        ]},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "lookup", "arguments": '{"q": "primes"}'},
+        }]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "2, 3, 5, 7"},
+        {"role": "user", "content": [{"type": "text", "text": prompts[2]}]},
+    ]
+    plain = [{"role": m["role"], "content": t} for m, t in (
+        (openai[0], openai[0]["content"]), (openai[1], prompts[1]), (openai[4], prompts[2]))]
+    response = http.post("/v1/route", json={"messages": openai})
+    assert response.status_code == 200, response.text
+    expected = http.post("/v1/route", json={"messages": plain}).json()
+    assert response.json()["probabilities"] == expected["probabilities"]
+    assert response.json()["input_tokens"] == expected["input_tokens"]
+    # gRPC: the same chat in the proto's shape (no tool fields; null content is no parts)
+    request = convert.route_request_pb_from_model(
+        schemas.RouteRequest.model_validate({"messages": openai}))
+    assert [len(m.content) for m in request.messages] == [1, 2, 0, 1, 1]
+    by_grpc = stub.Route(request, timeout=10)
+    assert dict(by_grpc.probabilities) == expected["probabilities"]
 
 
 def test_both_route_paths_give_the_same_decision(http: httpx.Client, prompts: list[str]) -> None:
@@ -133,6 +167,21 @@ BAD_INPUTS = [
     ("messages not a list", b'{"messages": "hi"}', JSON, 422, "validation_error"),
     ("no user message", b'{"messages": [{"role": "system", "content": "Be brief."}]}', JSON,
      422, "invalid_prompt"),
+    ("message content a number", b'{"messages": [{"role": "user", "content": 5}]}', JSON,
+     422, "validation_error"),
+    ("content part not an object", b'{"messages": [{"role": "user", "content": ["hi"]}]}', JSON,
+     422, "validation_error"),
+    ("text part text a number",
+     b'{"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}', JSON,
+     422, "validation_error"),
+    ("message without role", b'{"messages": [{"content": "hi"}]}', JSON, 422, "validation_error"),
+    ("user content null", b'{"messages": [{"role": "user", "content": null}]}', JSON,
+     422, "invalid_prompt"),
+    ("only images and tool calls",
+     b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": '
+     b'"https://example.com/a.png"}}]}, {"role": "assistant", "content": null, "tool_calls": '
+     b'[{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}',
+     JSON, 422, "invalid_prompt"),
     ("both prompt and messages",
      b'{"prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}', JSON,
      422, "invalid_prompt"),
