@@ -20,12 +20,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class _Request(_Strict):
+    # what a client sends is taken at its JSON type: "0.5" and true are not numbers (pydantic's
+    # lax mode would route them as 0.5 and 1.0); nested objects are still read from JSON objects
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+
+
 class _ChatShape(BaseModel):
     # clients send a chat as they hold it, in OpenAI's format, which has many members the router
     # does not score and gains more every year: those are ignored rather than refused. A
     # misspelled member is ignored too, which costs little here: the fields that are read keep
     # their types, and a chat without user text to score is still refused
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    model_config = ConfigDict(extra="ignore", strict=True, protected_namespaces=())
 
 
 class ContentPart(_ChatShape):
@@ -46,7 +52,7 @@ class ChatMessage(_ChatShape):
     )
 
 
-class Policy(_Strict):
+class Policy(_Request):
     """A request's routing policy; unset fields fall back to the bundle's defaults."""
 
     quality: float | None = Field(
@@ -62,7 +68,7 @@ class Policy(_Strict):
     )
 
 
-class RouteRequest(_Strict):
+class RouteRequest(_Request):
     """Exactly one of ``prompt`` and ``messages``, and an optional policy."""
 
     model_config = ConfigDict(
@@ -100,7 +106,7 @@ class RouteResponse(_Strict):
     latency_ms: float = Field(description="Time in the service core, transports excluded.")
 
 
-class RouteBatchRequest(_Strict):
+class RouteBatchRequest(_Request):
     """Several route requests, scored together."""
 
     requests: list[RouteRequest]
@@ -140,7 +146,7 @@ class ModelInfo(_Strict):
     git_sha: str
 
 
-class ReloadRequest(_Strict):
+class ReloadRequest(_Request):
     """HTTP-only admin request: load the bundle directory at ``path`` and serve it."""
 
     path: str = Field(min_length=1)

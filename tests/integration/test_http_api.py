@@ -194,6 +194,12 @@ BAD_INPUTS = [
     ("knob NaN", b'{"prompt": "hi", "policy": {"quality": NaN}}', JSON, 422, "validation_error"),
     ("knob not a number", b'{"prompt": "hi", "policy": {"quality": "high"}}', JSON,
      422, "validation_error"),
+    ("knob a numeric string", b'{"prompt": "hi", "policy": {"quality": "0.5"}}', JSON,
+     422, "validation_error"),
+    ("knob true", b'{"prompt": "hi", "policy": {"quality": true}}', JSON,
+     422, "validation_error"),
+    ("knob false", b'{"prompt": "hi", "policy": {"quality": false}}', JSON,
+     422, "validation_error"),
     ("unknown min tier", b'{"prompt": "hi", "policy": {"min_tier": "platinum"}}', JSON,
      422, "invalid_prompt"),
     ("unknown allowed tier", b'{"prompt": "hi", "policy": {"allowed_tiers": ["gpt-9"]}}', JSON,
@@ -242,6 +248,15 @@ def test_unparseable_json_is_a_counted_400_on_every_json_endpoint(
     assert doc["instance"] == path
     assert counted() == before + 1
     assert_still_serves(http)
+
+
+def test_knob_is_any_json_number_and_nothing_else(http: httpx.Client) -> None:
+    body = http.post("/v1/route", json={"prompt": "hi", "policy": {"quality": 1}}).json()
+    assert body["policy"]["quality"] == 1.0
+    for knob in ("0.5", True):
+        batch = {"requests": [{"prompt": "hi"}, {"prompt": "hi", "policy": {"quality": knob}}]}
+        doc = assert_problem(http.post("/v1/route/batch", json=batch), 422, "validation_error")
+        assert "requests.1.policy.quality" in doc["detail"]
 
 
 def test_lone_surrogate_escape_is_scored(http: httpx.Client) -> None:
