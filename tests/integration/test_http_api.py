@@ -298,6 +298,9 @@ def test_prompt_over_max_chars_gets_413(http: httpx.Client, prompts: list[str]) 
     assert len(prompt.encode()) < LIMITS.max_body_bytes
     doc = assert_problem(http.post("/v1/route", json={"prompt": prompt}), 413, "prompt_too_large")
     assert str(LIMITS.max_prompt_chars) in doc["detail"]
+    chat = {"messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": prompt}]}  # refused, not cut
+    assert_problem(http.post("/v1/route", json=chat), 413, "prompt_too_large")
     assert_still_serves(http)
 
 
