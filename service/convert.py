@@ -35,9 +35,11 @@ def policy_from_model(policy: schemas.Policy | None) -> Policy | None:
 
 
 def message_from_model(message: schemas.ChatMessage) -> ChatMessage:
-    """A chat turn; string content becomes one text part (OpenAI's shorthand)."""
+    """A chat turn; string content becomes one text part (OpenAI's shorthand), null none."""
     if isinstance(message.content, str):
         return ChatMessage(message.role, (ContentPart("text", message.content),))
+    if message.content is None:
+        return ChatMessage(message.role, ())
     return ChatMessage(message.role, tuple(ContentPart(p.type, p.text) for p in message.content))
 
 

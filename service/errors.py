@@ -36,6 +36,16 @@ class DeadlineExceeded(RouterError):
     code: ClassVar[str] = "deadline_exceeded"
 
 
+class TiersChanged(ArtifactMismatch):
+    """A reload offered a bundle whose tier names (in order) differ from the served ones.
+
+    Clients (gateways using this router remotely) learned the ladder at start-up and would meet
+    unknown tier names; changing tiers therefore needs a restart.
+    """
+
+    code: ClassVar[str] = "tiers_changed"
+
+
 class Unauthorized(RouterError):
     """An admin request without the right bearer key."""
 
@@ -58,6 +68,7 @@ ERROR_MAP: dict[type[RouterError], ErrorSpec] = {
     # only a reload can meet a bad bundle (startup refuses to serve one): the request conflicts
     # with what the service can load, and the old bundle keeps serving
     ArtifactMismatch: ErrorSpec(409, grpc.StatusCode.FAILED_PRECONDITION, "Model bundle refused"),
+    TiersChanged: ErrorSpec(409, grpc.StatusCode.FAILED_PRECONDITION, "Tier ladder changed"),
     Overloaded: ErrorSpec(429, grpc.StatusCode.RESOURCE_EXHAUSTED, "Overloaded"),
     DeadlineExceeded: ErrorSpec(504, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded"),
     NotFound: ErrorSpec(404, grpc.StatusCode.NOT_FOUND, "Not found"),

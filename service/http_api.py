@@ -235,7 +235,9 @@ def _route_request(scope: Scope, body: bytes) -> schemas.RouteRequest | None:
     try:
         doc = json.loads(body)  # what starlette's Request.json() does
         return schemas.RouteRequest.model_validate(doc) if isinstance(doc, dict) else None
-    except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError included
+    # JSONDecodeError, UnicodeDecodeError and the integer digit limit are ValueErrors;
+    # RecursionError is JSON nested deeper than the interpreter's recursion limit
+    except (ValueError, RecursionError, ValidationError):
         return None
 
 
@@ -279,12 +281,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         for e in exc.errors()
     ]
     if any(e["type"] == "json_invalid" for e in errors):
-        doc = problem_body(
-            status=400, title="Malformed JSON", detail="the request body is not valid JSON",
-            instance=request.url.path, code="malformed_json",
-        )
-        _count_rejected(request.app, doc["code"])
-        return _problem(doc)
+        return _malformed_json(request, "the request body is not valid JSON")
     detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
     doc = problem_body(
         status=422, title="Invalid request", detail=detail, instance=request.url.path,
@@ -294,14 +291,30 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return _problem(doc)
 
 
+def _malformed_json(request: Request, detail: str) -> Response:
+    doc = problem_body(
+        status=400, title="Malformed JSON", detail=detail, instance=request.url.path,
+        code="malformed_json",
+    )
+    _count_rejected(request.app, doc["code"])
+    return _problem(doc)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     status = HTTPStatus(exc.status_code)
     detail, code = str(exc.detail), status.name.lower()
-    if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
-        detail = f"the request body is not valid UTF-8 ({exc.__cause__.reason})"
+    # FastAPI answers 400 "error parsing the body" from whatever its JSON parsing raised, the
+    # cause, other than JSONDecodeError (a RequestValidationError, above)
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        detail = f"the request body is not valid UTF-8 ({cause.reason})"
         code = "invalid_utf8"
         _count_rejected(request.app, code)
+    elif isinstance(cause, RecursionError):
+        return _malformed_json(request, "the request body's JSON is nested too deeply")
+    elif isinstance(cause, ValueError):  # e.g. an integer over Python's digit limit
+        return _malformed_json(request, "the request body is not valid JSON")
     doc = problem_body(
         status=status.value, title=status.phrase, detail=detail, instance=request.url.path,
         code=code,

@@ -5,7 +5,8 @@ The service never imports mlflow or ``training``: ``service.__main__`` hands in 
 ``RegistryClient`` (the ``training.registry`` module, imported by name only for a models:/ ref).
 Each poll asks which version the alias names (one registry query); only a new version is
 downloaded, into a private directory, and swapped in through ``RouteService.reload``, so a bad
-bundle is refused and the old one keeps serving, exactly as an admin reload.
+bundle (or one for other tier names) is refused and the old one keeps serving, exactly as an admin
+reload.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """HTTP request and response models: a field-for-field mirror of ``tierwise/v1/router.proto``.
 
 ``tests/unit/service/test_schemas.py`` compares every mirrored model with its proto message. The
-only deliberate difference is ``ChatMessage.content``, which also takes a plain string (the OpenAI
-JSON shorthand for one text part). ``ReloadRequest``, ``ReloadResponse`` and ``Problem`` are
-HTTP-only (admin and RFC 9457 errors) and have no proto counterpart.
+deliberate differences follow OpenAI's chat format: ``ChatMessage.content`` also takes a plain
+string (the shorthand for one text part) or null (an assistant turn that only calls tools), and
+the members of a message or content part that the router does not use (``name``, ``tool_calls``,
+``tool_call_id``, ``image_url``, ``cache_control``, ...) are accepted and ignored, as a protobuf
+parser skips unknown fields. ``ReloadRequest``, ``ReloadResponse`` and ``Problem`` are HTTP-only
+(admin and RFC 9457 errors) and have no proto counterpart.
 """
 
 from __future__ import annotations
@@ -17,23 +20,39 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class ContentPart(_Strict):
+class _Request(_Strict):
+    # what a client sends is taken at its JSON type: "0.5" and true are not numbers (pydantic's
+    # lax mode would route them as 0.5 and 1.0); nested objects are still read from JSON objects
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+
+
+class _ChatShape(BaseModel):
+    # clients send a chat as they hold it, in OpenAI's format, which has many members the router
+    # does not score and gains more every year: those are ignored rather than refused. A
+    # misspelled member is ignored too, which costs little here: the fields that are read keep
+    # their types, and a chat without user text to score is still refused
+    model_config = ConfigDict(extra="ignore", strict=True, protected_namespaces=())
+
+
+class ContentPart(_ChatShape):
     """One part of a chat message's content; only parts of type ``text`` are scored."""
 
     type: str = Field(examples=["text"])
     text: str = ""
 
 
-class ChatMessage(_Strict):
+class ChatMessage(_ChatShape):
     """One chat turn in OpenAI format."""
 
     role: str = Field(examples=["user"])
-    content: str | list[ContentPart] = Field(
-        description="A string, or a list of content parts (only 'text' parts are scored)."
+    content: str | list[ContentPart] | None = Field(
+        default=None,
+        description="A string, a list of content parts (only 'text' parts are scored), or null "
+        "(an assistant turn with tool calls).",
     )
 
 
-class Policy(_Strict):
+class Policy(_Request):
     """A request's routing policy; unset fields fall back to the bundle's defaults."""
 
     quality: float | None = Field(
@@ -49,7 +68,7 @@ class Policy(_Strict):
     )
 
 
-class RouteRequest(_Strict):
+class RouteRequest(_Request):
     """Exactly one of ``prompt`` and ``messages``, and an optional policy."""
 
     model_config = ConfigDict(
@@ -87,7 +106,7 @@ class RouteResponse(_Strict):
     latency_ms: float = Field(description="Time in the service core, transports excluded.")
 
 
-class RouteBatchRequest(_Strict):
+class RouteBatchRequest(_Request):
     """Several route requests, scored together."""
 
     requests: list[RouteRequest]
@@ -127,7 +146,7 @@ class ModelInfo(_Strict):
     git_sha: str
 
 
-class ReloadRequest(_Strict):
+class ReloadRequest(_Request):
     """HTTP-only admin request: load the bundle directory at ``path`` and serve it."""
 
     path: str = Field(min_length=1)

@@ -1,38 +1,24 @@
-"""The HTTP API against a real uvicorn server on loopback: every endpoint and every bad input."""
+"""The HTTP API against a real uvicorn server on loopback: every endpoint and every bad input
+(admin reload: ``test_http_admin.py``)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from http_support import assert_problem, assert_still_serves
 
+from protos.tierwise.v1 import router_pb2_grpc
 from router_model.settings import ServiceSettings
+from service import convert, schemas
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "code"}
 LIMITS = ServiceSettings()
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    doc: dict[str, Any] = response.json()
-    assert PROBLEM_KEYS <= doc.keys()
-    assert (doc["status"], doc["code"]) == (status, code)
-    assert doc["type"].endswith(code)
-    return doc
-
-
-def assert_still_serves(http: httpx.Client) -> None:
-    response = http.post("/v1/route", json={"prompt": "What is the capital of France?"})
-    assert response.status_code == 200, response.text
 
 
 def test_route_prompt(http: httpx.Client, prompts: list[str]) -> None:
@@ -59,6 +45,38 @@ def test_route_messages_scores_the_last_user_turn(http: httpx.Client, prompts: l
     by_prompt = http.post("/v1/route", json={"prompt": prompt}).json()
     assert by_chat["probabilities"] == by_prompt["probabilities"]
     assert by_chat["input_tokens"] == by_prompt["input_tokens"]
+
+
+def test_openai_chat_messages_are_accepted_as_sent(
+    http: httpx.Client, stub: router_pb2_grpc.RouterStub, prompts: list[str]
+) -> None:
+    """Members the router does not use are ignored; text parts are scored, image parts not."""
+    openai = [
+        {"role": "system", "name": "setup", "content": "You are a careful assistant."},
+        {"role": "user", "name": "ada", "content": [
+            {"type": "text", "text": prompts[1], "cache_control": {"type": "ephemeral"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        ]},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "lookup", "arguments": '{"q": "primes"}'},
+        }]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "2, 3, 5, 7"},
+        {"role": "user", "content": [{"type": "text", "text": prompts[2]}]},
+    ]
+    plain = [{"role": m["role"], "content": t} for m, t in (
+        (openai[0], openai[0]["content"]), (openai[1], prompts[1]), (openai[4], prompts[2]))]
+    response = http.post("/v1/route", json={"messages": openai})
+    assert response.status_code == 200, response.text
+    expected = http.post("/v1/route", json={"messages": plain}).json()
+    assert response.json()["probabilities"] == expected["probabilities"]
+    assert response.json()["input_tokens"] == expected["input_tokens"]
+    # gRPC: the same chat in the proto's shape (no tool fields; null content is no parts)
+    request = convert.route_request_pb_from_model(
+        schemas.RouteRequest.model_validate({"messages": openai}))
+    assert [len(m.content) for m in request.messages] == [1, 2, 0, 1, 1]
+    by_grpc = stub.Route(request, timeout=10)
+    assert dict(by_grpc.probabilities) == expected["probabilities"]
 
 
 def test_both_route_paths_give_the_same_decision(http: httpx.Client, prompts: list[str]) -> None:
@@ -149,6 +167,21 @@ BAD_INPUTS = [
     ("messages not a list", b'{"messages": "hi"}', JSON, 422, "validation_error"),
     ("no user message", b'{"messages": [{"role": "system", "content": "Be brief."}]}', JSON,
      422, "invalid_prompt"),
+    ("message content a number", b'{"messages": [{"role": "user", "content": 5}]}', JSON,
+     422, "validation_error"),
+    ("content part not an object", b'{"messages": [{"role": "user", "content": ["hi"]}]}', JSON,
+     422, "validation_error"),
+    ("text part text a number",
+     b'{"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}', JSON,
+     422, "validation_error"),
+    ("message without role", b'{"messages": [{"content": "hi"}]}', JSON, 422, "validation_error"),
+    ("user content null", b'{"messages": [{"role": "user", "content": null}]}', JSON,
+     422, "invalid_prompt"),
+    ("only images and tool calls",
+     b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": '
+     b'"https://example.com/a.png"}}]}, {"role": "assistant", "content": null, "tool_calls": '
+     b'[{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}',
+     JSON, 422, "invalid_prompt"),
     ("both prompt and messages",
      b'{"prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}', JSON,
      422, "invalid_prompt"),
@@ -160,6 +193,12 @@ BAD_INPUTS = [
      422, "validation_error"),
     ("knob NaN", b'{"prompt": "hi", "policy": {"quality": NaN}}', JSON, 422, "validation_error"),
     ("knob not a number", b'{"prompt": "hi", "policy": {"quality": "high"}}', JSON,
+     422, "validation_error"),
+    ("knob a numeric string", b'{"prompt": "hi", "policy": {"quality": "0.5"}}', JSON,
+     422, "validation_error"),
+    ("knob true", b'{"prompt": "hi", "policy": {"quality": true}}', JSON,
+     422, "validation_error"),
+    ("knob false", b'{"prompt": "hi", "policy": {"quality": false}}', JSON,
      422, "validation_error"),
     ("unknown min tier", b'{"prompt": "hi", "policy": {"min_tier": "platinum"}}', JSON,
      422, "invalid_prompt"),
@@ -181,6 +220,43 @@ def test_bad_input_is_a_problem_and_the_service_keeps_serving(
     doc = assert_problem(http.post("/v1/route", content=body, headers=headers), status, code)
     assert doc["instance"] == "/v1/route"
     assert_still_serves(http)
+
+
+#: Bodies Python's json module refuses with something other than JSONDecodeError (4 KB each).
+UNPARSEABLE = {
+    "nested too deeply": b'{"prompt": "a", "foo": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    "integer over the digit limit": b'{"prompt": "a", "policy": {"quality": 1' + b"0" * 5000
+    + b"}}",
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/route", "/v1/route/batch", "/v1/admin/reload"])
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+@pytest.mark.parametrize("body", UNPARSEABLE.values(), ids=UNPARSEABLE.keys())
+def test_unparseable_json_is_a_counted_400_on_every_json_endpoint(
+    http: httpx.Client, fast_service: Any, admin_key: str, path: str, content_type: str,
+    body: bytes,
+) -> None:
+    def counted() -> float:
+        value = fast_service.service.metrics.registry.get_sample_value(
+            "tierwise_errors_total", {"transport": "http", "code": "malformed_json"})
+        return value or 0.0
+
+    before = counted()
+    headers = {"content-type": content_type, "authorization": f"Bearer {admin_key}"}
+    doc = assert_problem(http.post(path, content=body, headers=headers), 400, "malformed_json")
+    assert doc["instance"] == path
+    assert counted() == before + 1
+    assert_still_serves(http)
+
+
+def test_knob_is_any_json_number_and_nothing_else(http: httpx.Client) -> None:
+    body = http.post("/v1/route", json={"prompt": "hi", "policy": {"quality": 1}}).json()
+    assert body["policy"]["quality"] == 1.0
+    for knob in ("0.5", True):
+        batch = {"requests": [{"prompt": "hi"}, {"prompt": "hi", "policy": {"quality": knob}}]}
+        doc = assert_problem(http.post("/v1/route/batch", json=batch), 422, "validation_error")
+        assert "requests.1.policy.quality" in doc["detail"]
 
 
 def test_lone_surrogate_escape_is_scored(http: httpx.Client) -> None:
@@ -222,6 +298,9 @@ def test_prompt_over_max_chars_gets_413(http: httpx.Client, prompts: list[str]) 
     assert len(prompt.encode()) < LIMITS.max_body_bytes
     doc = assert_problem(http.post("/v1/route", json={"prompt": prompt}), 413, "prompt_too_large")
     assert str(LIMITS.max_prompt_chars) in doc["detail"]
+    chat = {"messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": prompt}]}  # refused, not cut
+    assert_problem(http.post("/v1/route", json=chat), 413, "prompt_too_large")
     assert_still_serves(http)
 
 
@@ -265,62 +344,3 @@ def test_decision_log_has_one_record_without_prompt_text(
     assert len(doc["prompt_sha256"]) == 12
     json.dumps({k: doc[k] for k in ("probabilities", "policy", "latency_ms")})
     assert prompt[:40] not in caplog.text
-
-
-# -- admin reload ---------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def reload_service(run_service: Any, fast_bundle: Path, admin_key: str) -> Any:
-    st: Any = run_service(fast_bundle, admin_key=admin_key)
-    return st
-
-
-def renamed_copy(bundle: Path, dest: Path, name: str) -> Path:
-    shutil.copytree(bundle, dest)
-    manifest = json.loads((dest / "manifest.json").read_text("utf-8"))
-    manifest["name"] = name
-    (dest / "manifest.json").write_text(json.dumps(manifest), "utf-8")
-    return dest
-
-
-def test_reload_swaps_good_bundles_and_refuses_bad_ones(
-    reload_service: Any, fast_bundle: Path, admin_key: str, tmp_path: Path
-) -> None:
-    auth = {"authorization": f"Bearer {admin_key}"}
-    with httpx.Client(base_url=reload_service.http_url, timeout=30) as http:
-        old = http.get("/v1/model").json()["model_version"]
-        good = renamed_copy(fast_bundle, tmp_path / "v2", "reloaded")
-        response = http.post("/v1/admin/reload", json={"path": str(good)}, headers=auth)
-        assert response.status_code == 200, response.text
-        assert response.json()["previous_model_version"] == old
-        new = http.get("/v1/model").json()["model_version"]
-        assert new.startswith("reloaded:") and new != old
-        assert http.post("/v1/route", json={"prompt": "hi"}).json()["model_version"] == new
-
-        corrupt = renamed_copy(fast_bundle, tmp_path / "corrupt", "corrupt")
-        (corrupt / "model.onnx").write_bytes(b"not onnx")
-        for path in (corrupt, tmp_path / "missing"):
-            response = http.post("/v1/admin/reload", json={"path": str(path)}, headers=auth)
-            doc = assert_problem(response, 409, "artifact_mismatch")
-            assert str(path) in doc["detail"]
-        assert http.get("/v1/model").json()["model_version"] == new
-        assert http.post("/v1/route", json={"prompt": "hi"}).json()["model_version"] == new
-        assert 'tierwise_reloads_total{outcome="refused"} 2.0' in http.get("/metrics").text
-
-
-def test_reload_needs_the_admin_key(http: httpx.Client, fast_bundle: Path) -> None:
-    body = {"path": str(fast_bundle)}
-    response = http.post("/v1/admin/reload", json=body)
-    assert_problem(response, 401, "unauthorized")
-    assert response.headers["www-authenticate"] == "Bearer"
-    wrong = {"authorization": "Bearer nope"}
-    assert_problem(http.post("/v1/admin/reload", json=body, headers=wrong), 401, "unauthorized")
-
-
-def test_reload_is_off_without_an_admin_key(run_service: Any, fast_bundle: Path) -> None:
-    st: Any = run_service(fast_bundle)
-    with httpx.Client(base_url=st.http_url) as http:
-        response = http.post("/v1/admin/reload", json={"path": str(fast_bundle)},
-                             headers={"authorization": "Bearer anything"})
-        assert_problem(response, 404, "not_found")

@@ -25,12 +25,17 @@ from training import registry
 NAME = "tiny_fast"
 
 
-def _copy(bundle: Path, dest: Path, *, name: str | None = None, corrupt: bool = False) -> Path:
+def _copy(bundle: Path, dest: Path, *, name: str | None = None, corrupt: bool = False,
+          tier_names: list[str] | None = None) -> Path:
     shutil.copytree(bundle, dest)
+    manifest = json.loads((dest / "manifest.json").read_text("utf-8"))
     if name is not None:  # another bundle identity (model_version is name:onnx sha)
-        manifest = json.loads((dest / "manifest.json").read_text("utf-8"))
         manifest["name"] = name
-        (dest / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    if tier_names is not None:  # a valid bundle for another tier ladder
+        for tier, tier_name in zip(manifest["tiers"], tier_names, strict=True):
+            tier["name"] = tier_name
+        manifest["classes"] = tier_names
+    (dest / "manifest.json").write_text(json.dumps(manifest), "utf-8")
     if corrupt:  # the registry holds it, but it is not a servable bundle
         (dest / "model.onnx").write_bytes(b"not onnx")
     return dest
@@ -156,3 +161,31 @@ def test_a_vanished_alias_or_refused_version_keeps_the_served_one(
     assert [p.name for p in (tmp_path / "w").iterdir()] == ["v1"]  # refused download removed
     watch.close()
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_a_champion_with_other_tiers_is_refused(
+    fast_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry.log_and_register(uri, name=NAME, bundle_dir=fast_bundle, params={}, metrics={},
+                              alias=registry.CHAMPION)
+    watch = RegistryWatch(registry, uri, RegistryRef(NAME, registry.CHAMPION), tmp_path / "w",
+                          interval_s=1.0)
+    service = RouteService.from_path(ServiceSettings(), watch.fetch_initial())
+    first, tiers = service.manifest.model_version, service.tiers
+    other = _copy(fast_bundle, tmp_path / "other", name="other", tier_names=["small", "large"])
+
+    async def scenario() -> bool:
+        _promote(uri, other)  # version 2: a good bundle, but for another ladder
+        moved = await watch.poll(service)
+        await service.aclose()
+        return moved
+
+    with caplog.at_level(logging.WARNING, logger="service.registry_watch"):
+        assert asyncio.run(scenario()) is False
+    assert service.manifest.model_version == first and service.tiers == tiers
+    assert watch.version == "1"
+    assert "version 2 refused" in caplog.text and "needs a restart" in caplog.text
+    assert 'tierwise_reloads_total{outcome="refused"} 1.0' in service.metrics.render().decode()
+    watch.close()

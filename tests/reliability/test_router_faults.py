@@ -2,7 +2,7 @@
 corrupt or mismatched bundles pushed for reload while clients are routing.
 
 A router stopped cleanly in-process is covered by ``test_gateway_router_modes.py``; a corrupt ONNX
-file and a missing directory (one request, no load) by ``test_http_api.py``.
+file and a missing directory (one request, no load) by ``test_http_admin.py``.
 """
 
 from __future__ import annotations

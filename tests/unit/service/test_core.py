@@ -23,7 +23,7 @@ from router_model.policy import Policy
 from router_model.router import ComplexityRouter
 from router_model.settings import ServiceSettings
 from service.core import INLINE_MAX_CHARS, RouteInput, RouteService
-from service.errors import DeadlineExceeded
+from service.errors import DeadlineExceeded, TiersChanged
 
 REPO = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
@@ -215,6 +215,48 @@ def test_watch_reloads_a_changed_bundle_and_survives_a_bad_one(
 
     bad, good = run(service, main())
     assert bad.startswith(manifest["name"] + ":") and good.startswith("v3:")
+
+
+def with_tier_names(manifest: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """A manifest whose tiers are renamed (prices and models kept): still a valid bundle."""
+    tiers = [{**t, "name": n} for t, n in zip(manifest["tiers"], names, strict=True)]
+    return {**manifest, "tiers": tiers, "classes": names}
+
+
+def test_reload_and_watch_refuse_other_tier_names(fast_bundle: Path, tmp_path: Path) -> None:
+    bundle = shutil.copytree(fast_bundle, tmp_path / "watched")
+    service = RouteService.from_path(ServiceSettings(), bundle)
+    served, names = service.manifest.model_version, [t.name for t in service.tiers]
+    manifest = json.loads((bundle / "manifest.json").read_text("utf-8"))
+    others = {"renamed": ["small", "large"], "reordered": names[::-1]}
+    for dest, tier_names in others.items():
+        copy = shutil.copytree(fast_bundle, tmp_path / dest)
+        doc = with_tier_names({**manifest, "name": dest}, tier_names)
+        (copy / "manifest.json").write_text(json.dumps(doc), "utf-8")
+
+    def refused() -> float:
+        value = service.metrics.registry.get_sample_value(
+            "tierwise_reloads_total", {"outcome": "refused"})
+        return value or 0.0
+
+    async def main() -> None:
+        for dest in others:
+            with pytest.raises(TiersChanged, match="changing tiers needs a restart"):
+                await service.reload(tmp_path / dest)
+        watcher = asyncio.create_task(service.watch(bundle, 0.01))
+        await asyncio.sleep(0.05)
+        doc = with_tier_names({**manifest, "name": "v4"}, ["small", "large"])
+        (bundle / "manifest.json").write_text(json.dumps(doc), "utf-8")
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if refused() == 3:
+                break
+        watcher.cancel()
+
+    run(service, main())
+    assert refused() == 3
+    assert service.manifest.model_version == served
+    assert [t.name for t in service.tiers] == names
 
 
 def test_loading_a_first_bundle_makes_the_service_ready(fast_bundle: Path) -> None:

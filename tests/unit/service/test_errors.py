@@ -41,6 +41,7 @@ def test_every_error_has_its_own_entry() -> None:
         (domain.UpstreamError, 502, grpc.StatusCode.UNAVAILABLE),
         (domain.NotFound, 404, grpc.StatusCode.NOT_FOUND),
         (domain.ArtifactMismatch, 409, grpc.StatusCode.FAILED_PRECONDITION),
+        (service_errors.TiersChanged, 409, grpc.StatusCode.FAILED_PRECONDITION),
         (service_errors.Unauthorized, 401, grpc.StatusCode.UNAUTHENTICATED),
         (RouterError, 500, grpc.StatusCode.INTERNAL),
     ],
