@@ -71,7 +71,13 @@ def log_and_register(
 ) -> RunRecord:
     """Log a training run (params, metrics, plots, bundle) and register the bundle as a version."""
     mlflow = _mlflow(tracking_uri)
-    mlflow.set_experiment(f"tierwise-{name}")
+    experiment = f"tierwise-{name}"
+    if tracking_uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
+        # MLflow would put a SQLite store's artifacts under ./mlruns of whatever folder the
+        # command ran in; keep them beside the database instead
+        root = Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns"
+        mlflow.create_experiment(experiment, artifact_location=root.as_uri())
+    mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"train-{name}") as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics(_flat_metrics(metrics))

@@ -197,7 +197,14 @@ def _register(
         plots=plots,
         alias=registry.CHAMPION if champion is None else registry.CHALLENGER,
     )
-    logger.info("%s registered as %s", recipe.name, rec.model_uri)
+    if champion is None:
+        logger.info("%s registered as %s, alias champion", recipe.name, rec.model_uri)
+    else:  # the bundle folder now holds this version; models:/NAME@champion still serves the old
+        logger.warning(
+            "%s registered as %s, alias challenger: models:/%s@champion stays version %s "
+            "(`tierwise retrain` promotes a challenger only past its gate)",
+            recipe.name, rec.model_uri, recipe.name, champion,
+        )
 
 
 def _bundle_name(value: str) -> str:

@@ -160,6 +160,8 @@ def test_train_registers_in_mlflow(tmp_path: Path) -> None:
     ]
     assert main(args) == 0
     assert registry.alias_version(uri, "reg", registry.CHAMPION) == "1"
+    # a SQLite store keeps its artifacts beside the database, not in the working directory
+    assert any((tmp_path / "mlruns").rglob("model.onnx"))
     # second run, with task balancing: registered as challenger, champion unchanged
     assert main([*args, "--balance-tasks"]) == 0
     assert registry.alias_version(uri, "reg", registry.CHAMPION) == "1"
