@@ -17,33 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router_model.chat import ChatMessage
-from router_model.policy import Policy
-from router_model.records import DecisionSource as Source
 from router_model.records import TrafficRecord
 from router_model.router import prompt_digest
 from router_model.tiers import Tier
 from service.cascade import CascadeOutcome
-from service.decisions import Decision
 from service.gateway_requests import ChatBody
+from service.routing_plan import Plan
 from service.semantic_cache import CacheKey, Hit
 from service.sse import SseTap
 from service.upstream import Forwarded
 
 #: Price units: tier prices are USD per 1M tokens.
 PER_TOKEN = 1e-6
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which tier a request goes to first, and why."""
-
-    decision_id: str
-    arm: str
-    propensity: float
-    source: Source
-    tier: str
-    decision: Decision | None
-    policy: Policy | None
 
 
 @dataclass

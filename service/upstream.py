@@ -2,11 +2,14 @@
 
 A call goes to the chosen tier first. On a 5xx, a 429, a timeout or a refused (or dropped)
 connection it is retried on the next tier up, then the next ones up, then those below the chosen
-tier, nearest first: answering with a better model costs more but keeps quality, and a cheaper one
-is the last resort. Each upstream has a circuit breaker: ``failure_threshold`` consecutive
-failures open it for ``cooldown_s`` (it is skipped), then one half-open probe request decides
-whether it closes again. For streams, failover happens only before the first byte reaches the
-client: the first chunk is read from the upstream before the gateway answers.
+tier, nearest first (``ladder_order``): answering with a better model costs more but keeps
+quality, and a cheaper one is the last resort. Only the tiers the request allows are tried (its
+``min_tier``, ``max_tier`` and ``allowed_tiers``: ``service.routing_plan``); when they have all
+failed the call fails, even if other tiers are up. Each upstream has a circuit breaker:
+``failure_threshold`` consecutive failures open it for ``cooldown_s`` (it is skipped), then one
+half-open probe request decides whether it closes again. For streams, failover happens only
+before the first byte reaches the client: the first chunk is read from the upstream before the
+gateway answers.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +106,12 @@ class Forwarded:
         await self.response.aclose()
 
 
+def ladder_order(names: Sequence[str], start: str) -> list[str]:
+    """``start``, then the tiers above it nearest first, then those below it nearest first."""
+    i = list(names).index(start)
+    return [names[i], *names[i + 1 :], *reversed(names[:i])]
+
+
 def retryable_status(status: int) -> bool:
     """Whether an upstream status means "try another tier" (5xx and 429)."""
     return status >= 500 or status == 429
@@ -124,26 +133,29 @@ class UpstreamPool:
         }
         self.on_failure: Callable[[str, str], None] = lambda tier, reason: None
 
-    def order(self, tier: str) -> list[Upstream]:
-        """The failover order from ``tier``: itself, the tiers above (nearest first), then below."""
-        i = self._index[tier]
+    def order(self, tier: str, allowed: Collection[str] | None = None) -> list[Upstream]:
+        """The failover order from ``tier`` (``ladder_order``), keeping only ``allowed`` tiers."""
+        names = ladder_order([u.tier.name for u in self._upstreams], tier)
         if not self._failover.enabled:
-            return [self._upstreams[i]]
-        up = list(self._upstreams[i + 1 :])
-        down = list(reversed(self._upstreams[:i]))
-        return [self._upstreams[i], *up, *down]
+            names = names[:1]
+        return [self._upstreams[self._index[n]] for n in names
+                if allowed is None or n in allowed]
 
-    async def send(self, body: Mapping[str, Any], tier: str, *, stream: bool) -> Forwarded:
-        """Forward ``body`` (its ``model`` set per tier) starting at ``tier``; fail over as needed.
+    async def send(
+        self, body: Mapping[str, Any], tier: str, *, stream: bool, allowed: Collection[str]
+    ) -> Forwarded:
+        """Forward ``body`` (its ``model`` set per tier) starting at ``tier``; fail over among the
+        ``allowed`` tiers as needed.
 
         A non-retryable error status (400, 401, 404, …) is returned as the answer: the request,
         not the upstream, is at fault, and another tier would refuse it too.
 
         Raises:
-            UpstreamError: when every upstream in the order failed or had its breaker open.
+            UpstreamError: when every allowed upstream in the order failed or had its breaker
+                open.
         """
         failures: list[str] = []
-        for upstream in self.order(tier):
+        for upstream in self.order(tier, allowed):
             breaker = self.breakers[upstream.tier.name]
             if not breaker.allow():
                 failures.append(f"{upstream.tier.name}: circuit open")
@@ -156,6 +168,9 @@ class UpstreamPool:
             self.on_failure(upstream.tier.name, reason.split(" ")[0])
             logger.warning("upstream %s failed (%s)", upstream.tier.name, reason)
             failures.append(f"{upstream.tier.name}: {reason}")
+        if len(allowed) < len(self._upstreams):
+            only = [u.tier.name for u in self._upstreams if u.tier.name in allowed]
+            failures.append(f"the request allows no other tier than {only}")
         raise UpstreamError("every upstream failed: " + "; ".join(failures))
 
     async def _attempt(

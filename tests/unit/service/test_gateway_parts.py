@@ -106,6 +106,7 @@ def test_failover_order() -> None:
     assert [u.tier.name for u in pool.order("a")] == ["a", "b", "c"]
     assert [u.tier.name for u in pool.order("b")] == ["b", "c", "a"]
     assert [u.tier.name for u in pool.order("c")] == ["c", "b", "a"]
+    assert [u.tier.name for u in pool.order("b", {"a", "b"})] == ["b", "a"]  # request's limits
     assert pool.order("a")[0].url == "http://x/v1/chat/completions"
     assert "k" not in repr(pool.order("a")[0])  # keys never printed
 
