@@ -1,10 +1,14 @@
 """What the gateway reads from a client request: the chat body, the knob, the A/B unit id.
 
 Only the members the gateway uses are validated (strictly: wrong types are 400s, as at OpenAI);
-every other member is forwarded untouched. The per-request knob comes from the ``tierwise``
-body member (``{"quality": 0.8, "min_tier": "weak", "max_tier": "strong", "allowed_tiers": [],
-"trim": true, "cascade": true}``,
-sent with the OpenAI SDK as ``extra_body={"tierwise": {...}}``) or, for ``quality`` only, from the
+every other member is forwarded untouched. Every string of a body, keys included, must be valid
+Unicode: JSON can spell a lone UTF-16 surrogate (``"\\ud800"``), which no UTF-8 encoder,
+database or protobuf takes, so such a body is refused whole (400) before anything is routed or
+recorded.
+
+The per-request knob comes from the ``tierwise`` body member (``{"quality": 0.8, "min_tier":
+"weak", "max_tier": "strong", "allowed_tiers": [], "trim": true, "cascade": true}``, sent with
+the OpenAI SDK as ``extra_body={"tierwise": {...}}``) or, for ``quality`` only, from the
 ``x-tierwise-quality`` header; the body wins when both are given.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +32,7 @@ QUALITY_HEADER = "x-tierwise-quality"
 USER_HEADERS = ("x-tierwise-user", "x-session-id")
 
 M = TypeVar("M", bound=BaseModel)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class PartIn(BaseModel):
@@ -96,6 +102,7 @@ def parse_json(raw: bytes, model: type[M]) -> tuple[M, dict[str, Any]]:
         ) from None
     if not isinstance(doc, dict):
         raise BadRequest("the request body must be a JSON object", code="invalid_json")
+    check_strings(doc)
     try:
         return model.model_validate(doc), doc
     except ValidationError as exc:
@@ -103,6 +110,45 @@ def parse_json(raw: bytes, model: type[M]) -> tuple[M, dict[str, Any]]:
         param = ".".join(str(p) for p in first["loc"]) or None
         code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
         raise BadRequest(f"{param}: {first['msg']}", param=param, code=code) from None
+
+
+def _bad_text(text: str) -> bool:
+    # a decoded JSON string holds a surrogate only when it was unpaired (pairs become one char)
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def check_strings(doc: dict[str, Any]) -> None:
+    """Refuse a document with a string (key or value) holding an unpaired UTF-16 surrogate.
+
+    One pass over the parsed document, as long as ``json.dumps`` of it takes.
+
+    Raises:
+        BadRequest: naming where the first such string is (``param``).
+    """
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
+    while stack:  # iterative: the depth of a document is the client's choice
+        value, path = stack.pop()
+        if type(value) is dict:
+            bad_key = next((k for k in value if _bad_text(k)), None)
+            if bad_key is not None:
+                _refuse_text((*path, bad_key))
+            items: Any = value.items()
+        else:
+            items = enumerate(value)
+        for key, item in items:
+            kind = type(item)  # json.loads makes exactly these types
+            if kind is str:
+                if _bad_text(item):
+                    _refuse_text((*path, key))
+            elif kind is dict or kind is list:
+                stack.append((item, (*path, key)))
+
+
+def _refuse_text(where: tuple[str | int, ...]) -> None:
+    param = ".".join(str(p) for p in where).encode("utf-8", "replace").decode()
+    raise BadRequest(f"{param}: the string holds an unpaired UTF-16 surrogate (such as "
+                     "\\ud800), which is not valid Unicode text", param=param,
+                     code="invalid_value")
 
 
 def parse_chat(raw: bytes) -> tuple[ChatBody, dict[str, Any]]:
