@@ -4,7 +4,8 @@ Only the members the gateway uses are validated (strictly: wrong types are 400s,
 every other member is forwarded untouched. Every string of a body, keys included, must be valid
 Unicode: JSON can spell a lone UTF-16 surrogate (``"\\ud800"``), which no UTF-8 encoder,
 database or protobuf takes, so such a body is refused whole (400) before anything is routed or
-recorded.
+recorded. So is a body nesting arrays and objects deeper than ``MAX_JSON_DEPTH``: the parser and
+the code that copies or hashes a body recurse, and a client must not choose how deep.
 
 The per-request knob comes from the ``tierwise`` body member (``{"quality": 0.8, "min_tier":
 "weak", "max_tier": "strong", "allowed_tiers": [], "trim": true, "cascade": true}``, sent with
@@ -18,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,6 +34,9 @@ USER_HEADERS = ("x-tierwise-user", "x-session-id")
 
 M = TypeVar("M", bound=BaseModel)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: Deepest nesting of arrays and objects a request body may have (the body itself is level 1);
+#: OpenAI's own structured-output schemas stay far below it.
+MAX_JSON_DEPTH = 100
 
 
 class PartIn(BaseModel):
@@ -96,13 +100,15 @@ def parse_json(raw: bytes, model: type[M]) -> tuple[M, dict[str, Any]]:
     """
     try:
         doc = json.loads(raw)
+    except RecursionError:
+        _refuse_depth(None)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"the request body is not valid JSON ({exc})", code="invalid_json"
         ) from None
     if not isinstance(doc, dict):
         raise BadRequest("the request body must be a JSON object", code="invalid_json")
-    check_strings(doc)
+    check_document(doc)
     try:
         return model.model_validate(doc), doc
     except ValidationError as exc:
@@ -117,13 +123,14 @@ def _bad_text(text: str) -> bool:
     return not text.isascii() and _SURROGATE.search(text) is not None
 
 
-def check_strings(doc: dict[str, Any]) -> None:
-    """Refuse a document with a string (key or value) holding an unpaired UTF-16 surrogate.
+def check_document(doc: dict[str, Any]) -> None:
+    """Refuse a document nested deeper than ``MAX_JSON_DEPTH`` or with a string (key or value)
+    holding an unpaired UTF-16 surrogate.
 
     One pass over the parsed document, as long as ``json.dumps`` of it takes.
 
     Raises:
-        BadRequest: naming where the first such string is (``param``).
+        BadRequest: naming where the first such string, or the too deep member, is (``param``).
     """
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
     while stack:  # iterative: the depth of a document is the client's choice
@@ -141,14 +148,22 @@ def check_strings(doc: dict[str, Any]) -> None:
                 if _bad_text(item):
                     _refuse_text((*path, key))
             elif kind is dict or kind is list:
+                if len(path) + 2 > MAX_JSON_DEPTH:
+                    _refuse_depth(path[0] if path else key)
                 stack.append((item, (*path, key)))
 
 
-def _refuse_text(where: tuple[str | int, ...]) -> None:
+def _refuse_text(where: tuple[str | int, ...]) -> NoReturn:
     param = ".".join(str(p) for p in where).encode("utf-8", "replace").decode()
     raise BadRequest(f"{param}: the string holds an unpaired UTF-16 surrogate (such as "
                      "\\ud800), which is not valid Unicode text", param=param,
                      code="invalid_value")
+
+
+def _refuse_depth(member: str | int | None) -> NoReturn:
+    raise BadRequest(f"the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} "
+                     "levels" + (f" (in {member!r})" if member is not None else ""),
+                     param=None if member is None else str(member), code="invalid_json")
 
 
 def parse_chat(raw: bytes) -> tuple[ChatBody, dict[str, Any]]:

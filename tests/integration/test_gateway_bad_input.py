@@ -109,3 +109,40 @@ def test_lone_surrogate_in_feedback_is_a_400(make_gateway: Any, fast_bundle: Pat
                 {"decision_id": decision + "\udc00", "thumbs": "up"}):
         assert_bad_request(post(gw, "/v1/feedback", json.dumps(doc).encode()), "surrogate")
     assert count(gw, "feedback") == 0
+
+
+def nested(depth: int, leaf: str = "[]") -> str:
+    return "[" * (depth - 1) + leaf + "]" * (depth - 1)
+
+
+@pytest.mark.parametrize("depth", [2000, 150])  # past json's recursion limit, and past ours
+def test_deep_nesting_in_chat_is_a_400(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, depth: int
+) -> None:
+    gw = make_gateway(fast_bundle, cache={"enabled": True})
+    raw = json.dumps(chat_body()).replace('"model"', f'"metadata": {nested(depth)}, "model"')
+    assert_bad_request(post(gw, "/v1/chat/completions", raw.encode()), "deeper than 100")
+    assert upstreams.weak.requests == upstreams.strong.requests == []
+    assert count(gw, "traffic") == 0
+
+
+def test_nesting_within_the_limit_is_forwarded(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
+) -> None:
+    gw = make_gateway(fast_bundle, cache={"enabled": True})
+    raw = json.dumps(chat_body()).replace('"model"', f'"metadata": {nested(99)}, "model"')
+    response = post(gw, "/v1/chat/completions", raw.encode())
+    assert response.status_code == 200, response.text
+    sent = [*upstreams.weak.requests, *upstreams.strong.requests]
+    assert json.dumps(sent[0]["metadata"], separators=(",", ":")) == nested(99)
+
+
+@pytest.mark.parametrize("depth", [2000, 150])
+def test_deep_nesting_in_feedback_is_a_400(
+    make_gateway: Any, fast_bundle: Path, depth: int
+) -> None:
+    gw = make_gateway(fast_bundle)
+    answer(gw)
+    raw = '{"decision_id": ' + nested(depth, '"x"') + ', "thumbs": "up"}'
+    assert_bad_request(post(gw, "/v1/feedback", raw.encode()), "deeper than 100")
+    assert count(gw, "feedback") == 0
