@@ -189,11 +189,8 @@ class Completions:
                 response.content, status_code=response.status_code, headers=self.headers(call),
                 media_type=response.headers.get("content-type", "application/json"),
             )
-        try:
-            doc = response.json()
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
+        doc = answer.doc
+        if doc is None:  # never for a successful non-stream answer (service.upstream checks)
             await self._finish(call, 502, Usage(0, 0, "upstream"))
             raise UpstreamError(f"upstream {answer.upstream.tier.name} sent no JSON object")
         if call.cascade is not None and call.cascade.strip_logprobs:

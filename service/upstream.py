@@ -10,6 +10,11 @@ failed the call fails, even if other tiers are up. Each upstream has a circuit b
 half-open probe request decides whether it closes again. For streams, failover happens only
 before the first byte reaches the client: the first chunk is read from the upstream before the
 gateway answers.
+
+A success status is not enough: a non-stream answer must be a JSON object, and a stream answer
+must be ``text/event-stream`` with a first chunk, or the attempt is a failure (``invalid_body``,
+counted by the breaker and failed over) like a 5xx: a proxy's HTML page with status 200 is no
+completion.
 """
 
 from __future__ import annotations
@@ -97,6 +102,8 @@ class Forwarded:
     failovers: int
     first: bytes = b""
     rest: AsyncIterator[bytes] | None = None
+    #: The JSON object of a successful non-stream answer (None for streams and refusals).
+    doc: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -190,12 +197,10 @@ class UpstreamPool:
                 await response.aclose()
                 return f"status {response.status_code}", None
             answer = Forwarded(upstream, response, failovers)
-            if not stream or not answer.ok:
-                await response.aread()
+            problem = await _read(answer, stream)
+            if problem is None:
                 return "ok", answer
-            answer.rest = response.aiter_raw()
-            answer.first = await anext(answer.rest, b"")
-            return "ok", answer
+            reason = f"invalid_body ({problem})"
         except httpx.TimeoutException:
             reason = "timeout"
         except httpx.ConnectError:
@@ -205,6 +210,32 @@ class UpstreamPool:
         if response is not None:
             await response.aclose()
         return reason, None
+
+
+async def _read(answer: Forwarded, stream: bool) -> str | None:
+    """Read a non-stream answer whole (a stream's first chunk); what makes it unusable, if any.
+
+    A refusal (a non-retryable 4xx) is usable: it is passed on to the client as it is.
+    """
+    response = answer.response
+    if not answer.ok or not stream:
+        await response.aread()
+        if not answer.ok:
+            return None
+        try:
+            doc = json.loads(response.content)
+        except (ValueError, RecursionError):
+            doc = None
+        if not isinstance(doc, dict):
+            return "not a JSON object"
+        answer.doc = doc
+        return None
+    kind = response.headers.get("content-type", "").lower()
+    if not kind.startswith("text/event-stream"):
+        return f"content-type {kind[:40]!r}, not an event stream"
+    answer.rest = response.aiter_raw()
+    answer.first = await anext(answer.rest, b"")
+    return None if answer.first else "an empty event stream"
 
 
 def build_upstreams(config: GatewayConfig, keys: Mapping[str, str | None]) -> list[Upstream]:

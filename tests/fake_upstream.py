@@ -33,7 +33,8 @@ class FakeUpstream:
 
     Modes: ``ok``, ``fail`` (500), ``ratelimit`` (429), ``stall`` (sleeps ``stall_s`` before
     answering), ``bad_request`` (400), ``stall_body`` (200 headers, then a stalled body),
-    ``break_stream`` (a stream that is cut after three chunks).
+    ``break_stream`` (a stream that is cut after three chunks), ``html`` (200 with an HTML page,
+    streams too, as a misconfigured proxy answers), ``not_object`` (200 with a JSON array).
     """
 
     name: str
@@ -65,6 +66,10 @@ class FakeUpstream:
                                            "param": None, "code": "bad"}}, 400)
         if self.mode == "stall":
             await asyncio.sleep(self.stall_s)
+        if self.mode == "html":
+            return Response("<html>oops</html>", media_type="text/html")
+        if self.mode == "not_object":
+            return JSONResponse(["oops"])
         if body.get("stream"):
             return StreamingResponse(self._chunks(body), media_type="text/event-stream")
         if self.mode == "stall_body":

@@ -1,0 +1,86 @@
+"""Upstream answers that say 200 but are not usable: a body that is not a JSON object, a stream
+that is not an event stream. They are upstream failures: counted by the breaker, failed over
+(within the request's tiers), and a 502 when no tier is left."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gateway_support import (  # noqa: F401  (fixtures)
+    EASY,
+    STRONG,
+    Gateway,
+    Upstreams,
+    make_gateway_fixture,
+    upstreams_fixture,
+)
+
+
+def post(gw: Gateway, *, stream: bool = False, knob: dict[str, Any] | None = None) -> Any:
+    body = {"model": "tierwise-auto", "stream": stream,
+            "tierwise": {"quality": 0.0, **(knob or {})},
+            "messages": [{"role": "user", "content": EASY}]}
+    with gw.http() as http:
+        response = http.post("/v1/chat/completions", json=body)
+    return response
+
+
+def statuses(gw: Gateway) -> list[tuple[int, str, int]]:
+    with sqlite3.connect(gw.config.traffic.url.removeprefix("sqlite:///")) as conn:
+        return conn.execute("SELECT status, tier, failovers FROM traffic").fetchall()
+
+
+def events(response: httpx.Response) -> list[bytes]:
+    return [e for e in response.content.split(b"\n\n") if e]
+
+
+@pytest.mark.parametrize("mode", ["html", "not_object"])
+def test_a_body_that_is_not_a_json_object_fails_over(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, mode: str
+) -> None:
+    gw = make_gateway(fast_bundle, failover={"failure_threshold": 1, "cooldown_s": 30})
+    upstreams.weak.mode = mode
+    response = post(gw)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == STRONG and response.headers["x-tierwise-failovers"] == "1"
+    assert gw.completions.upstreams.breakers["weak"].state == "open"  # counted as a failure
+    with gw.http() as http:
+        metrics = http.get("/metrics").text
+    assert 'tierwise_gateway_upstream_failures_total{reason="invalid_body",tier="weak"} 1.0' in (
+        metrics)
+    assert statuses(gw) == [(200, "strong", 1)]
+
+
+def test_a_stream_that_is_not_an_event_stream_fails_over(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
+) -> None:
+    gw = make_gateway(fast_bundle, failover={"failure_threshold": 1, "cooldown_s": 30})
+    upstreams.weak.mode = "html"
+    response = post(gw, stream=True)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert b"oops" not in response.content and events(response)[-1] == b"data: [DONE]"
+    first = json.loads(events(response)[0].removeprefix(b"data: "))
+    assert first["model"] == STRONG and first["tierwise"]["failovers"] == 1
+    assert gw.completions.upstreams.breakers["weak"].state == "open"
+    assert statuses(gw) == [(200, "strong", 1)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_usable_answer_left_is_a_502(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, stream: bool
+) -> None:
+    gw = make_gateway(fast_bundle)
+    upstreams.weak.mode = "html"
+    response = post(gw, stream=stream, knob={"max_tier": "weak"})
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("api_error", "upstream_error")
+    assert "weak: invalid_body" in error["message"] and "oops" not in response.text
+    assert upstreams.strong.requests == []
+    assert statuses(gw) == [(502, "", 0)]
