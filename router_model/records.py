@@ -37,7 +37,8 @@ class TrafficRecord(BaseModel):
 
     The savings ledger: ``cost_usd`` is what was paid (every upstream call, at the price paid);
     ``top_tier_cost_usd`` is the no-lever baseline (the request as the client sent it, answered
-    once by the top tier at list price); ``levers`` holds the dollars each other lever saved.
+    once at list price by the top tier, or by the model it named for a pass-through request, so
+    routing saves nothing there); ``levers`` holds the dollars each other lever saved.
     ``savings_usd = top_tier_cost_usd - cost_usd`` splits exactly into ``routing_savings_usd``
     (top tier against the routed tier, both without levers) plus ``sum(levers.values())``.
     """

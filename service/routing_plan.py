@@ -5,7 +5,9 @@ limits, whoever picks the tier: the router keeps to them itself; a fixed A/B arm
 fail-open ``default_tier`` are moved to the nearest allowed tier when the limits exclude them
 (the tier itself, then the tiers above it nearest first, then those below it nearest first: the
 failover order); and ``Plan.allowed`` bounds failover (``service.upstream``), so no answer ever
-comes from a tier the request excluded.
+comes from a tier the request excluded. A request that names a model (pass-through) may only be
+answered by that model: it never fails over (the client asked for that model, not for a tier;
+``tierwise-auto`` with ``min_tier`` is the way to ask for "this tier or better").
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class Planner:
         if body.model != AUTO_MODEL:
             tier = self.tier_for_model(body.model)
             return Plan(uuid.uuid4().hex, "passthrough", 1.0, "passthrough", tier.name, None,
-                        None, names)
+                        None, (tier.name,))
         policy = request_policy(body, headers, names, self.config.default_quality)
         allowed = allowed_tiers(policy, tiers)
         assignment = self.assigner.assign(unit_id(body, headers))

@@ -1,5 +1,6 @@
 """A request's tier limits (``min_tier``, ``max_tier``, ``allowed_tiers``) bind failover,
-fail-open and fixed A/B arms: no answer ever comes from a tier the request excluded."""
+fail-open and fixed A/B arms: no answer ever comes from a tier the request excluded. A named
+model (pass-through) is the strictest limit: that model or an error, and no routing savings."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import httpx
 import pytest
 from fake_upstream import closed_port
 from gateway_support import (  # noqa: F401  (fixtures)
+    ADMIN_KEY,
     EASY,
+    STRONG,
     WEAK,
     Gateway,
     Upstreams,
@@ -23,10 +26,12 @@ ONLY_WEAK = [{"max_tier": "weak"}, {"allowed_tiers": ["weak"]}]
 ONLY_STRONG = [{"min_tier": "strong"}, {"allowed_tiers": ["strong"]}]
 
 
-def post(gw: Gateway, knob: dict[str, Any], *, stream: bool = False,
-         text: str = EASY) -> httpx.Response:
-    body = {"model": "tierwise-auto", "stream": stream, "tierwise": knob,
-            "messages": [{"role": "user", "content": text}]}
+def post(gw: Gateway, knob: dict[str, Any] | None, *, stream: bool = False,
+         text: str = EASY, model: str = "tierwise-auto") -> httpx.Response:
+    body: dict[str, Any] = {"model": model, "stream": stream,
+                            "messages": [{"role": "user", "content": text}]}
+    if knob is not None:
+        body["tierwise"] = knob
     with gw.http() as http:
         response = http.post("/v1/chat/completions", json=body)
         response.read()
@@ -134,3 +139,43 @@ def test_a_fixed_arm_keeps_to_the_requests_limits(
     assert (record["arm"], record["decided_tier"], record["tier"], record["propensity"]) == (
         "always_strong", "weak", "weak", 1.0)
     assert record["model"] == WEAK
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("model", "failing"), [(STRONG, "strong"), ("weak", "weak"),
+                                                (WEAK, "weak")])
+def test_a_named_model_never_fails_over(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, model: str, failing: str,
+    stream: bool,
+) -> None:
+    gw = make_gateway(fast_bundle)
+    down, up = ((upstreams.strong, upstreams.weak) if failing == "strong"
+                else (upstreams.weak, upstreams.strong))
+    down.mode = "fail"
+    response = post(gw, None, model=model, stream=stream)
+    assert_upstream_error(response)
+    assert len(down.requests) == 1 and up.requests == []
+    assert [(r["source"], r["status"], r["tier"]) for r in rows(gw)] == [
+        ("passthrough", 502, "")]
+
+
+def test_pass_through_saves_nothing_by_routing(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
+) -> None:
+    gw = make_gateway(fast_bundle, cache={"enabled": True})
+    for _ in range(2):  # an upstream answer, then the same request from the cache
+        info = post(gw, None, model=WEAK).json()["tierwise"]
+        assert info["routing_savings_usd"] == pytest.approx(0.0, abs=1e-12)
+    assert (info["cache"], info["cost_usd"]) == ("exact", 0.0)
+    assert info["savings_usd"] == pytest.approx(1.08e-05)  # the cache saved the weak answer
+    first = rows(gw)[0]
+    assert first["top_tier_cost_usd"] == pytest.approx(first["cost_usd"])  # the named model's
+    with gw.http(ADMIN_KEY) as http:
+        report = http.get("/v1/admin/savings").json()
+    assert report["total"]["levers"]["routing"] == pytest.approx(0.0, abs=1e-12)
+    assert report["total"]["levers"]["cache"] == pytest.approx(1.08e-05)
+    routed = post(gw, {"quality": 0.0}, text="a routed request").json()["tierwise"]
+    assert routed["routing_savings_usd"] > 0  # routing still counts where the router chose
+    with gw.http(ADMIN_KEY) as http:
+        report = http.get("/v1/admin/savings").json()
+    assert report["total"]["levers"]["routing"] == pytest.approx(routed["routing_savings_usd"])
