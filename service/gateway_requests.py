@@ -112,10 +112,16 @@ def parse_json(raw: bytes, model: type[M]) -> tuple[M, dict[str, Any]]:
     try:
         return model.model_validate(doc), doc
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
-        raise BadRequest(f"{param}: {first['msg']}", param=param, code=code) from None
+        raise invalid(exc) from None
+
+
+def invalid(exc: ValidationError) -> BadRequest:
+    """The 400 of a failed validation: its first error's message, naming the member."""
+    first = exc.errors(include_url=False)[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
+    message = str(first["msg"]).removeprefix("Value error, ")  # a validator's own words
+    return BadRequest(f"{param}: {message}" if param else message, param=param, code=code)
 
 
 def _bad_text(text: str) -> bool:
