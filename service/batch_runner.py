@@ -244,7 +244,7 @@ class BatchRunner:
             usage_source="upstream" if price.usage_source == "upstream" else "estimated",
             cost_usd=price.cost_usd, top_tier_cost_usd=price.top_tier_cost_usd,
             latency_ms=max(0.0, (time.time() - job.created_at) * 1000.0),
-            levers=price.levers,
+            levers=price.levers, tenant=job.tenant,
         )
 
     async def _commit(self, record: TrafficRecord) -> None:

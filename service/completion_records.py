@@ -48,6 +48,8 @@ class Call:
     cache_key: CacheKey | None = None
     hit: Hit | None = None
     cascade: CascadeOutcome | None = None
+    #: Who asked (``semantic_cache.tenant_of``): feedback is taken from the same key only.
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,5 +156,5 @@ def build_record(call: Call, status: int, usage: Usage, tiers: Sequence[Tier],
         model_version=d.model_version if d else None,
         feature_version=d.feature_version if d and features else None, features=features,
         prompt_sha256=prompt_digest(call.scored) if call.scored else "",
-        prompt=call.scored if store_prompts and call.scored else None,
+        prompt=call.scored if store_prompts and call.scored else None, tenant=call.tenant,
     )

@@ -87,13 +87,13 @@ class Completions:
         scored = request_text(body, messages)
         if plan is None:
             plan = await self.plan(body, headers, messages)
-        call = Call(body, messages, scored, plan, start)
+        call = Call(body, messages, scored, plan, start, tenant=tenant_of(headers))
         forward = {k: v for k, v in doc.items() if k != "tierwise"}
         cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)
         call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
         self.metrics.trimmed_tokens.inc(call.trimmed)
         if self.cache is not None and not body.stream:  # streams are neither served nor stored
-            call.cache_key = self.cache.key(forward, tenant_of(headers), plan.tier)
+            call.cache_key = self.cache.key(forward, call.tenant, plan.tier)
             hit = await self.cache.lookup(call.cache_key)
             self.metrics.cache.labels(hit.layer if hit else "miss").inc()
             if hit is not None:

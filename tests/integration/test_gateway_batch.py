@@ -171,6 +171,11 @@ def test_a_batched_pass_through_request_saves_by_batching_only(
     assert record.top_tier_cost_usd == pytest.approx(listed)
     assert record.levers == {"batch": pytest.approx(listed / 2)}
     assert record.routing_savings_usd == pytest.approx(0.0, abs=1e-12)
+    # the job's key made the decision: only it may label it (POST /v1/feedback)
+    with gw.http("tw-client-key-2") as other, gw.http() as own:
+        label = {"decision_id": record.decision_id, "thumbs": "up"}
+        assert other.post("/v1/feedback", json=label).status_code == 404
+        assert own.post("/v1/feedback", json=label).status_code == 200
 
 
 def test_batch_window_off_answers_now(make_batch_gateway: Any) -> None:

@@ -14,6 +14,8 @@ from gateway_support import (  # noqa: F401  (fixtures)
     upstreams_fixture,
 )
 
+OTHER_KEY = "tw-client-key-2"  # the gateway's second client key
+
 
 def decide(gw: Gateway) -> str:
     with gw.http() as http:
@@ -42,3 +44,20 @@ def test_a_refused_label_says_why(
         "give exactly one of 'score' (0..1) and 'thumbs' ('up' or 'down')")
     assert "pydantic" not in response.text and error["type"] == "invalid_request_error"
     assert labels(gw) == []
+
+
+def test_only_the_key_that_made_a_decision_can_label_it(
+    make_gateway: Any, fast_bundle: Path
+) -> None:
+    gw = make_gateway(fast_bundle)
+    decision = decide(gw)  # made with CLIENT_KEY
+    with gw.http(OTHER_KEY) as other, gw.http() as own:
+        foreign = other.post("/v1/feedback", json={"decision_id": decision, "thumbs": "down"})
+        unknown = other.post("/v1/feedback", json={"decision_id": "no-such-id", "thumbs": "down"})
+        # another key's decision looks exactly like one that does not exist
+        assert foreign.status_code == unknown.status_code == 404
+        assert foreign.json()["error"]["code"] == unknown.json()["error"]["code"] == "not_found"
+        assert (foreign.json()["error"]["message"].replace(decision, "ID")
+                == unknown.json()["error"]["message"].replace("no-such-id", "ID"))
+        assert own.post("/v1/feedback", json={"decision_id": decision, "thumbs": "up"}).is_success
+    assert labels(gw) == [(decision, 1.0)]
