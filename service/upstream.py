@@ -11,6 +11,12 @@ half-open probe request decides whether it closes again. For streams, failover h
 before the first byte reaches the client: the first chunk is read from the upstream before the
 gateway answers.
 
+A tier's ``timeout_s`` is a deadline on each attempt: for a non-stream call, the whole answer
+(headers and body) must arrive within it; for a stream, the first chunk must, and after that no
+gap between chunks may exceed it (a stream may run longer in all: it is already the client's).
+Past it the attempt is a ``timeout`` failure and fails over. Connecting has its own, shorter
+limit (``failover.connect_timeout_s``).
+
 A success status is not enough: a non-stream answer must be a JSON object, and a stream answer
 must be ``text/event-stream`` with a first chunk, or the attempt is a failure (``invalid_body``,
 counted by the breaker and failed over) like a 5xx: a proxy's HTML page with status 200 is no
@@ -19,6 +25,7 @@ completion.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -90,7 +97,9 @@ class Upstream:
     tier: Tier
     url: str
     api_key: str | None = field(repr=False)
+    #: httpx's per-operation limits (connect, and each read); ``deadline_s`` bounds the attempt.
     timeout: httpx.Timeout
+    deadline_s: float
 
 
 @dataclass
@@ -192,16 +201,17 @@ class UpstreamPool:
         )
         response: httpx.Response | None = None
         try:
-            response = await self._client.send(request, stream=True)
-            if retryable_status(response.status_code):
-                await response.aclose()
-                return f"status {response.status_code}", None
-            answer = Forwarded(upstream, response, failovers)
-            problem = await _read(answer, stream)
+            async with asyncio.timeout(upstream.deadline_s):  # the answer, or a stream's start
+                response = await self._client.send(request, stream=True)
+                if retryable_status(response.status_code):
+                    await response.aclose()
+                    return f"status {response.status_code}", None
+                answer = Forwarded(upstream, response, failovers)
+                problem = await _read(answer, stream)
             if problem is None:
                 return "ok", answer
             reason = f"invalid_body ({problem})"
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             reason = "timeout"
         except httpx.ConnectError:
             reason = "connect_error (refused or unreachable)"
@@ -246,5 +256,5 @@ def build_upstreams(config: GatewayConfig, keys: Mapping[str, str | None]) -> li
             t.timeout_s, connect=min(config.failover.connect_timeout_s, t.timeout_s)
         )
         url = t.base_url.rstrip("/") + "/chat/completions"
-        out.append(Upstream(t.tier(), url, keys.get(t.api_key_env), timeout))
+        out.append(Upstream(t.tier(), url, keys.get(t.api_key_env), timeout, t.timeout_s))
     return out

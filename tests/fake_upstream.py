@@ -34,12 +34,16 @@ class FakeUpstream:
     Modes: ``ok``, ``fail`` (500), ``ratelimit`` (429), ``stall`` (sleeps ``stall_s`` before
     answering), ``bad_request`` (400), ``stall_body`` (200 headers, then a stalled body),
     ``break_stream`` (a stream that is cut after three chunks), ``html`` (200 with an HTML page,
-    streams too, as a misconfigured proxy answers), ``not_object`` (200 with a JSON array).
+    streams too, as a misconfigured proxy answers), ``not_object`` (200 with a JSON array),
+    ``trickle`` (a JSON answer sent ``trickle_bytes`` at a time every ``trickle_s``; a stream
+    starts ``trickle_s`` late and sends its first chunk ``trickle_s`` later).
     """
 
     name: str
     mode: str = "ok"
     stall_s: float = 5.0
+    trickle_s: float = 0.1
+    trickle_bytes: int = 20
     send_usage: bool = True
     #: What a JSON answer says: its ``finish_reason``, its text (None: ``ANSWER_WORDS``), and,
     #: when set, this logprob for every answer word (in OpenAI's ``logprobs.content`` form),
@@ -70,6 +74,11 @@ class FakeUpstream:
             return Response("<html>oops</html>", media_type="text/html")
         if self.mode == "not_object":
             return JSONResponse(["oops"])
+        if self.mode == "trickle":
+            await asyncio.sleep(self.trickle_s)
+            if not body.get("stream"):
+                data = json.dumps(self.completion(body)).encode()
+                return StreamingResponse(self._trickled(data), media_type="application/json")
         if body.get("stream"):
             return StreamingResponse(self._chunks(body), media_type="text/event-stream")
         if self.mode == "stall_body":
@@ -96,6 +105,11 @@ class FakeUpstream:
             doc["usage"] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         return doc
 
+    async def _trickled(self, data: bytes) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), self.trickle_bytes):
+            await asyncio.sleep(self.trickle_s)
+            yield data[i : i + self.trickle_bytes]
+
     async def _stalled(self) -> AsyncIterator[bytes]:
         await asyncio.sleep(self.stall_s)
         yield b"{}"
@@ -103,6 +117,8 @@ class FakeUpstream:
     async def _chunks(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         if self.mode == "stall_body":
             await asyncio.sleep(self.stall_s)
+        if self.mode == "trickle":
+            await asyncio.sleep(self.trickle_s)
         base = {"id": f"chatcmpl-{self.name}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": body["model"]}
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]

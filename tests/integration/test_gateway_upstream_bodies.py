@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from gateway_support import (  # noqa: F401  (fixtures)
     STRONG,
     Gateway,
     Upstreams,
+    config_doc,
     make_gateway_fixture,
     upstreams_fixture,
 )
@@ -33,6 +35,12 @@ def post(gw: Gateway, *, stream: bool = False, knob: dict[str, Any] | None = Non
 def statuses(gw: Gateway) -> list[tuple[int, str, int]]:
     with sqlite3.connect(gw.config.traffic.url.removeprefix("sqlite:///")) as conn:
         return conn.execute("SELECT status, tier, failovers FROM traffic").fetchall()
+
+
+def weak_timeout(ups: Upstreams, timeout_s: float) -> list[dict[str, Any]]:
+    tiers: list[dict[str, Any]] = config_doc(ups, Path("unused"))["tiers"]
+    tiers[0]["timeout_s"] = timeout_s
+    return tiers
 
 
 def events(response: httpx.Response) -> list[bytes]:
@@ -84,3 +92,33 @@ def test_no_usable_answer_left_is_a_502(
     assert "weak: invalid_body" in error["message"] and "oops" not in response.text
     assert upstreams.strong.requests == []
     assert statuses(gw) == [(502, "", 0)]
+
+
+def test_timeout_s_is_a_deadline_for_the_whole_answer(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
+) -> None:
+    gw = make_gateway(fast_bundle, tiers=weak_timeout(upstreams, 1.0))
+    upstreams.weak.mode, upstreams.weak.trickle_s = "trickle", 0.1  # ~20 bytes every 0.1 s
+    started = time.monotonic()
+    response = post(gw)
+    took = time.monotonic() - started
+    assert response.status_code == 200 and response.json()["model"] == STRONG
+    assert response.headers["x-tierwise-failovers"] == "1"
+    assert 1.0 <= took < 3.0, took  # the deadline, not a read timeout (each read took 0.1 s)
+    with gw.http() as http:
+        assert 'reason="timeout",tier="weak"} 1.0' in http.get("/metrics").text
+
+
+def test_timeout_s_bounds_a_streams_first_chunk(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
+) -> None:
+    gw = make_gateway(fast_bundle, tiers=weak_timeout(upstreams, 0.5))
+    # headers after 0.3 s, the first chunk 0.3 s later: each wait under 0.5 s, the sum over it
+    upstreams.weak.mode, upstreams.weak.trickle_s = "trickle", 0.3
+    response = post(gw, stream=True)
+    first = json.loads(events(response)[0].removeprefix(b"data: "))
+    assert first["model"] == STRONG and first["tierwise"]["failovers"] == 1
+    upstreams.weak.trickle_s = 0.1  # a stream that starts within the deadline is not cut
+    response = post(gw, stream=True)
+    assert json.loads(events(response)[0].removeprefix(b"data: "))["model"] != STRONG
+    assert events(response)[-1] == b"data: [DONE]"
