@@ -25,7 +25,6 @@ from service.cascade import CascadeOutcome
 from service.gateway_requests import ChatBody
 from service.routing_plan import Plan
 from service.semantic_cache import CacheKey, Hit
-from service.sse import SseTap
 from service.upstream import Forwarded
 
 #: Price units: tier prices are USD per 1M tokens.
@@ -103,15 +102,6 @@ def baseline_tier(source: str, tier: str, tiers: Sequence[Tier]) -> Tier:
     if source == "passthrough":
         return next(t for t in tiers if t.name == tier)
     return tiers[-1]
-
-
-def reported_usage(tap: SseTap) -> Usage:
-    """Usage of an abandoned stream: what the upstream reported, else unknown (zero)."""
-    usage = tap.usage or {}
-    n_in, n_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(n_in, int) and isinstance(n_out, int):
-        return Usage(n_in, n_out, "upstream")
-    return Usage(0, 0, "estimated")
 
 
 def usage_of(reported: Any) -> Usage | None:

@@ -29,7 +29,6 @@ from service.completion_records import (
     Call,
     Usage,
     build_record,
-    reported_usage,
     usage_of,
 )
 from service.decisions import DecisionSource
@@ -240,7 +239,8 @@ class Completions:
             trailer = json_event(envelope("the upstream stream broke", 502, code="upstream_error"))
         except (asyncio.CancelledError, GeneratorExit):  # the client went away mid-stream
             if not call.recorded:
-                self._later(self._finish(call, 499, reported_usage(tap)))
+                call.recorded = True
+                self._later(self._abandoned(call, tap))
             raise
         finally:
             await answer.aclose()
@@ -252,6 +252,11 @@ class Completions:
             yield trailer
         if done:
             yield b"data: [DONE]\n\n"
+
+    async def _abandoned(self, call: Call, tap: SseTap) -> None:
+        """Record a stream the client left (499) with the usage the upstream reported, else the
+        tokens of the text relayed so far (the last event may not have reached the client)."""
+        await self._finish(call, 499, await self._usage(call, tap.usage, "".join(tap.text)))
 
     async def _usage(self, call: Call, reported: Any, output_text: str) -> Usage:
         found = usage_of(reported)

@@ -36,7 +36,7 @@ class FakeUpstream:
     ``break_stream`` (a stream that is cut after three chunks), ``html`` (200 with an HTML page,
     streams too, as a misconfigured proxy answers), ``not_object`` (200 with a JSON array),
     ``trickle`` (a JSON answer sent ``trickle_bytes`` at a time every ``trickle_s``; a stream
-    starts ``trickle_s`` late and sends its first chunk ``trickle_s`` later).
+    starts ``trickle_s`` late and sends each chunk ``trickle_s`` after the one before).
     """
 
     name: str
@@ -117,13 +117,13 @@ class FakeUpstream:
     async def _chunks(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         if self.mode == "stall_body":
             await asyncio.sleep(self.stall_s)
-        if self.mode == "trickle":
-            await asyncio.sleep(self.trickle_s)
         base = {"id": f"chatcmpl-{self.name}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": body["model"]}
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
         deltas += [{"content": w} for w in ANSWER_WORDS]
         for i, delta in enumerate(deltas):
+            if self.mode == "trickle":
+                await asyncio.sleep(self.trickle_s)
             finish = "stop" if i == len(deltas) - 1 else None
             doc = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             yield f"data: {json.dumps(doc)}\n\n".encode()
