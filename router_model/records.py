@@ -37,7 +37,8 @@ class TrafficRecord(BaseModel):
 
     The savings ledger: ``cost_usd`` is what was paid (every upstream call, at the price paid);
     ``top_tier_cost_usd`` is the no-lever baseline (the request as the client sent it, answered
-    once by the top tier at list price); ``levers`` holds the dollars each other lever saved.
+    once at list price by the top tier, or by the model it named for a pass-through request, so
+    routing saves nothing there); ``levers`` holds the dollars each other lever saved.
     ``savings_usd = top_tier_cost_usd - cost_usd`` splits exactly into ``routing_savings_usd``
     (top tier against the routed tier, both without levers) plus ``sum(levers.values())``.
     """
@@ -88,6 +89,10 @@ class TrafficRecord(BaseModel):
     #: nothing). "cascade" may be negative: the cheap try plus the escalation cost more than the
     #: routed tier alone would have.
     levers: dict[str, float] = Field(default_factory=dict)
+    #: Who asked: the sha256 of the client's ``Authorization`` header (never the key itself).
+    #: Feedback on the decision is taken only from the same key. Empty in records written
+    #: before it was kept: those take no feedback.
+    tenant: str = Field(default="", max_length=64)
 
     @field_validator("levers")
     @classmethod

@@ -66,12 +66,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("prompt_sha256", "TEXT NOT NULL", "TEXT NOT NULL"),
     Column("prompt", "TEXT", "TEXT"),
     Column("levers", "TEXT NOT NULL DEFAULT '{}'", "TEXT NOT NULL DEFAULT '{}'"),
+    Column("tenant", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
 )
 NAMES = tuple(c.name for c in COLUMNS)
 
 #: Columns newer than the first ``traffic`` table, in the order they were added. Each has a
 #: default, so ``ALTER TABLE traffic ADD COLUMN`` works on a table that already holds rows.
-ADDED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.name in ("levers",))
+ADDED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.name in ("levers", "tenant"))
 _ADDED_NAMES = frozenset(c.name for c in ADDED)
 
 
@@ -100,7 +101,8 @@ def encode_record(record: TrafficRecord) -> dict[str, Any]:
 
 
 def decode_record(values: dict[str, Any]) -> TrafficRecord:
-    """The record of a row (inverse of ``encode_record``); NULL ``levers`` (older tables) is {}.
+    """The record of a row (inverse of ``encode_record``); NULL ``levers`` and ``tenant`` (older
+    tables) are {} and "".
 
     Raises:
         pydantic.ValidationError: when the row does not hold a valid record.
@@ -109,6 +111,7 @@ def decode_record(values: dict[str, Any]) -> TrafficRecord:
     doc["features"] = TrafficRecord.features_from_blob(bytes(doc["features"] or b""))
     doc["probabilities"] = json.loads(doc["probabilities"] or "{}")
     doc["levers"] = json.loads(doc.get("levers") or "{}")
+    doc["tenant"] = doc.get("tenant") or ""
     return TrafficRecord.model_validate(doc)
 
 

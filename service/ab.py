@@ -5,6 +5,11 @@ of the id, read as a number in [0, 1), picks the arm by cumulative weight). Requ
 are assigned at random with the same weights. Either way the recorded propensity is the arm's
 share of the split, the probability with which the request got that arm (and, since each arm's
 tier choice is deterministic, that tier).
+
+A fixed arm's tier never overrides the request's tier limits (``min_tier``, ``max_tier``,
+``allowed_tiers``): when they exclude it, the arm answers with the nearest tier they allow
+(``service.routing_plan``). That tier is still a deterministic function of the arm and the
+request, so the propensity stays the arm's share; the record's ``decided_tier`` shows it.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from router_model.errors import UpstreamError
 from router_model.records import TrafficRecord
 from service.batch_jobs import Job, JobStore
 from service.batch_upstream import BatchApi, BatchLine, BatchOutcome
+from service.completion_records import baseline_tier
 from service.gateway_config import GatewayConfig, TierConfig
 from service.traffic import TrafficStore
 
@@ -211,8 +212,8 @@ class BatchRunner:
         """Usage from the answer (else counted with the router's tokenizer), then the costs.
 
         The levers split the saving exactly: trimming saved the dropped input tokens at the
-        tier's list price, batching the discount on what was sent; the top tier's list price on
-        the untrimmed request is the baseline.
+        tier's list price, batching the discount on what was sent; the top tier's list price (the
+        named tier's, for a pass-through request) on the untrimmed request is the baseline.
         """
         usage = body.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
@@ -225,7 +226,9 @@ class BatchRunner:
         trimmed = int(job.draft.get("trimmed_tokens", 0))
         listed = tier.tier().cost(n_in, n_out)
         paid = listed * (1.0 - (tier.batch_discount or 0.0))
-        top = self.config.tiers[-1].tier().cost(n_in + trimmed, n_out)
+        ladder = self.config.tier_ladder()
+        baseline = baseline_tier(str(job.draft.get("source")), tier.name, ladder)
+        top = baseline.cost(n_in + trimmed, n_out)
         levers = {"batch": listed - paid}
         if trimmed:
             levers["trim"] = tier.tier().cost(n_in + trimmed, n_out) - listed
@@ -241,7 +244,7 @@ class BatchRunner:
             usage_source="upstream" if price.usage_source == "upstream" else "estimated",
             cost_usd=price.cost_usd, top_tier_cost_usd=price.top_tier_cost_usd,
             latency_ms=max(0.0, (time.time() - job.created_at) * 1000.0),
-            levers=price.levers,
+            levers=price.levers, tenant=job.tenant,
         )
 
     async def _commit(self, record: TrafficRecord) -> None:

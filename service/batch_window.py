@@ -25,10 +25,11 @@ from router_model.errors import NotFound
 from router_model.router import prompt_digest
 from service.batch_jobs import Job, JobStore
 from service.batch_runner import BatchMetrics
-from service.completions import Completions, Plan, request_text
+from service.completions import Completions, request_text
 from service.gateway_config import GatewayConfig, TierConfig
 from service.gateway_requests import ChatBody, parse_chat, to_messages
 from service.openai_errors import BadRequest
+from service.routing_plan import Plan
 from service.semantic_cache import tenant_of
 from service.trimming import trim_forward
 

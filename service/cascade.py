@@ -153,7 +153,7 @@ class Cascade:
             logger.warning("cascade draft on %s failed: %s", draft.name, exc)
             tried = (draft.name, routed.name)
             return None, CascadeOutcome(routed, tried, True, "draft_failed", drafted=True)
-        doc = _json_object(answer)
+        doc = answer.doc
         if doc is None or not answer.ok:
             problem = "draft_failed"
         else:
@@ -168,10 +168,3 @@ class Cascade:
         return None, CascadeOutcome(routed, tried, True, problem, drafted=True,
                                     draft_cost_usd=cost)
 
-
-def _json_object(answer: Forwarded) -> dict[str, Any] | None:
-    try:
-        doc = answer.response.json()
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None

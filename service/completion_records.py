@@ -1,12 +1,13 @@
 """A completion's state in flight and its ``TrafficRecord``: usage, cost and the savings ledger.
 
 The ledger (``spend``) splits what a request saved against the no-lever baseline (the request
-as the client sent it, answered once by the top tier at list price) into routing's share and
-each other lever's, in this order: routing (top tier → routed tier), trimming (the routed tier
-on the full prompt → on the trimmed one), cascade (the routed tier alone → the calls made).
-Each step's dollars are the difference between its two sides, so the parts add up exactly to
-``top_tier_cost_usd - cost_usd``. A cache hit costs nothing and saved what its answer cost.
-"""
+as the client sent it, answered once at list price by the top tier, or by the named model for a
+pass-through request) into routing's share and each other lever's, in this order: routing
+(baseline tier → routed tier; nothing for pass-through, where the client chose the model),
+trimming (the routed tier on the full prompt → on the trimmed one), cascade (the routed tier
+alone → the calls made). Each step's dollars are the difference between its two sides, so the
+parts add up exactly to ``top_tier_cost_usd - cost_usd``. A cache hit costs nothing and saved
+what its answer cost."""
 
 from __future__ import annotations
 
@@ -17,33 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router_model.chat import ChatMessage
-from router_model.policy import Policy
-from router_model.records import DecisionSource as Source
 from router_model.records import TrafficRecord
 from router_model.router import prompt_digest
 from router_model.tiers import Tier
 from service.cascade import CascadeOutcome
-from service.decisions import Decision
 from service.gateway_requests import ChatBody
+from service.routing_plan import Plan
 from service.semantic_cache import CacheKey, Hit
-from service.sse import SseTap
 from service.upstream import Forwarded
 
 #: Price units: tier prices are USD per 1M tokens.
 PER_TOKEN = 1e-6
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which tier a request goes to first, and why."""
-
-    decision_id: str
-    arm: str
-    propensity: float
-    source: Source
-    tier: str
-    decision: Decision | None
-    policy: Policy | None
 
 
 @dataclass
@@ -62,6 +47,8 @@ class Call:
     cache_key: CacheKey | None = None
     hit: Hit | None = None
     cascade: CascadeOutcome | None = None
+    #: Who asked (``semantic_cache.tenant_of``): feedback is taken from the same key only.
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,9 +67,10 @@ class Spend:
     levers: dict[str, float]
 
 
-def spend(answered: Tier, usage: Usage, tiers: Sequence[Tier], *, trimmed: int = 0,
+def spend(answered: Tier, usage: Usage, baseline: Tier, *, trimmed: int = 0,
           cascade: CascadeOutcome | None = None) -> Spend:
-    """The ledger of an upstream answer by ``answered`` with ``usage`` (the answer's tokens).
+    """The ledger of an upstream answer by ``answered`` with ``usage`` (the answer's tokens);
+    ``baseline`` prices the no-lever baseline (``baseline_tier``).
 
     ``trimmed`` input tokens were removed before forwarding (counted with the router's tokenizer,
     so their price is an estimate). Without a cascade the routed tier is the one that answered
@@ -98,23 +86,22 @@ def spend(answered: Tier, usage: Usage, tiers: Sequence[Tier], *, trimmed: int =
         levers["trim"] = trimmed * routed.input_price * PER_TOKEN
     if cascade is not None and cascade.drafted:
         levers["cascade"] = routed.cost(usage.input_tokens, usage.output_tokens) - paid
-    top = tiers[-1].cost(usage.input_tokens + trimmed, usage.output_tokens)
+    top = baseline.cost(usage.input_tokens + trimmed, usage.output_tokens)
     return Spend(paid, top, levers)
 
 
-def cache_spend(hit: Hit, usage: Usage, tiers: Sequence[Tier]) -> Spend:
+def cache_spend(hit: Hit, usage: Usage, baseline: Tier) -> Spend:
     """The ledger of a cached answer: nothing paid, its stored cost saved by the cache."""
-    top = tiers[-1].cost(usage.input_tokens, usage.output_tokens)
+    top = baseline.cost(usage.input_tokens, usage.output_tokens)
     return Spend(0.0, top, {"cache": hit.cost_usd})
 
 
-def reported_usage(tap: SseTap) -> Usage:
-    """Usage of an abandoned stream: what the upstream reported, else unknown (zero)."""
-    usage = tap.usage or {}
-    n_in, n_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(n_in, int) and isinstance(n_out, int):
-        return Usage(n_in, n_out, "upstream")
-    return Usage(0, 0, "estimated")
+def baseline_tier(source: str, tier: str, tiers: Sequence[Tier]) -> Tier:
+    """The tier the no-lever baseline is priced at: for a pass-through request (``source``) the
+    named ``tier`` (the client, not routing, chose it), else the top tier."""
+    if source == "passthrough":
+        return next(t for t in tiers if t.name == tier)
+    return tiers[-1]
 
 
 def usage_of(reported: Any) -> Usage | None:
@@ -131,11 +118,12 @@ def build_record(call: Call, status: int, usage: Usage, tiers: Sequence[Tier],
     """The request's ``TrafficRecord`` (cost, baseline and levers from ``spend``)."""
     plan, answer, d = call.plan, call.answer, call.plan.decision
     tier: Tier | None = answer.upstream.tier if answer is not None else None
+    baseline = baseline_tier(plan.source, plan.tier, tiers)
     if call.hit is not None:
         tier = next(t for t in tiers if t.name == call.hit.tier)
-        money = cache_spend(call.hit, usage, tiers)
+        money = cache_spend(call.hit, usage, baseline)
     elif tier is not None:
-        money = spend(tier, usage, tiers, trimmed=call.trimmed, cascade=call.cascade)
+        money = spend(tier, usage, baseline, trimmed=call.trimmed, cascade=call.cascade)
     else:  # nothing answered; a cascade's draft may still have been paid for
         paid = call.cascade.draft_cost_usd if call.cascade is not None else 0.0
         money = Spend(paid, 0.0, {})
@@ -158,5 +146,5 @@ def build_record(call: Call, status: int, usage: Usage, tiers: Sequence[Tier],
         model_version=d.model_version if d else None,
         feature_version=d.feature_version if d and features else None, features=features,
         prompt_sha256=prompt_digest(call.scored) if call.scored else "",
-        prompt=call.scored if store_prompts and call.scored else None,
+        prompt=call.scored if store_prompts and call.scored else None, tenant=call.tenant,
     )

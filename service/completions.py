@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from router_model.chat import ChatMessage, scored_text
 from router_model.encoder import word_piece_ids
 from router_model.errors import InvalidPrompt, UpstreamError
-from router_model.records import DecisionSource as Source
 from router_model.records import TrafficRecord
 from router_model.tiers import Tier
 from service.ab import ArmAssigner
@@ -31,22 +29,14 @@ from service.completion_records import (
     Call,
     Usage,
     build_record,
-    reported_usage,
     usage_of,
 )
-from service.completion_records import Plan as Plan  # re-exported: batch_window imports it
-from service.decisions import Decision, DecisionSource, RouterUnavailable
+from service.decisions import DecisionSource
 from service.gateway_config import GatewayConfig
 from service.gateway_metrics import GatewayMetrics
-from service.gateway_requests import (
-    AUTO_MODEL,
-    ChatBody,
-    parse_chat,
-    request_policy,
-    to_messages,
-    unit_id,
-)
-from service.openai_errors import BadRequest, ModelNotFound, envelope
+from service.gateway_requests import AUTO_MODEL, ChatBody, parse_chat, to_messages
+from service.openai_errors import BadRequest, envelope
+from service.routing_plan import Plan, Planner
 from service.semantic_cache import Hit, ResponseCache, replay, tenant_of
 from service.sse import SseTap, data_of, json_event, with_member
 from service.traffic import TrafficStore
@@ -72,24 +62,14 @@ class Completions:
     tokenizer: Any
     cache: ResponseCache | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    planner: Planner = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.planner = Planner(self.config, self.decisions, self.assigner)
 
     @property
     def tiers(self) -> tuple[Tier, ...]:
         return self.config.tier_ladder()
-
-    def tier_for_model(self, model: str) -> Tier:
-        """The tier a pass-through request names by model or tier name.
-
-        Raises:
-            ModelNotFound: when no tier has that model or name.
-        """
-        for tier in self.tiers:
-            if model in (tier.model, tier.name):
-                return tier
-        raise ModelNotFound(
-            f"the model {model!r} does not exist; use {AUTO_MODEL!r} or one of "
-            f"{[t.model for t in self.tiers]}"
-        )
 
     async def handle(
         self, raw: bytes, headers: Mapping[str, str], plan: Plan | None = None
@@ -106,13 +86,13 @@ class Completions:
         scored = request_text(body, messages)
         if plan is None:
             plan = await self.plan(body, headers, messages)
-        call = Call(body, messages, scored, plan, start)
+        call = Call(body, messages, scored, plan, start, tenant=tenant_of(headers))
         forward = {k: v for k, v in doc.items() if k != "tierwise"}
         cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)
         call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
         self.metrics.trimmed_tokens.inc(call.trimmed)
         if self.cache is not None and not body.stream:  # streams are neither served nor stored
-            call.cache_key = self.cache.key(forward, tenant_of(headers), plan.tier)
+            call.cache_key = self.cache.key(forward, call.tenant, plan.tier)
             hit = await self.cache.lookup(call.cache_key)
             self.metrics.cache.labels(hit.layer if hit else "miss").inc()
             if hit is not None:
@@ -123,7 +103,8 @@ class Completions:
             if cascade and plan.source == "router":
                 call.answer = await self._cascade(call, forward)
             if call.answer is None:
-                call.answer = await self.upstreams.send(forward, plan.tier, stream=body.stream)
+                call.answer = await self.upstreams.send(forward, plan.tier, stream=body.stream,
+                                                       allowed=plan.allowed)
         except UpstreamError:
             await self._finish(call, 502, Usage(0, 0, "upstream"))
             raise
@@ -143,7 +124,7 @@ class Completions:
             return None
 
         async def send(body: dict[str, Any], tier: str) -> Forwarded:
-            return await self.upstreams.send(body, tier, stream=False)
+            return await self.upstreams.send(body, tier, stream=False, allowed=plan.allowed)
 
         async def cost_of(tier: Tier, doc: dict[str, Any]) -> float:
             usage = await self._usage(call, doc.get("usage"), _text_of(doc))
@@ -156,34 +137,12 @@ class Completions:
     async def plan(
         self, body: ChatBody, headers: Mapping[str, str], messages: tuple[ChatMessage, ...]
     ) -> Plan:
-        """The tier to try first: the named one, a fixed arm's, the router's, or the default.
+        """The request's plan (``service.routing_plan``).
 
         Raises:
             ModelNotFound, BadRequest, InvalidPrompt: when the request cannot be routed.
         """
-        if body.model != AUTO_MODEL:
-            tier = self.tier_for_model(body.model)
-            return Plan(uuid.uuid4().hex, "passthrough", 1.0, "passthrough", tier.name, None, None)
-        names = [t.name for t in self.tiers]
-        policy = request_policy(body, headers, names, self.config.default_quality)
-        assignment = self.assigner.assign(unit_id(body, headers))
-        decision: Decision | None
-        try:
-            decision = await self.decisions.decide(messages, policy)
-        except RouterUnavailable as exc:
-            logger.warning("router unavailable (%s): failing open", exc)
-            decision = None
-        arm = assignment.arm
-        source: Source
-        if arm.tier is not None:
-            source, tier_name = "fixed_arm", arm.tier
-        elif decision is None:
-            source, tier_name = "fail_open", self.config.default_tier
-        else:
-            source, tier_name = "router", decision.tier
-        decision_id = decision.decision_id if decision is not None else uuid.uuid4().hex
-        return Plan(decision_id, arm.name, assignment.propensity, source, tier_name, decision,
-                    policy)
+        return await self.planner.plan(body, headers, messages)
 
     def headers(self, call: Call) -> dict[str, str]:
         """The ``x-tierwise-*`` response headers."""
@@ -229,11 +188,8 @@ class Completions:
                 response.content, status_code=response.status_code, headers=self.headers(call),
                 media_type=response.headers.get("content-type", "application/json"),
             )
-        try:
-            doc = response.json()
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
+        doc = answer.doc
+        if doc is None:  # never for a successful non-stream answer (service.upstream checks)
             await self._finish(call, 502, Usage(0, 0, "upstream"))
             raise UpstreamError(f"upstream {answer.upstream.tier.name} sent no JSON object")
         if call.cascade is not None and call.cascade.strip_logprobs:
@@ -283,7 +239,8 @@ class Completions:
             trailer = json_event(envelope("the upstream stream broke", 502, code="upstream_error"))
         except (asyncio.CancelledError, GeneratorExit):  # the client went away mid-stream
             if not call.recorded:
-                self._later(self._finish(call, 499, reported_usage(tap)))
+                call.recorded = True
+                self._later(self._abandoned(call, tap))
             raise
         finally:
             await answer.aclose()
@@ -295,6 +252,11 @@ class Completions:
             yield trailer
         if done:
             yield b"data: [DONE]\n\n"
+
+    async def _abandoned(self, call: Call, tap: SseTap) -> None:
+        """Record a stream the client left (499) with the usage the upstream reported, else the
+        tokens of the text relayed so far (the last event may not have reached the client)."""
+        await self._finish(call, 499, await self._usage(call, tap.usage, "".join(tap.text)))
 
     async def _usage(self, call: Call, reported: Any, output_text: str) -> Usage:
         found = usage_of(reported)

@@ -21,6 +21,7 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
@@ -37,12 +38,12 @@ from service.decisions import DecisionSource, LocalDecisions
 from service.errors import Unauthorized
 from service.gateway_config import GatewayConfig
 from service.gateway_metrics import GatewayMetrics
-from service.gateway_requests import AUTO_MODEL, FeedbackIn, parse_json
+from service.gateway_requests import AUTO_MODEL, FeedbackIn, invalid, parse_json
 from service.http_api import BodyLimit
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from service.openai_errors import BadRequest, envelope, envelope_for
+from service.openai_errors import envelope, envelope_for
 from service.router_client import RemoteDecisions
-from service.semantic_cache import CacheSettings, ResponseCache
+from service.semantic_cache import CacheSettings, ResponseCache, tenant_of
 from service.traffic import SavingsReport, TrafficStore, open_store
 from service.upstream import UpstreamPool, build_upstreams
 
@@ -202,13 +203,14 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @api.post("/v1/feedback", dependencies=client)
 async def feedback(request: Request, completions: CompletionsDep) -> dict[str, Any]:
-    """Store a label (``score`` in [0, 1] or ``thumbs``) for a decision; 404 for unknown ids."""
+    """Store a label (``score`` in [0, 1] or ``thumbs``) for a decision made with the caller's
+    key; 404 for unknown ids and other keys' decisions alike (as for batch jobs)."""
     body, _ = parse_json(await request.body(), FeedbackIn)
     try:
         record = FeedbackRecord.model_validate(body.model_dump())
-    except ValueError as exc:
-        raise BadRequest(str(exc).splitlines()[-1].strip(), code="invalid_value") from None
-    await completions.store.add_feedback(record)
+    except ValidationError as exc:  # one label, not both or neither: the record's own rule
+        raise invalid(exc) from None
+    await completions.store.add_feedback(record, tenant_of(request.headers))
     return {"object": "tierwise.feedback", "decision_id": record.decision_id, "value": record.value}
 
 

@@ -36,6 +36,9 @@ class TierConfig(_Strict):
     api_key_env: str
     input_price: float = Field(ge=0, description="USD per 1M input tokens")
     output_price: float = Field(ge=0, description="USD per 1M output tokens")
+    #: Deadline of one attempt on this tier: a non-stream answer must arrive whole within it; a
+    #: stream must send its first chunk within it, then no gap between chunks may exceed it.
+    #: Past it the gateway fails over (``service.upstream``).
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     #: Fraction taken off this tier's prices for requests sent through the upstream's batch
     #: endpoint (0.5: half price); None: the upstream has no batch endpoint (``service.batch_*``).

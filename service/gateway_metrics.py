@@ -42,7 +42,8 @@ class GatewayMetrics:
         )
         self.top_tier_cost = Counter(
             "tierwise_gateway_top_tier_cost_usd",
-            "USD the same requests would have cost on the top tier.", registry=r,
+            "USD the same requests would have cost on the top tier (a pass-through request: on "
+            "the model it named, the no-lever baseline of the ledger).", registry=r,
         )
         self.savings = Counter(
             "tierwise_gateway_savings_usd",

@@ -1,10 +1,15 @@
 """What the gateway reads from a client request: the chat body, the knob, the A/B unit id.
 
 Only the members the gateway uses are validated (strictly: wrong types are 400s, as at OpenAI);
-every other member is forwarded untouched. The per-request knob comes from the ``tierwise``
-body member (``{"quality": 0.8, "min_tier": "weak", "max_tier": "strong", "allowed_tiers": [],
-"trim": true, "cascade": true}``,
-sent with the OpenAI SDK as ``extra_body={"tierwise": {...}}``) or, for ``quality`` only, from the
+every other member is forwarded untouched. Every string of a body, keys included, must be valid
+Unicode: JSON can spell a lone UTF-16 surrogate (``"\\ud800"``), which no UTF-8 encoder,
+database or protobuf takes, so such a body is refused whole (400) before anything is routed or
+recorded. So is a body nesting arrays and objects deeper than ``MAX_JSON_DEPTH``: the parser and
+the code that copies or hashes a body recurse, and a client must not choose how deep.
+
+The per-request knob comes from the ``tierwise`` body member (``{"quality": 0.8, "min_tier":
+"weak", "max_tier": "strong", "allowed_tiers": [], "trim": true, "cascade": true}``, sent with
+the OpenAI SDK as ``extra_body={"tierwise": {...}}``) or, for ``quality`` only, from the
 ``x-tierwise-quality`` header; the body wins when both are given.
 """
 
@@ -12,8 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,6 +33,10 @@ QUALITY_HEADER = "x-tierwise-quality"
 USER_HEADERS = ("x-tierwise-user", "x-session-id")
 
 M = TypeVar("M", bound=BaseModel)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Deepest nesting of arrays and objects a request body may have (the body itself is level 1);
+#: OpenAI's own structured-output schemas stay far below it.
+MAX_JSON_DEPTH = 100
 
 
 class PartIn(BaseModel):
@@ -90,19 +100,76 @@ def parse_json(raw: bytes, model: type[M]) -> tuple[M, dict[str, Any]]:
     """
     try:
         doc = json.loads(raw)
+    except RecursionError:
+        _refuse_depth(None)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(
             f"the request body is not valid JSON ({exc})", code="invalid_json"
         ) from None
     if not isinstance(doc, dict):
         raise BadRequest("the request body must be a JSON object", code="invalid_json")
+    check_document(doc)
     try:
         return model.model_validate(doc), doc
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
-        raise BadRequest(f"{param}: {first['msg']}", param=param, code=code) from None
+        raise invalid(exc) from None
+
+
+def invalid(exc: ValidationError) -> BadRequest:
+    """The 400 of a failed validation: its first error's message, naming the member."""
+    first = exc.errors(include_url=False)[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
+    message = str(first["msg"]).removeprefix("Value error, ")  # a validator's own words
+    return BadRequest(f"{param}: {message}" if param else message, param=param, code=code)
+
+
+def _bad_text(text: str) -> bool:
+    # a decoded JSON string holds a surrogate only when it was unpaired (pairs become one char)
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def check_document(doc: dict[str, Any]) -> None:
+    """Refuse a document nested deeper than ``MAX_JSON_DEPTH`` or with a string (key or value)
+    holding an unpaired UTF-16 surrogate.
+
+    One pass over the parsed document, as long as ``json.dumps`` of it takes.
+
+    Raises:
+        BadRequest: naming where the first such string, or the too deep member, is (``param``).
+    """
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
+    while stack:  # iterative: the depth of a document is the client's choice
+        value, path = stack.pop()
+        if type(value) is dict:
+            bad_key = next((k for k in value if _bad_text(k)), None)
+            if bad_key is not None:
+                _refuse_text((*path, bad_key))
+            items: Any = value.items()
+        else:
+            items = enumerate(value)
+        for key, item in items:
+            kind = type(item)  # json.loads makes exactly these types
+            if kind is str:
+                if _bad_text(item):
+                    _refuse_text((*path, key))
+            elif kind is dict or kind is list:
+                if len(path) + 2 > MAX_JSON_DEPTH:
+                    _refuse_depth(path[0] if path else key)
+                stack.append((item, (*path, key)))
+
+
+def _refuse_text(where: tuple[str | int, ...]) -> NoReturn:
+    param = ".".join(str(p) for p in where).encode("utf-8", "replace").decode()
+    raise BadRequest(f"{param}: the string holds an unpaired UTF-16 surrogate (such as "
+                     "\\ud800), which is not valid Unicode text", param=param,
+                     code="invalid_value")
+
+
+def _refuse_depth(member: str | int | None) -> NoReturn:
+    raise BadRequest(f"the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} "
+                     "levels" + (f" (in {member!r})" if member is not None else ""),
+                     param=None if member is None else str(member), code="invalid_json")
 
 
 def parse_chat(raw: bytes) -> tuple[ChatBody, dict[str, Any]]:

@@ -187,11 +187,12 @@ class TrafficStore(ABC):
     async def _write_many(self, records: list[TrafficRecord]) -> None: ...
 
     @abstractmethod
-    async def add_feedback(self, feedback: FeedbackRecord) -> None:
-        """Store a label for a recorded decision (committed on return).
+    async def add_feedback(self, feedback: FeedbackRecord, tenant: str) -> None:
+        """Store a label for a decision ``tenant`` made (committed on return).
 
         Raises:
-            NotFound: when no traffic record has that decision id.
+            NotFound: when no traffic record has that decision id and tenant (another tenant's
+                decision is indistinguishable from one that does not exist).
         """
 
     @abstractmethod
@@ -275,10 +276,10 @@ class SqliteTrafficStore(TrafficStore):
             conn.execute("BEGIN")
             conn.executemany(sql, rows)
 
-    async def add_feedback(self, feedback: FeedbackRecord) -> None:
-        await self._call(self._add_feedback_sync, feedback)
+    async def add_feedback(self, feedback: FeedbackRecord, tenant: str) -> None:
+        await self._call(self._add_feedback_sync, feedback, tenant)
 
-    def _add_feedback_sync(self, feedback: FeedbackRecord) -> None:
+    def _add_feedback_sync(self, feedback: FeedbackRecord, tenant: str) -> None:
         values = list(feedback_values(feedback))
         values[1] = feedback.created_at.isoformat()
         with self._db() as conn:
@@ -286,8 +287,8 @@ class SqliteTrafficStore(TrafficStore):
             cur = conn.execute(
                 f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, value) "
                 "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS "
-                "(SELECT 1 FROM traffic WHERE decision_id = ?)",
-                (*values, feedback.decision_id),
+                "(SELECT 1 FROM traffic WHERE decision_id = ? AND tenant = ?)",
+                (*values, feedback.decision_id, tenant),
             )
             if cur.rowcount == 0:
                 raise NotFound(f"no decision with id {feedback.decision_id!r}")

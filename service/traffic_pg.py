@@ -77,16 +77,17 @@ class PostgresTrafficStore(TrafficStore):
             async with conn.transaction(), conn.cursor() as cur:
                 await cur.executemany(sql, rows)
 
-    async def add_feedback(self, feedback: FeedbackRecord) -> None:
+    async def add_feedback(self, feedback: FeedbackRecord, tenant: str) -> None:
         sql = (
             f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, value) "
             "SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS "
-            "(SELECT 1 FROM traffic WHERE decision_id = %s)"
+            "(SELECT 1 FROM traffic WHERE decision_id = %s AND tenant = %s)"
         )
         async with self._lock:
             conn = await self._pg.get()
             async with conn.transaction():
-                cur = await conn.execute(sql, (*feedback_values(feedback), feedback.decision_id))
+                cur = await conn.execute(
+                    sql, (*feedback_values(feedback), feedback.decision_id, tenant))
             if cur.rowcount == 0:
                 raise NotFound(f"no decision with id {feedback.decision_id!r}")
 

@@ -2,19 +2,34 @@
 
 A call goes to the chosen tier first. On a 5xx, a 429, a timeout or a refused (or dropped)
 connection it is retried on the next tier up, then the next ones up, then those below the chosen
-tier, nearest first: answering with a better model costs more but keeps quality, and a cheaper one
-is the last resort. Each upstream has a circuit breaker: ``failure_threshold`` consecutive
-failures open it for ``cooldown_s`` (it is skipped), then one half-open probe request decides
-whether it closes again. For streams, failover happens only before the first byte reaches the
-client: the first chunk is read from the upstream before the gateway answers.
+tier, nearest first (``ladder_order``): answering with a better model costs more but keeps
+quality, and a cheaper one is the last resort. Only the tiers the request allows are tried (its
+``min_tier``, ``max_tier`` and ``allowed_tiers``: ``service.routing_plan``); when they have all
+failed the call fails, even if other tiers are up. Each upstream has a circuit breaker:
+``failure_threshold`` consecutive failures open it for ``cooldown_s`` (it is skipped), then one
+half-open probe request decides whether it closes again. For streams, failover happens only
+before the first byte reaches the client: the first chunk is read from the upstream before the
+gateway answers.
+
+A tier's ``timeout_s`` is a deadline on each attempt: for a non-stream call, the whole answer
+(headers and body) must arrive within it; for a stream, the first chunk must, and after that no
+gap between chunks may exceed it (a stream may run longer in all: it is already the client's).
+Past it the attempt is a ``timeout`` failure and fails over. Connecting has its own, shorter
+limit (``failover.connect_timeout_s``).
+
+A success status is not enough: a non-stream answer must be a JSON object, and a stream answer
+must be ``text/event-stream`` with a first chunk, or the attempt is a failure (``invalid_body``,
+counted by the breaker and failed over) like a 5xx: a proxy's HTML page with status 200 is no
+completion.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +97,9 @@ class Upstream:
     tier: Tier
     url: str
     api_key: str | None = field(repr=False)
+    #: httpx's per-operation limits (connect, and each read); ``deadline_s`` bounds the attempt.
     timeout: httpx.Timeout
+    deadline_s: float
 
 
 @dataclass
@@ -94,6 +111,8 @@ class Forwarded:
     failovers: int
     first: bytes = b""
     rest: AsyncIterator[bytes] | None = None
+    #: The JSON object of a successful non-stream answer (None for streams and refusals).
+    doc: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -101,6 +120,12 @@ class Forwarded:
 
     async def aclose(self) -> None:
         await self.response.aclose()
+
+
+def ladder_order(names: Sequence[str], start: str) -> list[str]:
+    """``start``, then the tiers above it nearest first, then those below it nearest first."""
+    i = list(names).index(start)
+    return [names[i], *names[i + 1 :], *reversed(names[:i])]
 
 
 def retryable_status(status: int) -> bool:
@@ -124,26 +149,29 @@ class UpstreamPool:
         }
         self.on_failure: Callable[[str, str], None] = lambda tier, reason: None
 
-    def order(self, tier: str) -> list[Upstream]:
-        """The failover order from ``tier``: itself, the tiers above (nearest first), then below."""
-        i = self._index[tier]
+    def order(self, tier: str, allowed: Collection[str] | None = None) -> list[Upstream]:
+        """The failover order from ``tier`` (``ladder_order``), keeping only ``allowed`` tiers."""
+        names = ladder_order([u.tier.name for u in self._upstreams], tier)
         if not self._failover.enabled:
-            return [self._upstreams[i]]
-        up = list(self._upstreams[i + 1 :])
-        down = list(reversed(self._upstreams[:i]))
-        return [self._upstreams[i], *up, *down]
+            names = names[:1]
+        return [self._upstreams[self._index[n]] for n in names
+                if allowed is None or n in allowed]
 
-    async def send(self, body: Mapping[str, Any], tier: str, *, stream: bool) -> Forwarded:
-        """Forward ``body`` (its ``model`` set per tier) starting at ``tier``; fail over as needed.
+    async def send(
+        self, body: Mapping[str, Any], tier: str, *, stream: bool, allowed: Collection[str]
+    ) -> Forwarded:
+        """Forward ``body`` (its ``model`` set per tier) starting at ``tier``; fail over among the
+        ``allowed`` tiers as needed.
 
         A non-retryable error status (400, 401, 404, …) is returned as the answer: the request,
         not the upstream, is at fault, and another tier would refuse it too.
 
         Raises:
-            UpstreamError: when every upstream in the order failed or had its breaker open.
+            UpstreamError: when every allowed upstream in the order failed or had its breaker
+                open.
         """
         failures: list[str] = []
-        for upstream in self.order(tier):
+        for upstream in self.order(tier, allowed):
             breaker = self.breakers[upstream.tier.name]
             if not breaker.allow():
                 failures.append(f"{upstream.tier.name}: circuit open")
@@ -156,6 +184,9 @@ class UpstreamPool:
             self.on_failure(upstream.tier.name, reason.split(" ")[0])
             logger.warning("upstream %s failed (%s)", upstream.tier.name, reason)
             failures.append(f"{upstream.tier.name}: {reason}")
+        if len(allowed) < len(self._upstreams):
+            only = [u.tier.name for u in self._upstreams if u.tier.name in allowed]
+            failures.append(f"the request allows no other tier than {only}")
         raise UpstreamError("every upstream failed: " + "; ".join(failures))
 
     async def _attempt(
@@ -170,18 +201,17 @@ class UpstreamPool:
         )
         response: httpx.Response | None = None
         try:
-            response = await self._client.send(request, stream=True)
-            if retryable_status(response.status_code):
-                await response.aclose()
-                return f"status {response.status_code}", None
-            answer = Forwarded(upstream, response, failovers)
-            if not stream or not answer.ok:
-                await response.aread()
+            async with asyncio.timeout(upstream.deadline_s):  # the answer, or a stream's start
+                response = await self._client.send(request, stream=True)
+                if retryable_status(response.status_code):
+                    await response.aclose()
+                    return f"status {response.status_code}", None
+                answer = Forwarded(upstream, response, failovers)
+                problem = await _read(answer, stream)
+            if problem is None:
                 return "ok", answer
-            answer.rest = response.aiter_raw()
-            answer.first = await anext(answer.rest, b"")
-            return "ok", answer
-        except httpx.TimeoutException:
+            reason = f"invalid_body ({problem})"
+        except (httpx.TimeoutException, TimeoutError):
             reason = "timeout"
         except httpx.ConnectError:
             reason = "connect_error (refused or unreachable)"
@@ -192,6 +222,32 @@ class UpstreamPool:
         return reason, None
 
 
+async def _read(answer: Forwarded, stream: bool) -> str | None:
+    """Read a non-stream answer whole (a stream's first chunk); what makes it unusable, if any.
+
+    A refusal (a non-retryable 4xx) is usable: it is passed on to the client as it is.
+    """
+    response = answer.response
+    if not answer.ok or not stream:
+        await response.aread()
+        if not answer.ok:
+            return None
+        try:
+            doc = json.loads(response.content)
+        except (ValueError, RecursionError):
+            doc = None
+        if not isinstance(doc, dict):
+            return "not a JSON object"
+        answer.doc = doc
+        return None
+    kind = response.headers.get("content-type", "").lower()
+    if not kind.startswith("text/event-stream"):
+        return f"content-type {kind[:40]!r}, not an event stream"
+    answer.rest = response.aiter_raw()
+    answer.first = await anext(answer.rest, b"")
+    return None if answer.first else "an empty event stream"
+
+
 def build_upstreams(config: GatewayConfig, keys: Mapping[str, str | None]) -> list[Upstream]:
     """One ``Upstream`` per configured tier; ``keys`` maps ``api_key_env`` names to their values."""
     out = []
@@ -200,5 +256,5 @@ def build_upstreams(config: GatewayConfig, keys: Mapping[str, str | None]) -> li
             t.timeout_s, connect=min(config.failover.connect_timeout_s, t.timeout_s)
         )
         url = t.base_url.rstrip("/") + "/chat/completions"
-        out.append(Upstream(t.tier(), url, keys.get(t.api_key_env), timeout))
+        out.append(Upstream(t.tier(), url, keys.get(t.api_key_env), timeout, t.timeout_s))
     return out

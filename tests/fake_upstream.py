@@ -33,12 +33,17 @@ class FakeUpstream:
 
     Modes: ``ok``, ``fail`` (500), ``ratelimit`` (429), ``stall`` (sleeps ``stall_s`` before
     answering), ``bad_request`` (400), ``stall_body`` (200 headers, then a stalled body),
-    ``break_stream`` (a stream that is cut after three chunks).
+    ``break_stream`` (a stream that is cut after three chunks), ``html`` (200 with an HTML page,
+    streams too, as a misconfigured proxy answers), ``not_object`` (200 with a JSON array),
+    ``trickle`` (a JSON answer sent ``trickle_bytes`` at a time every ``trickle_s``; a stream
+    starts ``trickle_s`` late and sends each chunk ``trickle_s`` after the one before).
     """
 
     name: str
     mode: str = "ok"
     stall_s: float = 5.0
+    trickle_s: float = 0.1
+    trickle_bytes: int = 20
     send_usage: bool = True
     #: What a JSON answer says: its ``finish_reason``, its text (None: ``ANSWER_WORDS``), and,
     #: when set, this logprob for every answer word (in OpenAI's ``logprobs.content`` form),
@@ -65,6 +70,15 @@ class FakeUpstream:
                                            "param": None, "code": "bad"}}, 400)
         if self.mode == "stall":
             await asyncio.sleep(self.stall_s)
+        if self.mode == "html":
+            return Response("<html>oops</html>", media_type="text/html")
+        if self.mode == "not_object":
+            return JSONResponse(["oops"])
+        if self.mode == "trickle":
+            await asyncio.sleep(self.trickle_s)
+            if not body.get("stream"):
+                data = json.dumps(self.completion(body)).encode()
+                return StreamingResponse(self._trickled(data), media_type="application/json")
         if body.get("stream"):
             return StreamingResponse(self._chunks(body), media_type="text/event-stream")
         if self.mode == "stall_body":
@@ -91,6 +105,11 @@ class FakeUpstream:
             doc["usage"] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         return doc
 
+    async def _trickled(self, data: bytes) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), self.trickle_bytes):
+            await asyncio.sleep(self.trickle_s)
+            yield data[i : i + self.trickle_bytes]
+
     async def _stalled(self) -> AsyncIterator[bytes]:
         await asyncio.sleep(self.stall_s)
         yield b"{}"
@@ -103,6 +122,8 @@ class FakeUpstream:
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
         deltas += [{"content": w} for w in ANSWER_WORDS]
         for i, delta in enumerate(deltas):
+            if self.mode == "trickle":
+                await asyncio.sleep(self.trickle_s)
             finish = "stop" if i == len(deltas) - 1 else None
             doc = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             yield f"data: {json.dumps(doc)}\n\n".encode()

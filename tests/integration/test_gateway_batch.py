@@ -154,6 +154,30 @@ def test_requests_that_cannot_be_batched(make_batch_gateway: Any) -> None:
         assert anonymous.get(f"/v1/tierwise/jobs/{job}").status_code == 401
 
 
+def test_a_batched_pass_through_request_saves_by_batching_only(
+    make_batch_gateway: Any, batch_upstreams: Upstreams
+) -> None:
+    from gateway_support import config_doc
+
+    tiers = config_doc(batch_upstreams, Path("/tmp"))["tiers"]
+    tiers[0]["batch_discount"] = 0.5  # the weak tier can batch too
+    gw = make_batch_gateway({"max_requests": 1}, tiers=tiers)
+    job = submit(gw, "hi", model=WEAK, **NON_URGENT)
+    assert job.status_code == 202 and job.headers["x-tierwise-tier"] == "weak"
+    doc = wait_done(gw, job.json()["id"])
+    record = record_of(gw, doc["decision_id"])
+    listed = (11 * 0.6 + 7 * 0.6) / 1e6  # the named (weak) model at list price: the baseline
+    assert record is not None and record.source == "passthrough"
+    assert record.top_tier_cost_usd == pytest.approx(listed)
+    assert record.levers == {"batch": pytest.approx(listed / 2)}
+    assert record.routing_savings_usd == pytest.approx(0.0, abs=1e-12)
+    # the job's key made the decision: only it may label it (POST /v1/feedback)
+    with gw.http("tw-client-key-2") as other, gw.http() as own:
+        label = {"decision_id": record.decision_id, "thumbs": "up"}
+        assert other.post("/v1/feedback", json=label).status_code == 404
+        assert own.post("/v1/feedback", json=label).status_code == 200
+
+
 def test_batch_window_off_answers_now(make_batch_gateway: Any) -> None:
     gw = make_batch_gateway({"enabled": False})
     answer = submit(gw, "hi", **NON_URGENT)

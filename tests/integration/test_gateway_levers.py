@@ -154,7 +154,8 @@ def test_trimming_saves_the_removed_tokens_at_the_tier_price(
                 {"role": "user", "content": HARD}]
     with gw.http() as http:
         doc = http.post("/v1/chat/completions", json={
-            "model": WEAK, "messages": messages, "tierwise": {"trim": True}}).json()
+            "model": "tierwise-auto", "messages": messages,
+            "tierwise": {"trim": True, "quality": 0.0}}).json()
     removed = len(word_piece_ids(load_tokenizer(), [system])[0])  # the repeated system message
     assert doc["tierwise"]["trimmed_tokens"] == removed > 0
     record = stored(gw, doc["tierwise"]["decision_id"])
@@ -170,15 +171,16 @@ def test_cache_hits_are_recorded_and_never_labels(
     make_gateway: Any, ups: Upstreams, fast_bundle: Path
 ) -> None:
     gw = make_gateway(fast_bundle, cache={"enabled": True})
-    first = ask(gw, {}, model=WEAK)["tierwise"]
-    again = ask(gw, {}, model=WEAK)["tierwise"]
+    # routed (to weak): a pass-through request's baseline is its own model, not the top tier
+    first = ask(gw, {"quality": 0.0})["tierwise"]
+    again = ask(gw, {"quality": 0.0})["tierwise"]
     assert again["cache"] == "exact" and len(ups.weak.requests) == 1
     hit = stored(gw, again["decision_id"])
     assert (hit.source, hit.tier, hit.status, hit.cost_usd) == ("cache", "weak", 200, 0.0)
     assert hit.levers == pytest.approx({"cache": WEAK_CALL})
     assert hit.top_tier_cost_usd == pytest.approx(STRONG_CALL)
     assert again["saved_usd"] == pytest.approx(WEAK_CALL) and again["cost_usd"] == 0.0
-    assert stored(gw, first["decision_id"]).source == "passthrough"
+    assert stored(gw, first["decision_id"]).source == "router"
     report = savings(gw)
     # two requests, one paid: saved 2 * 320e-6 - 10.8e-6, of which the cache's 10.8e-6
     total = 2 * STRONG_CALL - WEAK_CALL

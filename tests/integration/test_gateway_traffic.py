@@ -51,7 +51,7 @@ def sample(i: int = 0, **changes: Any) -> TrafficRecord:
         "top_tier_cost_usd": 3e-4, "latency_ms": 12.5, "router_latency_ms": 0.4, "quality": 0.6,
         "min_tier": "weak", "max_tier": "strong", "probabilities": {"weak": 0.7, "strong": 0.3},
         "model_version": "tiny:abc", "feature_version": 1, "features": [0.1, -2.5, 1e-7, 3.0],
-        "prompt_sha256": "0123456789ab",
+        "prompt_sha256": "0123456789ab", "tenant": "f" * 64,
     }
     doc.update(changes)
     return TrafficRecord(**doc)
@@ -75,13 +75,18 @@ def test_store_round_trip_feedback_and_savings(store_url: str) -> None:
             for r in records[:3]:
                 assert await store.get(r.decision_id) == r  # every field, features bit-exact
             assert await store.get("nope") is None
-            await store.add_feedback(FeedbackRecord(decision_id=records[0].decision_id, score=0.3))
-            await store.add_feedback(FeedbackRecord(decision_id=records[0].decision_id,
-                                                    thumbs="down"))
-            labels = await store.feedback_for(records[0].decision_id)
+            first, tenant = records[0].decision_id, records[0].tenant
+            await store.add_feedback(FeedbackRecord(decision_id=first, score=0.3), tenant)
+            await store.add_feedback(FeedbackRecord(decision_id=first, thumbs="down"), tenant)
+            labels = await store.feedback_for(first)
             assert [f.value for f in labels] == [0.3, 0.0]
             with pytest.raises(NotFound):
-                await store.add_feedback(FeedbackRecord(decision_id="missing", thumbs="up"))
+                await store.add_feedback(FeedbackRecord(decision_id="missing", thumbs="up"),
+                                         tenant)
+            with pytest.raises(NotFound):  # another tenant's decision: as if it did not exist
+                await store.add_feedback(FeedbackRecord(decision_id=first, thumbs="up"),
+                                         "another")
+            assert len(await store.feedback_for(first)) == 2
             with pytest.raises(psycopg.errors.UniqueViolation if "postgres" in store_url
                                else sqlite3.IntegrityError):
                 await store.record(records[1])

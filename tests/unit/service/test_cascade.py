@@ -68,7 +68,7 @@ def test_cascade_wanted() -> None:
 
 
 def test_ledger_without_levers_is_all_routing() -> None:
-    money = spend(MID, USAGE, TIERS)
+    money = spend(MID, USAGE, TIERS[-1])
     assert (money.cost_usd, money.top_tier_cost_usd, money.levers) == \
         (pytest.approx(0.008), pytest.approx(0.025), {})
 
@@ -76,7 +76,7 @@ def test_ledger_without_levers_is_all_routing() -> None:
 def test_ledger_trim_and_accepted_cascade() -> None:
     # routed to big, the small draft answered; 200 tokens had been trimmed
     outcome = CascadeOutcome(BIG, ("small",), False, "accepted", drafted=True)
-    money = spend(SMALL, USAGE, TIERS, trimmed=200, cascade=outcome)
+    money = spend(SMALL, USAGE, TIERS[-1], trimmed=200, cascade=outcome)
     assert money.cost_usd == pytest.approx(0.002)
     assert money.top_tier_cost_usd == pytest.approx((1200 * 10 + 500 * 30) / 1e6)  # 0.027
     # trimming saved 200 tokens at the routed tier's input price; the cascade big - small
@@ -89,7 +89,7 @@ def test_ledger_escalated_cascade_is_negative() -> None:
     # routed to mid, the small draft (2000e-6) was thrown away, mid answered (8000e-6)
     outcome = CascadeOutcome(MID, ("small", "mid"), True, "truncated", drafted=True,
                              draft_cost_usd=0.002)
-    money = spend(MID, USAGE, TIERS, cascade=outcome)
+    money = spend(MID, USAGE, TIERS[-1], cascade=outcome)
     assert money.cost_usd == pytest.approx(0.010)
     assert money.levers == pytest.approx({"cascade": -0.002})
     routing = money.top_tier_cost_usd - money.cost_usd - sum(money.levers.values())

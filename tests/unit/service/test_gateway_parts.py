@@ -106,6 +106,7 @@ def test_failover_order() -> None:
     assert [u.tier.name for u in pool.order("a")] == ["a", "b", "c"]
     assert [u.tier.name for u in pool.order("b")] == ["b", "c", "a"]
     assert [u.tier.name for u in pool.order("c")] == ["c", "b", "a"]
+    assert [u.tier.name for u in pool.order("b", {"a", "b"})] == ["b", "a"]  # request's limits
     assert pool.order("a")[0].url == "http://x/v1/chat/completions"
     assert "k" not in repr(pool.order("a")[0])  # keys never printed
 
@@ -188,3 +189,17 @@ def test_request_parsing() -> None:
     for header in ("nan", "-0.1", "1.5", "inf", "x"):
         with pytest.raises(BadRequest):
             request_policy(body, {"x-tierwise-quality": header}, ["weak"], None)
+
+
+@pytest.mark.parametrize(("doc", "param"), [
+    ({"messages": [{"role": "user", "content": "a\ud800"}]}, "messages.0.content"),
+    ({"messages": [], "metadata": {"deep": [[{"x": "\udfff"}]]}}, "metadata.deep.0.0.x"),
+    ({"messages": [], "tools": {"k\udc00": 1}}, "tools.k?"),
+])
+def test_unpaired_surrogates_are_refused_where_they_are(doc: dict[str, Any], param: str) -> None:
+    with pytest.raises(BadRequest, match="unpaired UTF-16 surrogate") as err:
+        parse_chat(json.dumps({"model": "m", **doc}).encode())
+    assert err.value.param == param
+    body, _ = parse_chat(json.dumps({"model": "m", "messages": [
+        {"role": "user", "content": "pair \U0001f600"}]}).encode())
+    assert body.messages[0].content == "pair \U0001f600"
