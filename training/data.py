@@ -108,6 +108,8 @@ def parse_row(obj: Any, where: str) -> LabeledRow:
     if unknown:
         raise InvalidData(f"{where}: unknown keys {unknown}; allowed: {sorted(_KEYS)}")
     prompt = obj.get("prompt")
+    if prompt is None:
+        raise InvalidData(f"{where}: 'prompt' is missing (every row needs a prompt string)")
     if not isinstance(prompt, str):
         raise InvalidData(f"{where}: 'prompt' must be a string, got {type(prompt).__name__}")
     if not prompt.strip():
@@ -127,7 +129,7 @@ def _read_bytes(path: Path) -> bytes:
         raw = path.read_bytes()
         return gzip.decompress(raw) if path.name.endswith(".gz") else raw
     except (OSError, EOFError) as exc:
-        raise InvalidData(f"{path}: cannot read labeled data ({exc})") from exc
+        raise InvalidData(f"{path}: cannot read the file ({exc})") from exc
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[str, Any]]:
@@ -222,6 +224,8 @@ def select_tiers(rows: Sequence[LabeledRow], tier_models: Sequence[str], *,
     if not models or len(set(models)) != len(models):
         raise InvalidData(f"{source}: tier models must be non-empty and unique, got {list(models)}")
     kept = [r for r in rows if all(m in r.scores for m in models)]
+    if not rows:
+        raise InvalidData(f"{source}: no rows (the file is empty or only blank lines)")
     if not kept:
         present = sorted({m for r in rows for m in r.scores})
         raise InvalidData(f"{source}: none of the rows has scores for all tier models "

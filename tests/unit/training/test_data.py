@@ -68,7 +68,7 @@ def test_blank_lines_are_skipped(tmp_path: Path) -> None:
     ("name", "match"),
     [
         ("bad_json.jsonl", "bad JSON"),
-        ("missing_prompt.jsonl", "'prompt' must be a string"),
+        ("missing_prompt.jsonl", "'prompt' is missing"),
         ("empty_prompt.jsonl", "'prompt' is empty"),
         ("score_out_of_range.jsonl", r"outside \[0, 1\]"),
         ("not_an_object.jsonl", "expected a JSON object"),
@@ -133,6 +133,11 @@ def test_select_tiers_none_match_names_models() -> None:
     with pytest.raises(InvalidData, match=r"^llm: none of the rows .*models present: \[") as info:
         select_tiers(others, ROUTELLM, source="llm")
     assert "gemma-2-9b-it" in str(info.value) and ROUTELLM[1] in str(info.value)
+
+
+def test_select_tiers_on_no_rows_says_so() -> None:
+    with pytest.raises(InvalidData, match=r"^empty.jsonl: no rows"):
+        select_tiers([], ROUTELLM, source="empty.jsonl")
 
 
 def test_real_costs_when_present() -> None:
