@@ -124,17 +124,22 @@ def test_a_registry_without_champion_is_a_clear_start_up_error(
     assert registry.alias_version(uri, NAME, registry.CHAMPION) is None  # nothing changed
 
 
-@pytest.mark.slow
-def test_a_vanished_alias_or_refused_version_keeps_the_served_one(
-    fast_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    mlflow = pytest.importorskip("mlflow")
+def _watched_service(fast_bundle: Path, tmp_path: Path) -> tuple[str, RegistryWatch, RouteService]:
+    """A store whose champion (version 1) is ``fast_bundle``, a watch on it, what it serves."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     registry.log_and_register(uri, name=NAME, bundle_dir=fast_bundle, params={}, metrics={},
                               alias=registry.CHAMPION)
     watch = RegistryWatch(registry, uri, RegistryRef(NAME, registry.CHAMPION), tmp_path / "w",
                           interval_s=1.0)
-    service = RouteService.from_path(ServiceSettings(), watch.fetch_initial())
+    return uri, watch, RouteService.from_path(ServiceSettings(), watch.fetch_initial())
+
+
+@pytest.mark.slow
+def test_a_vanished_alias_or_refused_version_keeps_the_served_one(
+    fast_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    uri, watch, service = _watched_service(fast_bundle, tmp_path)
     first = service.manifest.model_version
 
     async def scenario() -> list[bool]:
@@ -167,12 +172,7 @@ def test_a_vanished_alias_or_refused_version_keeps_the_served_one(
 def test_a_champion_with_other_tiers_is_refused(
     fast_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    registry.log_and_register(uri, name=NAME, bundle_dir=fast_bundle, params={}, metrics={},
-                              alias=registry.CHAMPION)
-    watch = RegistryWatch(registry, uri, RegistryRef(NAME, registry.CHAMPION), tmp_path / "w",
-                          interval_s=1.0)
-    service = RouteService.from_path(ServiceSettings(), watch.fetch_initial())
+    uri, watch, service = _watched_service(fast_bundle, tmp_path)
     first, tiers = service.manifest.model_version, service.tiers
     other = _copy(fast_bundle, tmp_path / "other", name="other", tier_names=["small", "large"])
 
