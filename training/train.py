@@ -299,11 +299,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RouterError as exc:
             logger.error("%s: %s", recipe.name, exc)
             return 2
-    if (args.all or (args.recipe and not args.data)) and paths.models_dir == t.models_dir:
+    if (args.all or (args.recipe and not args.data)) and rewrites_results(paths):
         from training.results import write_results
 
         write_results(args.reports_dir, paths.models_dir, REPO_ROOT / "RESULTS.md")
     return 0
+
+
+def rewrites_results(paths: TrainPaths) -> bool:
+    """Whether a shipped-recipe build rewrites the committed ``RESULTS.md``: only when it wrote
+    into the repository's own ``data/models`` and ``reports`` (a models folder set by
+    ``--models-dir`` or ``TIERWISE_TRAINING__MODELS_DIR`` holds other bundles)."""
+    ours = (paths.models_dir, DATA_DIR / "models"), (paths.reports_dir, REPO_ROOT / "reports")
+    if all(a.resolve() == b.resolve() for a, b in ours):
+        return True
+    logger.info("RESULTS.md not rewritten: the bundles are not in the repository's data/models "
+                "and reports folders")
+    return False
 
 
 def _recipes(args: argparse.Namespace, paths: TrainPaths) -> list[Recipe]:

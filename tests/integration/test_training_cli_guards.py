@@ -121,3 +121,17 @@ def test_evaluate_report_is_world_readable(full_bundle: Path, tmp_path: Path) ->
     assert cli(["evaluate", "--model", str(full_bundle), "--data",
                 str(FIXTURES / "routellm_small.jsonl"), "--out", str(out), "--no-cache"]) == 0
     assert stat.S_IMODE((out / "report.json").stat().st_mode) == 0o644
+
+
+def test_results_md_only_for_the_repositorys_own_folders(tmp_path: Path) -> None:
+    from router_model.settings import DATA_DIR, REPO_ROOT
+    from training.train import TrainPaths, rewrites_results
+
+    def paths(models: Path, reports: Path) -> TrainPaths:
+        return TrainPaths(labeled_dir=tmp_path, tiers_dir=tmp_path, models_dir=models,
+                          reports_dir=reports, cache_dir=None, tracking_uri=None)
+
+    assert rewrites_results(paths(DATA_DIR / "models", REPO_ROOT / "reports"))
+    # a models folder from --models-dir or TIERWISE_TRAINING__MODELS_DIR holds other bundles
+    assert not rewrites_results(paths(tmp_path / "models", REPO_ROOT / "reports"))
+    assert not rewrites_results(paths(DATA_DIR / "models", tmp_path / "reports"))
