@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 from traffic_db import record, write_store
 
-from training.ab_report import (
-    bootstrap_diff,
-    logging_propensity,
-    main,
-    off_policy,
-    online_report,
-    permutation_p,
-)
-from training.traffic import Decision
+from training.ab_offpolicy import logging_propensity, off_policy, tier_ladder
+from training.ab_report import bootstrap_diff, main, online_report, permutation_p
+from training.traffic import Decision, read_decisions
 
 
 def test_difference_of_means_and_ci_hand_example() -> None:
@@ -121,3 +115,41 @@ def test_offline_report(fast_bundle: Path, tmp_path: Path) -> None:
     assert set(rep["knobs"]) == {"0.3", "0.7"} and set(rep["fixed"]) == {
         "always_weak", "always_strong"}
     assert main(["--offline", "--out", str(out)]) == 2
+
+
+def _ladder_decisions(cheap: str, dear: str, n: int = 200) -> list[Decision]:
+    """Router-arm traffic on two tiers whose names need not sort cheapest first: the router
+    scored P(cheap suffices) = 0.7 on every request, so knob 0.5 keeps all on ``cheap`` and 0.9
+    sends all to ``dear``."""
+    out = []
+    for i in range(n):
+        tier = cheap if i % 2 else dear
+        rec = record(i, "router", tier, router_tier=tier, propensity=1.0,
+                     cost=0.001 if tier == cheap else 0.002).model_copy(
+            update={"probabilities": {cheap: 0.7, dear: 0.3}})
+        out.append(Decision(rec, 1.0 if i % 3 else 0.0, 1))
+    return out
+
+
+@pytest.mark.parametrize(("cheap", "dear"), [("weak", "strong"), ("zeta", "alpha")])
+def test_off_policy_uses_the_price_ladder_not_the_dict_order(
+    tmp_path: Path, cheap: str, dear: str
+) -> None:
+    logged = _ladder_decisions(cheap, dear)
+    url = write_store(tmp_path / "t.db", [d.record for d in logged],
+                      [(d.record.decision_id, float(d.score or 0.0)) for d in logged])
+    decisions = read_decisions(url)  # the store keeps probabilities with sorted keys
+    assert tier_ladder(decisions) == [cheap, dear]
+    est = off_policy(decisions, [0.5, 0.9], seed=0)
+    assert est["tiers"] == [cheap, dear]
+    assert est["knobs"]["0.5"]["strong_share"] == 0.0
+    assert est["knobs"]["0.9"]["strong_share"] == 1.0
+
+
+def test_off_policy_refuses_a_ladder_it_cannot_price() -> None:
+    # the dear tier never answered: where it sits on the ladder is unknown, so no estimate
+    decisions = [d for d in _ladder_decisions("weak", "strong") if d.record.tier == "weak"]
+    assert tier_ladder(decisions) == ("tier order unknown: ['strong'] never answered a "
+                                      "priced request")
+    assert off_policy(decisions, [0.5], seed=0)["verdict"].startswith(
+        "not enough data: tier order unknown")
