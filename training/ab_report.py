@@ -7,8 +7,8 @@ scored requests gives the verdict "not enough data", never a number.
 Off-policy (``--knob``): the router at other knob settings, estimated from the logged traffic by
 inverse propensity scoring (IPS) and doubly robust (DR) estimation, with bootstrap CIs.
 The savings ledger: per arm and over all answered requests, the USD saved against the top tier
-split into routing's share and each other lever's (cache, trim, batch, cascade), with each
-part's share of the total saving.
+split into routing's share (tiers the router chose), the fixed A/B arms' and fail-open's tier
+choices, and each other lever's (cache, trim, batch, cascade), with each part's share.
 Offline (``--offline --model DIR --data FILE``): the bundle's curve against every fixed tier and
 random routing at matched cost on a labeled file, with ``training.evaluate``.
 """
@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from router_model.errors import RouterError
 from router_model.logs import configure_logging
 from router_model.policy import choose_tiers
-from router_model.records import LEVERS
+from router_model.records import LEDGER
 from router_model.settings import Settings
 from training.ab_offpolicy import (
     MIN_LABELED,
@@ -87,16 +87,18 @@ def permutation_p(a: F64, b: F64, rng: np.random.Generator, n_perm: int = N_RESA
 
 
 def lever_ledger(decisions: Sequence[Decision]) -> dict[str, Any]:
-    """USD saved against the top tier, per lever ("routing" first), and each one's share (%).
+    """USD saved against the top tier, per ledger part, and each one's share (%).
+
+    The parts are ``router_model.records.LEDGER``: "routing" holds only the savings of tiers the
+    router chose; a fixed A/B arm's tier choice is "ab_fixed_arm" and a fail-open's "fail_open".
 
     Shares are of the total saving and may be negative (a cascade that escalated); all 0 when
     nothing was saved.
     """
-    parts = dict.fromkeys(("routing", *LEVERS), 0.0)
+    parts = dict.fromkeys(LEDGER, 0.0)
     for d in decisions:
-        parts["routing"] += d.record.routing_savings_usd
-        for lever, usd in d.record.levers.items():
-            parts[lever] += usd
+        for part, usd in d.record.ledger.items():
+            parts[part] += usd
     total = sum(parts.values())
     return {"savings_usd": total, "levers": {
         k: {"usd": v, "share_pct": 100.0 * v / total if total > 0 else 0.0}
@@ -176,8 +178,11 @@ def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) ->
     else:
         comparisons = compare_arms(by_arm, seed, min_labeled)
         text = "; ".join(c["verdict"] for c in comparisons.values())
+    ledger = lever_ledger(answered)
+    if not any(d.score is not None for d in answered):  # dollars saved at an unknown price
+        ledger["quality"] = "unknown: no feedback recorded"
     return {"arms": arms, "comparisons": comparisons, "verdict": text,
-            "ledger": lever_ledger(answered), "min_labeled": min_labeled, "seed": seed}
+            "ledger": ledger, "min_labeled": min_labeled, "seed": seed}
 
 
 def offline_report(model: Path, data: Path, knobs: Sequence[float]) -> dict[str, Any]:
@@ -243,8 +248,10 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{_num(a['cost_per_request_usd'], '.6f')} | {_num(a['quality'], '.3f')} | "
                      f"{_num(a['latency_ms_p50'], '.1f')} | {mix} |")
     if report.get("ledger"):
-        lines += ["", f"## Savings ledger (USD {report['ledger']['savings_usd']:.6f} saved "
-                      "against the top tier)", "", "| lever | USD saved | share |", "|---|---|---|"]
+        ledger = report["ledger"]
+        quality = f"; quality {ledger['quality']}" if "quality" in ledger else ""
+        lines += ["", f"## Savings ledger (USD {ledger['savings_usd']:.6f} saved against the "
+                      f"top tier{quality})", "", "| part | USD saved | share |", "|---|---|---|"]
         for lever, part in report["ledger"]["levers"].items():
             lines.append(f"| {lever} | {part['usd']:.6f} | {part['share_pct']:.1f}% |")
     if report.get("off_policy"):
