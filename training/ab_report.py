@@ -42,6 +42,9 @@ from training.traffic import Decision, parse_since, read_decisions
 
 logger = logging.getLogger(__name__)
 
+#: The arm name the gateway records on pass-through requests (``service.routing_plan``).
+PASSTHROUGH_ARM = "passthrough"
+
 F64 = NDArray[np.float64]
 
 
@@ -166,11 +169,18 @@ def verdict(arm: str, arm_cost: float, cost: Diff, quality: Diff) -> str:
 
 
 def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) -> dict[str, Any]:
-    """The online A/B report of answered requests (``status < 400``)."""
+    """The online A/B report of answered requests (``status < 400``).
+
+    Pass-through requests (the client named the model) are not randomised: they are summarised
+    apart (``passthrough``) and never compared as an arm.
+    """
     by_arm: dict[str, list[Decision]] = {}
     answered = [d for d in decisions if d.record.status < 400 and d.record.tier]
+    # pass-through traffic: the client chose the model, no arm was drawn, so it is no A/B arm
+    passthrough = [d for d in answered if _is_passthrough(d)]
     for d in answered:
-        by_arm.setdefault(d.record.arm, []).append(d)
+        if not _is_passthrough(d):
+            by_arm.setdefault(d.record.arm, []).append(d)
     arms = {arm: arm_summary(ds) for arm, ds in sorted(by_arm.items())}
     if REFERENCE_ARM not in by_arm or len(by_arm) < 2:
         comparisons: dict[str, Any] = {}
@@ -182,7 +192,13 @@ def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) ->
     if not any(d.score is not None for d in answered):  # dollars saved at an unknown price
         ledger["quality"] = "unknown: no feedback recorded"
     return {"arms": arms, "comparisons": comparisons, "verdict": text,
+            "passthrough": arm_summary(passthrough) if passthrough else None,
             "ledger": ledger, "min_labeled": min_labeled, "seed": seed}
+
+
+def _is_passthrough(d: Decision) -> bool:
+    # a cache hit keeps the arm but not the source: the arm name says pass-through there
+    return d.record.source == "passthrough" or d.record.arm == PASSTHROUGH_ARM
 
 
 def offline_report(model: Path, data: Path, knobs: Sequence[float]) -> dict[str, Any]:
@@ -247,6 +263,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {arm} | {a['requests']} | {a['labeled']} | "
                      f"{_num(a['cost_per_request_usd'], '.6f')} | {_num(a['quality'], '.3f')} | "
                      f"{_num(a['latency_ms_p50'], '.1f')} | {mix} |")
+    if report.get("passthrough"):
+        pt = report["passthrough"]
+        lines += ["", f"Pass-through (client-chosen model, not randomised, not compared): "
+                      f"{pt['requests']} requests, USD/request "
+                      f"{_num(pt['cost_per_request_usd'], '.6f')}."]
     if report.get("ledger"):
         ledger = report["ledger"]
         quality = f"; quality {ledger['quality']}" if "quality" in ledger else ""

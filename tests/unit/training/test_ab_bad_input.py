@@ -53,3 +53,23 @@ def test_labels_out_of_range_are_refused_and_nothing_written(tmp_path: Path, val
         read_decisions(url)
     assert main(["--db", url, "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_pass_through_traffic_is_no_arm(tmp_path: Path) -> None:
+    # 40 router, 40 always_strong, 40 client-chosen requests on the cheap model: the cheap
+    # pass-through traffic is not randomised, so the router is never "compared" against it
+    recs = [record(i, "router" if i % 2 else "always_strong", "strong") for i in range(80)]
+    recs += [record(i, "passthrough", "weak").model_copy(update={"source": "passthrough"})
+             for i in range(80, 120)]
+    url = write_store(tmp_path / "t.db", recs, [(r.decision_id, 1.0) for r in recs])
+    rep = _report(tmp_path, url)
+    assert set(rep["arms"]) == {"router", "always_strong"}
+    assert set(rep["comparisons"]) == {"always_strong"}
+    assert "passthrough" not in str(rep["verdict"])
+    assert rep["passthrough"]["requests"] == 40  # type: ignore[index]
+    page = (tmp_path / "out" / "report.md").read_text()
+    assert "Pass-through (client-chosen model, not randomised, not compared): 40 requests" in page
+    only = write_store(tmp_path / "only.db", recs[1:2] + recs[80:],
+                       [(r.decision_id, 1.0) for r in recs])
+    assert _report(tmp_path, only)["verdict"] == (
+        "not enough data: need the 'router' arm and one other, got ['router']")
