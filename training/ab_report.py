@@ -139,7 +139,7 @@ def compare_arms(
             continue
         q_ref = np.asarray([d.score for d in ref if d.score is not None], dtype=np.float64)
         q_arm = np.asarray([d.score for d in ds if d.score is not None], dtype=np.float64)
-        if min(q_ref.size, q_arm.size) < min_labeled:
+        if min(q_ref.size, q_arm.size) < max(min_labeled, 1):
             out[arm] = {"verdict": f"not enough data: {q_ref.size} labeled requests on "
                                    f"'{REFERENCE_ARM}', {q_arm.size} on '{arm}' "
                                    f"(need {min_labeled} each)"}
@@ -285,13 +285,34 @@ def _num(value: float | None, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
+def _knob(value: str) -> float:
+    try:
+        knob = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= knob <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value}: a knob is a quality level in [0, 1]")
+    return knob
+
+
+def _min_labeled(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:  # a mean of no labels is no number
+        raise argparse.ArgumentTypeError(f"{value}: at least 1 labeled request per arm")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tierwise ab-report", description=__doc__)
     p.add_argument("--db", help="traffic store URL (sqlite:///PATH or postgresql://…)")
     p.add_argument("--since", help="only requests at or after this ISO 8601 time")
     p.add_argument("--out", type=Path, required=True, help="where report.json/.md/.png go")
-    p.add_argument("--min-labeled", type=int, default=MIN_LABELED)
-    p.add_argument("--knob", type=float, action="append", default=[],
+    p.add_argument("--min-labeled", type=_min_labeled, default=MIN_LABELED,
+                   help=f"labeled requests an arm needs for a number (at least 1; {MIN_LABELED})")
+    p.add_argument("--knob", type=_knob, action="append", default=[],
                    help="off-policy: estimate the router at this knob (repeatable)")
     p.add_argument("--offline", action="store_true", help="evaluate --model on --data instead")
     p.add_argument("--model", type=Path, help="bundle directory (offline)")

@@ -73,3 +73,25 @@ def test_pass_through_traffic_is_no_arm(tmp_path: Path) -> None:
                        [(r.decision_id, 1.0) for r in recs])
     assert _report(tmp_path, only)["verdict"] == (
         "not enough data: need the 'router' arm and one other, got ['router']")
+
+
+@pytest.mark.parametrize("bad", [["--knob", "1.5"], ["--knob", "nan"], ["--knob", "-0.1"],
+                                 ["--knob", "x"], ["--min-labeled", "0"],
+                                 ["--min-labeled", "-3"], ["--min-labeled", "2.5"]])
+def test_nonsense_parameters_exit_2(tmp_path: Path, bad: list[str],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    recs = [record(i, "router" if i % 2 else "always_strong", "strong") for i in range(8)]
+    url = write_store(tmp_path / "t.db", recs, [("d1", 1.0)])  # always_strong has no label
+    with pytest.raises(SystemExit) as info:
+        main(["--db", url, "--out", str(tmp_path / "out"), *bad])
+    assert info.value.code == 2 and bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_label_is_enough_only_where_there_is_one(tmp_path: Path) -> None:
+    recs = [record(i, "router" if i % 2 else "always_strong", "strong") for i in range(8)]
+    url = write_store(tmp_path / "t.db", recs, [("d1", 1.0)])
+    out = tmp_path / "out"
+    assert main(["--db", url, "--out", str(out), "--min-labeled", "1"]) == 0
+    assert json.loads((out / "report.json").read_text())["verdict"] == (
+        "not enough data: 1 labeled requests on 'router', 0 on 'always_strong' (need 1 each)")
