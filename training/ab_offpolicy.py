@@ -71,7 +71,8 @@ def logging_propensity(decisions: Sequence[Decision]) -> Callable[[Decision, str
     return pi0
 
 
-def off_policy(decisions: Sequence[Decision], knobs: Sequence[float], seed: int) -> dict[str, Any]:
+def off_policy(decisions: Sequence[Decision], knobs: Sequence[float], seed: int,
+               min_labeled: int = MIN_LABELED) -> dict[str, Any]:
     """IPS and DR estimates of the router's cost and quality at other knobs, with bootstrap CIs.
 
     The candidate routes each logged request from its stored ``probabilities`` (what the router
@@ -80,8 +81,9 @@ def off_policy(decisions: Sequence[Decision], knobs: Sequence[float], seed: int)
     """
     logged = [d for d in decisions if d.record.status < 400 and d.record.probabilities
               and d.score is not None and d.record.source != "cache"]
-    if len(logged) < MIN_LABELED:
-        return {"verdict": f"not enough data: {len(logged)} labeled requests with probabilities"}
+    if len(logged) < max(min_labeled, 1):
+        return {"verdict": f"not enough data: {len(logged)} labeled requests with probabilities "
+                           f"(need {min_labeled})"}
     tiers = tier_ladder(decisions)
     if isinstance(tiers, str):
         return {"verdict": f"not enough data: {tiers}"}

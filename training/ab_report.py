@@ -3,9 +3,13 @@
 Online (default): per arm, requests, cost per request, quality (mean feedback), tier mix and
 latency; every other arm's difference from the ``router`` arm with seeded bootstrap 95% CIs and a
 two-sided permutation p-value; a PNG; a plain verdict. An arm with fewer than ``--min-labeled``
-scored requests gives the verdict "not enough data", never a number.
-Off-policy (``--knob``): the router at other knob settings, estimated from the logged traffic by
-inverse propensity scoring (IPS) and doubly robust (DR) estimation, with bootstrap CIs.
+scored requests gives the verdict "not enough data", never a number (in the table and the PNG
+too: its quality is shown as "not enough data").
+Quality differences come with a percentile bootstrap 95% CI and a permutation-test p-value; on
+few labels the bootstrap interval is too narrow, and a verdict where the two disagree says so.
+Off-policy (``--knob``, only when given): the router at those knob settings, estimated from the
+logged traffic by inverse propensity scoring (IPS) and doubly robust (DR) estimation, with
+bootstrap CIs (``training.ab_offpolicy``; at least ``--min-labeled`` labeled requests).
 The savings ledger: per arm and over all answered requests, the USD saved against the top tier
 split into routing's share (tiers the router chose), the fixed A/B arms' and fail-open's tier
 choices, and each other lever's (cache, trim, batch, cascade), with each part's share.
@@ -38,6 +42,7 @@ from training.ab_offpolicy import (
     REFERENCE_ARM,
     off_policy,
 )
+from training.ab_render import markdown, plot_arms
 from training.traffic import Decision, parse_since, read_decisions
 
 logger = logging.getLogger(__name__)
@@ -89,6 +94,14 @@ def permutation_p(a: F64, b: F64, rng: np.random.Generator, n_perm: int = N_RESA
     return float((1 + hits) / (1 + n_perm))
 
 
+def mean_ci(values: F64, seed: int, n_boot: int = N_RESAMPLES) -> list[float]:
+    """Percentile bootstrap 95% CI of the mean of ``values`` (non-empty)."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, (n_boot, values.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
 def lever_ledger(decisions: Sequence[Decision]) -> dict[str, Any]:
     """USD saved against the top tier, per ledger part, and each one's share (%).
 
@@ -109,18 +122,27 @@ def lever_ledger(decisions: Sequence[Decision]) -> dict[str, Any]:
     }}
 
 
-def arm_summary(decisions: Sequence[Decision]) -> dict[str, Any]:
-    """Requests, cost, quality, tier mix and latency of one arm's answered requests."""
+def arm_summary(decisions: Sequence[Decision], min_labeled: int = MIN_LABELED,
+                seed: int = 0) -> dict[str, Any]:
+    """Requests, cost, quality, tier mix and latency of one arm's answered requests.
+
+    Quality (mean feedback, with a bootstrap 95% CI of the mean) is None below ``min_labeled``
+    labels, and ``quality_note`` says so.
+    """
     cost = np.asarray([d.record.cost_usd for d in decisions], dtype=np.float64)
-    scores = [d.score for d in decisions if d.score is not None]
+    scores = np.asarray([d.score for d in decisions if d.score is not None], dtype=np.float64)
     lat = np.asarray([d.record.latency_ms for d in decisions], dtype=np.float64)
     mix = Counter(d.record.tier for d in decisions)
     n = len(decisions)
+    enough = scores.size >= max(min_labeled, 1)
     return {
         "requests": n,
-        "labeled": len(scores),
+        "labeled": int(scores.size),
         "cost_per_request_usd": float(cost.mean()) if n else None,
-        "quality": float(np.mean(scores)) if scores else None,
+        "quality": float(scores.mean()) if enough else None,
+        "quality_ci": mean_ci(scores, seed) if enough else None,
+        "quality_note": None if enough else (f"not enough data: {scores.size} labels "
+                                             f"(need {min_labeled})"),
         "tier_mix": {t: c / n for t, c in sorted(mix.items())},
         "latency_ms_mean": float(lat.mean()) if n else None,
         "latency_ms_p50": float(np.median(lat)) if n else None,
@@ -155,7 +177,7 @@ def compare_arms(
 
 def verdict(arm: str, arm_cost: float, cost: Diff, quality: Diff) -> str:
     """One sentence: the router arm's saving against ``arm`` and its quality change with CI."""
-    saved = -100.0 * cost.diff / arm_cost if arm_cost > 0 else 0.0
+    saved = -100.0 * cost.diff / arm_cost + 0.0 if arm_cost > 0 else 0.0  # + 0.0: never "-0.0%"
     half = (quality.hi - quality.lo) / 2
     if saved >= 0:
         spend = f"saves {saved:.1f}% per request against '{arm}'"
@@ -163,9 +185,15 @@ def verdict(arm: str, arm_cost: float, cost: Diff, quality: Diff) -> str:
         ratio = (arm_cost + cost.diff) / arm_cost if arm_cost > 0 else float("inf")
         spend = (f"costs {ratio:.2f}x what '{arm}' costs per request "
                  f"(+${cost.diff:.6f})")
-    return (f"router arm {spend} at a quality change "
-            f"of {quality.diff:+.3f} ± {half:.3f} (95% CI [{quality.lo:+.3f}, {quality.hi:+.3f}], "
+    text = (f"router arm {spend} at a quality change of {quality.diff:+.3f} ± {half:.3f} "
+            f"(bootstrap 95% CI [{quality.lo:+.3f}, {quality.hi:+.3f}], permutation test "
             f"p = {quality.p_value:.3g})")
+    if (quality.lo > 0 or quality.hi < 0) != (quality.p_value < 0.05):
+        # the percentile bootstrap is too narrow on few labels (3 equal labels resample to a
+        # zero-width spread) while the permutation test is exact: say which one to believe
+        text += (" [the interval and the test disagree: too few labels for the bootstrap "
+                 "interval; the permutation test is exact, trust it]")
+    return text
 
 
 def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) -> dict[str, Any]:
@@ -181,7 +209,7 @@ def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) ->
     for d in answered:
         if not _is_passthrough(d):
             by_arm.setdefault(d.record.arm, []).append(d)
-    arms = {arm: arm_summary(ds) for arm, ds in sorted(by_arm.items())}
+    arms = {arm: arm_summary(ds, min_labeled, seed) for arm, ds in sorted(by_arm.items())}
     if REFERENCE_ARM not in by_arm or len(by_arm) < 2:
         comparisons: dict[str, Any] = {}
         text = f"not enough data: need the '{REFERENCE_ARM}' arm and one other, got {sorted(arms)}"
@@ -192,7 +220,7 @@ def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) ->
     if not any(d.score is not None for d in answered):  # dollars saved at an unknown price
         ledger["quality"] = "unknown: no feedback recorded"
     return {"arms": arms, "comparisons": comparisons, "verdict": text,
-            "passthrough": arm_summary(passthrough) if passthrough else None,
+            "passthrough": arm_summary(passthrough, min_labeled, seed) if passthrough else None,
             "ledger": ledger, "min_labeled": min_labeled, "seed": seed}
 
 
@@ -228,61 +256,6 @@ def offline_report(model: Path, data: Path, knobs: Sequence[float]) -> dict[str,
     fixed = {k: v for k, v in report["baselines"].items() if k.startswith("always_")}
     return {"n": report["n"], "apgr": report["apgr"], "aiq": report["aiq"], "knobs": points,
             "fixed": fixed, "random_apgr": report["baselines"]["random"]["apgr"]}
-
-
-def plot_arms(report: dict[str, Any], path: Path) -> Path:
-    """Cost per request and quality per arm (bars; quality with its bootstrap CI vs router)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    arms = report["arms"]
-    names = list(arms)
-    fig = Figure(figsize=(9, 3.5))
-    ax_c, ax_q = fig.subplots(1, 2)
-    ax_c.bar(names, [arms[a]["cost_per_request_usd"] or 0.0 for a in names], color="tab:blue")
-    ax_c.set_ylabel("USD per request")
-    ax_q.bar(names, [arms[a]["quality"] or 0.0 for a in names], color="tab:green")
-    ax_q.set_ylabel("mean feedback score")
-    ax_q.set_ylim(0, 1)
-    fig.suptitle(report["verdict"][:110], fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The report as a short Markdown page."""
-    lines = ["# A/B report", "", f"**Verdict:** {report['verdict']}", "",
-             "| arm | requests | labeled | USD/request | quality | p50 latency ms | tier mix |",
-             "|---|---|---|---|---|---|---|"]
-    for arm, a in report["arms"].items():
-        mix = ", ".join(f"{t} {v:.0%}" for t, v in a["tier_mix"].items())
-        lines.append(f"| {arm} | {a['requests']} | {a['labeled']} | "
-                     f"{_num(a['cost_per_request_usd'], '.6f')} | {_num(a['quality'], '.3f')} | "
-                     f"{_num(a['latency_ms_p50'], '.1f')} | {mix} |")
-    if report.get("passthrough"):
-        pt = report["passthrough"]
-        lines += ["", f"Pass-through (client-chosen model, not randomised, not compared): "
-                      f"{pt['requests']} requests, USD/request "
-                      f"{_num(pt['cost_per_request_usd'], '.6f')}."]
-    if report.get("ledger"):
-        ledger = report["ledger"]
-        quality = f"; quality {ledger['quality']}" if "quality" in ledger else ""
-        lines += ["", f"## Savings ledger (USD {ledger['savings_usd']:.6f} saved against the "
-                      f"top tier{quality})", "", "| part | USD saved | share |", "|---|---|---|"]
-        for lever, part in report["ledger"]["levers"].items():
-            lines.append(f"| {lever} | {part['usd']:.6f} | {part['share_pct']:.1f}% |")
-    if report.get("off_policy"):
-        lines += ["", "## Off-policy estimates (IPS / DR)", "",
-                  "```json", json.dumps(report["off_policy"], indent=1), "```"]
-    return "\n".join(lines) + "\n"
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "n/a" if value is None else format(value, fmt)
 
 
 def _knob(value: str) -> float:
@@ -327,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     seed = settings.training.seed if args.seed is None else args.seed
-    knobs = args.knob or [0.2, 0.5, 0.8]
+    knobs = args.knob or [0.2, 0.5, 0.8]  # the offline sweep's default points
     try:
         if args.offline:
             if not (args.model and args.data):
@@ -341,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             decisions = read_decisions(args.db, parse_since(args.since))
             report = online_report(decisions, seed, args.min_labeled)
-            report["off_policy"] = off_policy(decisions, knobs, seed)
+            if args.knob:  # off-policy only when asked for, at the knobs asked for
+                report["off_policy"] = off_policy(decisions, args.knob, seed, args.min_labeled)
     except RouterError as exc:
         logger.error("ab-report: %s", exc)
         return 2

@@ -28,8 +28,12 @@ def test_a_store_without_labels_is_not_enough_data(tmp_path: Path) -> None:
     assert rep["verdict"] == ("not enough data: 0 labeled requests on 'router', 0 on "
                               "'always_strong' (need 30 each)")
     assert rep["comparisons"] == {"always_strong": {"verdict": rep["verdict"]}}
-    assert rep["off_policy"] == {"verdict": "not enough data: 0 labeled requests with "
-                                            "probabilities"}
+    assert "off_policy" not in rep  # estimated only for the knobs asked for (--knob)
+    out = tmp_path / "knob"
+    url = write_store(tmp_path / "k.db", recs, [])
+    assert main(["--db", url, "--out", str(out), "--knob", "0.5"]) == 0
+    assert json.loads((out / "report.json").read_text())["off_policy"] == {
+        "verdict": "not enough data: 0 labeled requests with probabilities (need 30)"}
 
 
 @pytest.mark.parametrize(

@@ -153,3 +153,74 @@ def test_off_policy_refuses_a_ladder_it_cannot_price() -> None:
                                       "priced request")
     assert off_policy(decisions, [0.5], seed=0)["verdict"].startswith(
         "not enough data: tier order unknown")
+
+
+def _few_labels_store(tmp_path: Path) -> str:
+    """40 router requests (labels 1, 1, 0, ...: mean 0.675) and 40 always_strong ones of which
+    only 3 are labeled, all 1.0."""
+    recs, labels = [], []
+    for i in range(80):
+        router = i % 2 == 0
+        recs.append(record(i, "router" if router else "always_strong", "strong",
+                           router_tier="strong"))
+        if router:
+            labels.append((f"d{i}", 0.0 if i % 6 == 4 or i % 20 == 2 else 1.0))
+        elif i < 6:
+            labels.append((f"d{i}", 1.0))
+    return write_store(tmp_path / "few.db", recs, labels)
+
+
+def test_too_few_labels_show_no_quality_in_table_or_plot(tmp_path: Path) -> None:
+    from training.ab_render import arms_figure
+
+    out = tmp_path / "out"
+    assert main(["--db", _few_labels_store(tmp_path), "--out", str(out), "--seed", "0"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    strong = rep["arms"]["always_strong"]
+    assert (strong["labeled"], strong["quality"], strong["quality_ci"]) == (3, None, None)
+    assert strong["quality_note"] == "not enough data: 3 labels (need 30)"
+    lo, hi = rep["arms"]["router"]["quality_ci"]
+    assert lo < rep["arms"]["router"]["quality"] < hi
+    page = (out / "report.md").read_text()
+    assert "| not enough data: 3 labels (need 30) |" in page and "1.000" not in page
+    fig = arms_figure(rep)
+    ax_q = fig.axes[1]
+    # one drawn bar, the router's, with its CI; always_strong's slot is empty and says why
+    assert [round(b.get_height(), 3) for b in ax_q.patches] == [
+        round(rep["arms"]["router"]["quality"], 3), 0.0]
+    from matplotlib.container import ErrorbarContainer
+
+    assert sum(isinstance(c, ErrorbarContainer) for c in ax_q.containers) == 1
+    assert any("not enough" in t.get_text() for t in ax_q.texts)
+    title = fig.texts[0].get_text()  # suptitle: the whole verdict, wrapped, never cut
+    assert title.replace("\n", " ") == rep["verdict"]
+    assert "off_policy" not in rep
+
+
+def test_ci_and_p_value_are_named_and_a_disagreement_is_explained(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    url = _few_labels_store(tmp_path)
+    assert main(["--db", url, "--out", str(out), "--seed", "0", "--min-labeled", "1"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    q = rep["comparisons"]["always_strong"]["quality_diff"]
+    # 3 equal labels resample to a zero-width spread: the bootstrap CI excludes 0, the exact
+    # permutation test does not reject
+    assert q["hi"] < 0 and q["p_value"] > 0.05
+    assert "bootstrap 95% CI [" in rep["verdict"] and "permutation test p = " in rep["verdict"]
+    assert rep["verdict"].endswith("[the interval and the test disagree: too few labels for the "
+                                   "bootstrap interval; the permutation test is exact, trust it]")
+    assert rep["arms"]["always_strong"]["quality"] == 1.0  # 3 labels >= --min-labeled 1
+    assert "saves 0.0% per request" in rep["verdict"]  # equal costs: never "-0.0%"
+
+
+def test_off_policy_follows_min_labeled_and_runs_only_with_knob(tmp_path: Path) -> None:
+    decisions = _ab_decisions(20)
+    url = write_store(tmp_path / "t.db", [d.record for d in decisions],
+                      [(d.record.decision_id, float(d.score or 0.0)) for d in decisions])
+    out = tmp_path / "out"
+    assert main(["--db", url, "--out", str(out), "--knob", "0.5", "--min-labeled", "10"]) == 0
+    est = json.loads((out / "report.json").read_text())["off_policy"]
+    assert est["n"] == 20 and set(est["knobs"]) == {"0.5"}
+    assert main(["--db", url, "--out", str(out), "--knob", "0.5"]) == 0
+    assert json.loads((out / "report.json").read_text())["off_policy"] == {
+        "verdict": "not enough data: 20 labeled requests with probabilities (need 30)"}
