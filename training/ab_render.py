@@ -53,13 +53,14 @@ def plot_arms(report: dict[str, Any], path: Path) -> Path:
 def markdown(report: dict[str, Any]) -> str:
     """The report as a short Markdown page."""
     lines = ["# A/B report", "", f"**Verdict:** {report['verdict']}", "",
-             "| arm | requests | labeled | USD/request | quality | p50 latency ms | tier mix |",
-             "|---|---|---|---|---|---|---|"]
+             "| arm | requests | labeled | USD/request | quality | p50 latency ms | tier mix "
+             "| model versions |", "|---|---|---|---|---|---|---|---|"]
     for arm, a in report["arms"].items():
         mix = ", ".join(f"{t} {v:.0%}" for t, v in a["tier_mix"].items())
         lines.append(f"| {arm} | {a['requests']} | {a['labeled']} | "
                      f"{_num(a['cost_per_request_usd'], '.6f')} | {_quality(a)} | "
-                     f"{_num(a['latency_ms_p50'], '.1f')} | {mix} |")
+                     f"{_num(a['latency_ms_p50'], '.1f')} | {mix} | "
+                     f"{', '.join(f'{v} ({n})' for v, n in a['model_versions'].items())} |")
     if report.get("passthrough"):
         pt = report["passthrough"]
         lines += ["", f"Pass-through (client-chosen model, not randomised, not compared): "

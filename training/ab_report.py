@@ -144,6 +144,8 @@ def arm_summary(decisions: Sequence[Decision], min_labeled: int = MIN_LABELED,
         "quality_note": None if enough else (f"not enough data: {scores.size} labels "
                                              f"(need {min_labeled})"),
         "tier_mix": {t: c / n for t, c in sorted(mix.items())},
+        "model_versions": dict(sorted(Counter(
+            d.record.model_version for d in decisions if d.record.model_version).items())),
         "latency_ms_mean": float(lat.mean()) if n else None,
         "latency_ms_p50": float(np.median(lat)) if n else None,
         "ledger": lever_ledger(decisions),
@@ -216,6 +218,10 @@ def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) ->
     else:
         comparisons = compare_arms(by_arm, seed, min_labeled)
         text = "; ".join(c["verdict"] for c in comparisons.values())
+        versions = arms[REFERENCE_ARM]["model_versions"]
+        if len(versions) > 1:  # one arm, several routers: its numbers pool them
+            listed = ", ".join(f"{v} ({n} requests)" for v, n in versions.items())
+            text += f"; note: the '{REFERENCE_ARM}' arm mixes model versions {listed}"
     ledger = lever_ledger(answered)
     if not any(d.score is not None for d in answered):  # dollars saved at an unknown price
         ledger["quality"] = "unknown: no feedback recorded"

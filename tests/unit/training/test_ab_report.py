@@ -224,3 +224,20 @@ def test_off_policy_follows_min_labeled_and_runs_only_with_knob(tmp_path: Path) 
     assert main(["--db", url, "--out", str(out), "--knob", "0.5"]) == 0
     assert json.loads((out / "report.json").read_text())["off_policy"] == {
         "verdict": "not enough data: 20 labeled requests with probabilities (need 30)"}
+
+
+def test_model_versions_per_arm_and_a_mixed_router_arm(tmp_path: Path) -> None:
+    decisions = [Decision(d.record.model_copy(update={
+        "model_version": "v1" if d.record.created_at.second < 30 else "v2"}), d.score, 1)
+        for d in _ab_decisions(120)]
+    url = write_store(tmp_path / "t.db", [d.record for d in decisions],
+                      [(d.record.decision_id, float(d.score or 0.0)) for d in decisions])
+    out = tmp_path / "out"
+    assert main(["--db", url, "--out", str(out), "--seed", "0"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["arms"]["router"]["model_versions"] == {"v1": 30, "v2": 30}
+    assert rep["verdict"].endswith(
+        "; note: the 'router' arm mixes model versions v1 (30 requests), v2 (30 requests)")
+    assert "| v1 (30), v2 (30) |" in (out / "report.md").read_text()
+    one = online_report(_ab_decisions(120), seed=0, min_labeled=30)
+    assert "mixes model versions" not in one["verdict"]
