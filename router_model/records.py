@@ -26,6 +26,27 @@ DecisionSource = Literal["router", "fixed_arm", "passthrough", "fail_open", "cac
 Lever = Literal["cache", "trim", "batch", "cascade"]
 LEVERS: tuple[str, ...] = get_args(Lever)
 
+#: The savings ledger's parts. The tier choice's own saving (top tier against the tier chosen,
+#: before levers) goes to whoever chose: "routing" only when the router did; a fixed A/B arm's
+#: ("ab_fixed_arm") and a fail-open default's ("fail_open") are theirs. Then each lever's.
+LEDGER: tuple[str, ...] = ("routing", "ab_fixed_arm", "fail_open", *LEVERS)
+
+#: The arm names that are not fixed A/B arms: the router arm and pass-through traffic.
+NOT_FIXED_ARMS: tuple[str, ...] = ("router", "passthrough")
+
+
+def choice_part(source: str, arm: str, fail_open: bool) -> str:
+    """The ledger part credited with a request's tier choice (see ``LEDGER``).
+
+    A cache hit (``source == "cache"``) keeps its arm, so a fixed arm's cached answer is still
+    the fixed arm's choice.
+    """
+    if fail_open:
+        return "fail_open"
+    if source == "fixed_arm" or (source == "cache" and arm not in NOT_FIXED_ARMS):
+        return "ab_fixed_arm"
+    return "routing"
+
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC (what every record stores)."""
@@ -39,8 +60,9 @@ class TrafficRecord(BaseModel):
     ``top_tier_cost_usd`` is the no-lever baseline (the request as the client sent it, answered
     once at list price by the top tier, or by the model it named for a pass-through request, so
     routing saves nothing there); ``levers`` holds the dollars each other lever saved.
-    ``savings_usd = top_tier_cost_usd - cost_usd`` splits exactly into ``routing_savings_usd``
-    (top tier against the routed tier, both without levers) plus ``sum(levers.values())``.
+    ``savings_usd = top_tier_cost_usd - cost_usd`` splits exactly into ``choice_savings_usd``
+    (top tier against the tier chosen, both without levers; routing's only when the router
+    chose, see ``LEDGER``) plus ``sum(levers.values())``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
@@ -116,9 +138,25 @@ class TrafficRecord(BaseModel):
         return self.top_tier_cost_usd - self.cost_usd
 
     @property
-    def routing_savings_usd(self) -> float:
-        """Routing's own share of ``savings_usd``: the top tier against the routed tier."""
+    def choice_savings_usd(self) -> float:
+        """The tier choice's share of ``savings_usd``: the top tier against the tier chosen."""
         return self.savings_usd - sum(self.levers.values())
+
+    @property
+    def routing_savings_usd(self) -> float:
+        """Routing's own share of ``savings_usd``: the choice's, when the router chose, else 0."""
+        if choice_part(self.source, self.arm, self.fail_open) != "routing":
+            return 0.0
+        return self.choice_savings_usd
+
+    @property
+    def ledger(self) -> dict[str, float]:
+        """``savings_usd`` split into every ``LEDGER`` part (they add up to it)."""
+        parts = dict.fromkeys(LEDGER, 0.0)
+        parts[choice_part(self.source, self.arm, self.fail_open)] += self.choice_savings_usd
+        for lever, usd in self.levers.items():
+            parts[lever] += usd
+        return parts
 
     def features_array(self) -> NDArray[np.float32]:
         """The feature vector as float32 (exactly the values the router scored)."""

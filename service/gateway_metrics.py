@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from router_model.records import LEVERS, TrafficRecord
+from router_model.records import LEDGER, TrafficRecord
 
 #: Seconds of a whole gateway request, upstream included.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -52,12 +52,12 @@ class GatewayMetrics:
         )
         self.lever_savings = Gauge(
             "tierwise_gateway_lever_savings_usd",
-            "USD saved against always using the top tier, by lever (routing, cache, trim, batch, "
-            "cascade; the ledger of TrafficRecord). A gauge: a cascade that escalated saved a "
-            "negative amount.", ["lever"], registry=r,
+            "USD saved against always using the top tier, by ledger part (routing, ab_fixed_arm, "
+            "fail_open, cache, trim, batch, cascade; TrafficRecord.ledger). A gauge: a cascade "
+            "that escalated saved a negative amount.", ["lever"], registry=r,
         )
         self._lever_children = {
-            name: self.lever_savings.labels(name) for name in ("routing", *LEVERS)}
+            name: self.lever_savings.labels(name) for name in LEDGER}
         self.traffic_errors = Counter(
             "tierwise_gateway_traffic_write_errors", "Traffic records that could not be committed.",
             registry=r,
@@ -95,9 +95,9 @@ class GatewayMetrics:
         self.cost.labels(record.tier or "none").inc(record.cost_usd)
         self.top_tier_cost.inc(record.top_tier_cost_usd)
         self.savings.inc(max(record.savings_usd, 0.0))
-        self._lever_children["routing"].inc(record.routing_savings_usd)
-        for lever, saved in record.levers.items():
-            self._lever_children[lever].inc(saved)
+        for part, saved in record.ledger.items():
+            if saved:
+                self._lever_children[part].inc(saved)
         routed = "false" if record.source == "passthrough" else "true"
         self.latency.labels(routed).observe(record.latency_ms / 1000.0)
 

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from router_model.errors import InvalidData, NotFound
-from router_model.records import LEVERS, FeedbackRecord, TrafficRecord
+from router_model.records import LEDGER, LEVERS, FeedbackRecord, TrafficRecord, choice_part
 from router_model.traffic_schema import (
     ADDED,
     FEEDBACK_COLUMNS,
@@ -43,8 +43,9 @@ logger = logging.getLogger(__name__)
 class TierTotals(BaseModel):
     """Aggregates of answered requests for one arm or tier.
 
-    ``levers`` splits ``savings_usd`` into USD per lever: "routing" (the top tier against the
-    routed tier) and each lever of ``router_model.records.LEVERS``; they add up to it.
+    ``levers`` splits ``savings_usd`` into USD per part of ``router_model.records.LEDGER``: the
+    tier choice's saving under "routing" only when the router chose ("ab_fixed_arm" for a fixed
+    A/B arm, "fail_open" for the default tier), then each lever's; they add up to it.
     """
 
     requests: int = 0
@@ -70,16 +71,13 @@ class SavingsReport(BaseModel):
     by_tier: dict[str, TierTotals]
 
 
-#: The ledger's parts: routing's own saving, then each other lever's.
-LEDGER: tuple[str, ...] = ("routing", *LEVERS)
-
-
 def savings_sql(lever_usd: Callable[[str], str]) -> str:
     """The savings query; ``lever_usd(name)`` is the backend's SQL for one lever's USD (or 0)."""
     levers = ", ".join(f"SUM({lever_usd(name)})" for name in LEVERS)
     return (
-        "SELECT arm, tier, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), "
-        f"SUM(top_tier_cost_usd), {levers} FROM traffic WHERE status < 400 GROUP BY arm, tier"
+        "SELECT arm, tier, source, fail_open, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
+        f"SUM(cost_usd), SUM(top_tier_cost_usd), {levers} FROM traffic WHERE status < 400 "
+        "GROUP BY arm, tier, source, fail_open"
     )
 
 
@@ -87,14 +85,17 @@ SQLITE_SAVINGS_SQL = savings_sql(lambda name: f"COALESCE(json_extract(levers, '$
 
 
 def savings_report(rows: Sequence[Sequence[Any]]) -> SavingsReport:
-    """Fold ``savings_sql`` rows (arm, tier, n, in, out, cost, top cost, levers…) into a report."""
+    """Fold ``savings_sql`` rows (arm, tier, source, fail_open, n, in, out, cost, top cost,
+    levers…) into a report."""
     total, by_arm, by_tier = TierTotals(), dict[str, TierTotals](), dict[str, TierTotals]()
 
     def add(acc: TierTotals, row: Sequence[Any]) -> TierTotals:
-        n, tin, tout, cost, top = (row[2], row[3] or 0, row[4] or 0, row[5] or 0.0, row[6] or 0.0)
+        n, tin, tout, cost, top = (row[4], row[5] or 0, row[6] or 0, row[7] or 0.0, row[8] or 0.0)
         saved = float(top) - float(cost)
-        parts = {name: float(v or 0.0) for name, v in zip(LEVERS, row[7:], strict=True)}
-        parts = {"routing": saved - sum(parts.values()), **parts}
+        parts = dict.fromkeys(LEDGER, 0.0)
+        parts.update({name: float(v or 0.0) for name, v in zip(LEVERS, row[9:], strict=True)})
+        parts[choice_part(str(row[2]), str(row[0]), bool(row[3]))] += saved - sum(
+            parts[name] for name in LEVERS)
         return TierTotals(
             requests=acc.requests + int(n), input_tokens=acc.input_tokens + int(tin),
             output_tokens=acc.output_tokens + int(tout), cost_usd=acc.cost_usd + float(cost),

@@ -3,12 +3,16 @@
 Online (default): per arm, requests, cost per request, quality (mean feedback), tier mix and
 latency; every other arm's difference from the ``router`` arm with seeded bootstrap 95% CIs and a
 two-sided permutation p-value; a PNG; a plain verdict. An arm with fewer than ``--min-labeled``
-scored requests gives the verdict "not enough data", never a number.
-Off-policy (``--knob``): the router at other knob settings, estimated from the logged traffic by
-inverse propensity scoring (IPS) and doubly robust (DR) estimation, with bootstrap CIs.
+scored requests gives the verdict "not enough data", never a number (in the table and the PNG
+too: its quality is shown as "not enough data").
+Quality differences come with a percentile bootstrap 95% CI and a permutation-test p-value; on
+few labels the bootstrap interval is too narrow, and a verdict where the two disagree says so.
+Off-policy (``--knob``, only when given): the router at those knob settings, estimated from the
+logged traffic by inverse propensity scoring (IPS) and doubly robust (DR) estimation, with
+bootstrap CIs (``training.ab_offpolicy``; at least ``--min-labeled`` labeled requests).
 The savings ledger: per arm and over all answered requests, the USD saved against the top tier
-split into routing's share and each other lever's (cache, trim, batch, cascade), with each
-part's share of the total saving.
+split into routing's share (tiers the router chose), the fixed A/B arms' and fail-open's tier
+choices, and each other lever's (cache, trim, batch, cascade), with each part's share.
 Offline (``--offline --model DIR --data FILE``): the bundle's curve against every fixed tier and
 random routing at matched cost on a labeled file, with ``training.evaluate``.
 """
@@ -19,7 +23,7 @@ import argparse
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,16 +34,23 @@ from numpy.typing import NDArray
 from router_model.errors import RouterError
 from router_model.logs import configure_logging
 from router_model.policy import choose_tiers
-from router_model.records import LEVERS
+from router_model.records import LEDGER
 from router_model.settings import Settings
+from training.ab_offpolicy import (
+    MIN_LABELED,
+    N_RESAMPLES,
+    REFERENCE_ARM,
+    off_policy,
+)
+from training.ab_render import markdown, plot_arms
 from training.traffic import Decision, parse_since, read_decisions
 
 logger = logging.getLogger(__name__)
 
+#: The arm name the gateway records on pass-through requests (``service.routing_plan``).
+PASSTHROUGH_ARM = "passthrough"
+
 F64 = NDArray[np.float64]
-REFERENCE_ARM = "router"
-MIN_LABELED = 30
-N_RESAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -83,17 +94,27 @@ def permutation_p(a: F64, b: F64, rng: np.random.Generator, n_perm: int = N_RESA
     return float((1 + hits) / (1 + n_perm))
 
 
+def mean_ci(values: F64, seed: int, n_boot: int = N_RESAMPLES) -> list[float]:
+    """Percentile bootstrap 95% CI of the mean of ``values`` (non-empty)."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, (n_boot, values.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
 def lever_ledger(decisions: Sequence[Decision]) -> dict[str, Any]:
-    """USD saved against the top tier, per lever ("routing" first), and each one's share (%).
+    """USD saved against the top tier, per ledger part, and each one's share (%).
+
+    The parts are ``router_model.records.LEDGER``: "routing" holds only the savings of tiers the
+    router chose; a fixed A/B arm's tier choice is "ab_fixed_arm" and a fail-open's "fail_open".
 
     Shares are of the total saving and may be negative (a cascade that escalated); all 0 when
     nothing was saved.
     """
-    parts = dict.fromkeys(("routing", *LEVERS), 0.0)
+    parts = dict.fromkeys(LEDGER, 0.0)
     for d in decisions:
-        parts["routing"] += d.record.routing_savings_usd
-        for lever, usd in d.record.levers.items():
-            parts[lever] += usd
+        for part, usd in d.record.ledger.items():
+            parts[part] += usd
     total = sum(parts.values())
     return {"savings_usd": total, "levers": {
         k: {"usd": v, "share_pct": 100.0 * v / total if total > 0 else 0.0}
@@ -101,19 +122,30 @@ def lever_ledger(decisions: Sequence[Decision]) -> dict[str, Any]:
     }}
 
 
-def arm_summary(decisions: Sequence[Decision]) -> dict[str, Any]:
-    """Requests, cost, quality, tier mix and latency of one arm's answered requests."""
+def arm_summary(decisions: Sequence[Decision], min_labeled: int = MIN_LABELED,
+                seed: int = 0) -> dict[str, Any]:
+    """Requests, cost, quality, tier mix and latency of one arm's answered requests.
+
+    Quality (mean feedback, with a bootstrap 95% CI of the mean) is None below ``min_labeled``
+    labels, and ``quality_note`` says so.
+    """
     cost = np.asarray([d.record.cost_usd for d in decisions], dtype=np.float64)
-    scores = [d.score for d in decisions if d.score is not None]
+    scores = np.asarray([d.score for d in decisions if d.score is not None], dtype=np.float64)
     lat = np.asarray([d.record.latency_ms for d in decisions], dtype=np.float64)
     mix = Counter(d.record.tier for d in decisions)
     n = len(decisions)
+    enough = scores.size >= max(min_labeled, 1)
     return {
         "requests": n,
-        "labeled": len(scores),
+        "labeled": int(scores.size),
         "cost_per_request_usd": float(cost.mean()) if n else None,
-        "quality": float(np.mean(scores)) if scores else None,
+        "quality": float(scores.mean()) if enough else None,
+        "quality_ci": mean_ci(scores, seed) if enough else None,
+        "quality_note": None if enough else (f"not enough data: {scores.size} labels "
+                                             f"(need {min_labeled})"),
         "tier_mix": {t: c / n for t, c in sorted(mix.items())},
+        "model_versions": dict(sorted(Counter(
+            d.record.model_version for d in decisions if d.record.model_version).items())),
         "latency_ms_mean": float(lat.mean()) if n else None,
         "latency_ms_p50": float(np.median(lat)) if n else None,
         "ledger": lever_ledger(decisions),
@@ -131,7 +163,7 @@ def compare_arms(
             continue
         q_ref = np.asarray([d.score for d in ref if d.score is not None], dtype=np.float64)
         q_arm = np.asarray([d.score for d in ds if d.score is not None], dtype=np.float64)
-        if min(q_ref.size, q_arm.size) < min_labeled:
+        if min(q_ref.size, q_arm.size) < max(min_labeled, 1):
             out[arm] = {"verdict": f"not enough data: {q_ref.size} labeled requests on "
                                    f"'{REFERENCE_ARM}', {q_arm.size} on '{arm}' "
                                    f"(need {min_labeled} each)"}
@@ -147,7 +179,7 @@ def compare_arms(
 
 def verdict(arm: str, arm_cost: float, cost: Diff, quality: Diff) -> str:
     """One sentence: the router arm's saving against ``arm`` and its quality change with CI."""
-    saved = -100.0 * cost.diff / arm_cost if arm_cost > 0 else 0.0
+    saved = -100.0 * cost.diff / arm_cost + 0.0 if arm_cost > 0 else 0.0  # + 0.0: never "-0.0%"
     half = (quality.hi - quality.lo) / 2
     if saved >= 0:
         spend = f"saves {saved:.1f}% per request against '{arm}'"
@@ -155,91 +187,52 @@ def verdict(arm: str, arm_cost: float, cost: Diff, quality: Diff) -> str:
         ratio = (arm_cost + cost.diff) / arm_cost if arm_cost > 0 else float("inf")
         spend = (f"costs {ratio:.2f}x what '{arm}' costs per request "
                  f"(+${cost.diff:.6f})")
-    return (f"router arm {spend} at a quality change "
-            f"of {quality.diff:+.3f} ± {half:.3f} (95% CI [{quality.lo:+.3f}, {quality.hi:+.3f}], "
+    text = (f"router arm {spend} at a quality change of {quality.diff:+.3f} ± {half:.3f} "
+            f"(bootstrap 95% CI [{quality.lo:+.3f}, {quality.hi:+.3f}], permutation test "
             f"p = {quality.p_value:.3g})")
+    if (quality.lo > 0 or quality.hi < 0) != (quality.p_value < 0.05):
+        # the percentile bootstrap is too narrow on few labels (3 equal labels resample to a
+        # zero-width spread) while the permutation test is exact: say which one to believe
+        text += (" [the interval and the test disagree: too few labels for the bootstrap "
+                 "interval; the permutation test is exact, trust it]")
+    return text
 
 
 def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) -> dict[str, Any]:
-    """The online A/B report of answered requests (``status < 400``)."""
+    """The online A/B report of answered requests (``status < 400``).
+
+    Pass-through requests (the client named the model) are not randomised: they are summarised
+    apart (``passthrough``) and never compared as an arm.
+    """
     by_arm: dict[str, list[Decision]] = {}
     answered = [d for d in decisions if d.record.status < 400 and d.record.tier]
+    # pass-through traffic: the client chose the model, no arm was drawn, so it is no A/B arm
+    passthrough = [d for d in answered if _is_passthrough(d)]
     for d in answered:
-        by_arm.setdefault(d.record.arm, []).append(d)
-    arms = {arm: arm_summary(ds) for arm, ds in sorted(by_arm.items())}
+        if not _is_passthrough(d):
+            by_arm.setdefault(d.record.arm, []).append(d)
+    arms = {arm: arm_summary(ds, min_labeled, seed) for arm, ds in sorted(by_arm.items())}
     if REFERENCE_ARM not in by_arm or len(by_arm) < 2:
         comparisons: dict[str, Any] = {}
         text = f"not enough data: need the '{REFERENCE_ARM}' arm and one other, got {sorted(arms)}"
     else:
         comparisons = compare_arms(by_arm, seed, min_labeled)
         text = "; ".join(c["verdict"] for c in comparisons.values())
+        versions = arms[REFERENCE_ARM]["model_versions"]
+        if len(versions) > 1:  # one arm, several routers: its numbers pool them
+            listed = ", ".join(f"{v} ({n} requests)" for v, n in versions.items())
+            text += f"; note: the '{REFERENCE_ARM}' arm mixes model versions {listed}"
+    ledger = lever_ledger(answered)
+    if not any(d.score is not None for d in answered):  # dollars saved at an unknown price
+        ledger["quality"] = "unknown: no feedback recorded"
     return {"arms": arms, "comparisons": comparisons, "verdict": text,
-            "ledger": lever_ledger(answered), "min_labeled": min_labeled, "seed": seed}
+            "passthrough": arm_summary(passthrough, min_labeled, seed) if passthrough else None,
+            "ledger": ledger, "min_labeled": min_labeled, "seed": seed}
 
 
-def logging_propensity(decisions: Sequence[Decision]) -> Callable[[Decision, str], float]:
-    """``pi0(tier | request)`` of the A/B experiment that logged ``decisions``.
-
-    The arm is drawn with its weight (the record's ``propensity``); the router arm then answers
-    with ``router_tier`` and a fixed arm with its tier, so a tier's probability is the sum of the
-    weights of the arms that would have picked it for that request.
-    """
-    weights: dict[str, float] = {}
-    fixed: dict[str, str] = {}
-    for d in decisions:
-        weights[d.record.arm] = d.record.propensity
-        if d.record.source == "fixed_arm":
-            fixed[d.record.arm] = d.record.decided_tier
-
-    def pi0(d: Decision, tier: str) -> float:
-        p = sum(w for arm, w in weights.items() if arm in fixed and fixed[arm] == tier)
-        if REFERENCE_ARM in weights and d.record.router_tier == tier:
-            p += weights[REFERENCE_ARM]
-        return p
-
-    return pi0
-
-
-def off_policy(decisions: Sequence[Decision], knobs: Sequence[float], seed: int) -> dict[str, Any]:
-    """IPS and DR estimates of the router's cost and quality at other knobs, with bootstrap CIs.
-
-    The candidate routes each logged request from its stored ``probabilities`` (what the router
-    scored) at the knob. DR's direct model is each tier's mean observed score (and cost share).
-    """
-    logged = [d for d in decisions if d.record.status < 400 and d.record.probabilities
-              and d.score is not None and d.record.source != "cache"]
-    if len(logged) < MIN_LABELED:
-        return {"verdict": f"not enough data: {len(logged)} labeled requests with probabilities"}
-    tiers = list(logged[0].record.probabilities)
-    proba = np.asarray([[d.record.probabilities.get(t, 0.0) for t in tiers] for d in logged])
-    pi0 = logging_propensity(logged)
-    p_log = np.asarray([max(pi0(d, d.record.tier), 1e-12) for d in logged])
-    q = np.asarray([d.score for d in logged], dtype=np.float64)
-    cost = np.asarray([d.record.cost_usd for d in logged], dtype=np.float64)
-    tier_idx = np.asarray([tiers.index(d.record.tier) if d.record.tier in tiers else -1
-                           for d in logged])
-    q_hat = np.asarray([q[tier_idx == k].mean() if (tier_idx == k).any() else q.mean()
-                        for k in range(len(tiers))])
-    rng = np.random.default_rng(seed)
-    boot = rng.integers(0, len(logged), (N_RESAMPLES, len(logged)))
-    out: dict[str, Any] = {"n": len(logged), "tiers": tiers, "knobs": {}}
-    for knob in knobs:
-        choice = choose_tiers(proba, float(knob))
-        match = (choice == tier_idx).astype(np.float64)
-        ips = match * q / p_log
-        dr = q_hat[choice] + match * (q - q_hat[tier_idx]) / p_log
-        out["knobs"][f"{knob:g}"] = {
-            "strong_share": float((choice == len(tiers) - 1).mean()),
-            "matched": int(match.sum()),
-            "quality_ips": _ci(ips, boot), "quality_dr": _ci(dr, boot),
-            "cost_per_request_ips": _ci(match * cost / p_log, boot),
-        }
-    return out
-
-
-def _ci(values: F64, boot: NDArray[np.int64]) -> dict[str, float]:
-    lo, hi = np.percentile(values[boot].mean(axis=1), [2.5, 97.5])
-    return {"mean": float(values.mean()), "lo": float(lo), "hi": float(hi)}
+def _is_passthrough(d: Decision) -> bool:
+    # a cache hit keeps the arm but not the source: the arm name says pass-through there
+    return d.record.source == "passthrough" or d.record.arm == PASSTHROUGH_ARM
 
 
 def offline_report(model: Path, data: Path, knobs: Sequence[float]) -> dict[str, Any]:
@@ -271,52 +264,24 @@ def offline_report(model: Path, data: Path, knobs: Sequence[float]) -> dict[str,
             "fixed": fixed, "random_apgr": report["baselines"]["random"]["apgr"]}
 
 
-def plot_arms(report: dict[str, Any], path: Path) -> Path:
-    """Cost per request and quality per arm (bars; quality with its bootstrap CI vs router)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    arms = report["arms"]
-    names = list(arms)
-    fig = Figure(figsize=(9, 3.5))
-    ax_c, ax_q = fig.subplots(1, 2)
-    ax_c.bar(names, [arms[a]["cost_per_request_usd"] or 0.0 for a in names], color="tab:blue")
-    ax_c.set_ylabel("USD per request")
-    ax_q.bar(names, [arms[a]["quality"] or 0.0 for a in names], color="tab:green")
-    ax_q.set_ylabel("mean feedback score")
-    ax_q.set_ylim(0, 1)
-    fig.suptitle(report["verdict"][:110], fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+def _knob(value: str) -> float:
+    try:
+        knob = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= knob <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value}: a knob is a quality level in [0, 1]")
+    return knob
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The report as a short Markdown page."""
-    lines = ["# A/B report", "", f"**Verdict:** {report['verdict']}", "",
-             "| arm | requests | labeled | USD/request | quality | p50 latency ms | tier mix |",
-             "|---|---|---|---|---|---|---|"]
-    for arm, a in report["arms"].items():
-        mix = ", ".join(f"{t} {v:.0%}" for t, v in a["tier_mix"].items())
-        lines.append(f"| {arm} | {a['requests']} | {a['labeled']} | "
-                     f"{_num(a['cost_per_request_usd'], '.6f')} | {_num(a['quality'], '.3f')} | "
-                     f"{_num(a['latency_ms_p50'], '.1f')} | {mix} |")
-    if report.get("ledger"):
-        lines += ["", f"## Savings ledger (USD {report['ledger']['savings_usd']:.6f} saved "
-                      "against the top tier)", "", "| lever | USD saved | share |", "|---|---|---|"]
-        for lever, part in report["ledger"]["levers"].items():
-            lines.append(f"| {lever} | {part['usd']:.6f} | {part['share_pct']:.1f}% |")
-    if report.get("off_policy"):
-        lines += ["", "## Off-policy estimates (IPS / DR)", "",
-                  "```json", json.dumps(report["off_policy"], indent=1), "```"]
-    return "\n".join(lines) + "\n"
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "n/a" if value is None else format(value, fmt)
+def _min_labeled(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:  # a mean of no labels is no number
+        raise argparse.ArgumentTypeError(f"{value}: at least 1 labeled request per arm")
+    return n
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -324,8 +289,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="traffic store URL (sqlite:///PATH or postgresql://…)")
     p.add_argument("--since", help="only requests at or after this ISO 8601 time")
     p.add_argument("--out", type=Path, required=True, help="where report.json/.md/.png go")
-    p.add_argument("--min-labeled", type=int, default=MIN_LABELED)
-    p.add_argument("--knob", type=float, action="append", default=[],
+    p.add_argument("--min-labeled", type=_min_labeled, default=MIN_LABELED,
+                   help=f"labeled requests an arm needs for a number (at least 1; {MIN_LABELED})")
+    p.add_argument("--knob", type=_knob, action="append", default=[],
                    help="off-policy: estimate the router at this knob (repeatable)")
     p.add_argument("--offline", action="store_true", help="evaluate --model on --data instead")
     p.add_argument("--model", type=Path, help="bundle directory (offline)")
@@ -340,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     seed = settings.training.seed if args.seed is None else args.seed
-    knobs = args.knob or [0.2, 0.5, 0.8]
+    knobs = args.knob or [0.2, 0.5, 0.8]  # the offline sweep's default points
     try:
         if args.offline:
             if not (args.model and args.data):
@@ -354,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             decisions = read_decisions(args.db, parse_since(args.since))
             report = online_report(decisions, seed, args.min_labeled)
-            report["off_policy"] = off_policy(decisions, knobs, seed)
+            if args.knob:  # off-policy only when asked for, at the knobs asked for
+                report["off_policy"] = off_policy(decisions, args.knob, seed, args.min_labeled)
     except RouterError as exc:
         logger.error("ab-report: %s", exc)
         return 2

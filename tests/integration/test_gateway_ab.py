@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from gateway_support import (  # noqa: F401  (fixtures)
+    ADMIN_KEY,
     EASY,
     STRONG,
     Gateway,
@@ -82,6 +83,34 @@ def test_no_experiment_means_router_with_propensity_one(
     raw, _ = ask(gw, user="someone")
     assert raw.headers["x-tierwise-arm"] == "router"
     assert [r["propensity"] for r in traffic(gw).values()] == [1.0]
+
+
+def test_a_fixed_arms_saving_is_not_routings(make_gateway: Any, fast_bundle: Path) -> None:
+    # quality 1.0: the router arm answers on the top tier (saves nothing); the always_weak arm
+    # saves by never asking the router's choice, which is the arm's saving, not routing's
+    ab = {"salt": SALT, "arms": [{"name": "router", "weight": 0.5},
+                                 {"name": "always_weak", "tier": "weak", "weight": 0.5}]}
+    gw = make_gateway(fast_bundle, ab=ab)
+    for i in range(16):
+        raw = gw.client().chat.completions.with_raw_response.create(
+            model="tierwise-auto", messages=[{"role": "user", "content": EASY}], user=f"u{i}",
+            extra_body={"tierwise": {"quality": 1.0}})
+        info = raw.parse().model_extra["tierwise"]
+        if raw.headers["x-tierwise-arm"] == "always_weak":
+            assert info["savings_usd"] > 0 and info["routing_savings_usd"] == 0.0
+    with gw.http(ADMIN_KEY) as http:
+        report = http.get("/v1/admin/savings").json()
+    weak = report["by_arm"]["always_weak"]
+    assert weak["savings_usd"] > 0
+    assert weak["levers"]["ab_fixed_arm"] == pytest.approx(weak["savings_usd"])
+    assert report["total"]["levers"]["routing"] == pytest.approx(0.0, abs=1e-12)
+    assert report["lever_share_pct"]["ab_fixed_arm"] == pytest.approx(100.0)
+    with gw.http() as http:
+        exposed = http.get("/metrics").text
+    gauges = {line.split('"')[1]: float(line.split()[-1]) for line in exposed.splitlines()
+              if line.startswith("tierwise_gateway_lever_savings_usd{")}
+    assert gauges["routing"] == 0.0
+    assert gauges["ab_fixed_arm"] == pytest.approx(weak["savings_usd"])
 
 
 @pytest.mark.parametrize("ab", [

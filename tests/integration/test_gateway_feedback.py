@@ -61,3 +61,25 @@ def test_only_the_key_that_made_a_decision_can_label_it(
                 == unknown.json()["error"]["message"].replace("no-such-id", "ID"))
         assert own.post("/v1/feedback", json={"decision_id": decision, "thumbs": "up"}).is_success
     assert labels(gw) == [(decision, 1.0)]
+
+
+def test_the_readme_documents_the_feedback_body(make_gateway: Any, fast_bundle: Path) -> None:
+    # the README's examples, with a real decision id, are accepted as written
+    import json
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("Feedback: `POST /v1/feedback`"):]
+    block = re.search(r"```json\n(.*?)```", section, re.S)
+    assert block is not None
+    examples = [json.loads(line) for line in block.group(1).splitlines()]
+    assert [sorted(e) for e in examples] == [["decision_id", "score"],
+                                             ["comment", "decision_id", "thumbs"]]
+    for word in ("x-tierwise-decision-id", "[0, 1]", '`"up"`', '`"down"`', "404", "400", "mean"):
+        assert word in section[:1200]
+    gw = make_gateway(fast_bundle)
+    decision = decide(gw)
+    with gw.http() as http:
+        for example in examples:
+            assert http.post("/v1/feedback", json={**example, "decision_id": decision}).is_success
+    assert labels(gw) == [(decision, 0.8), (decision, 0.0)]

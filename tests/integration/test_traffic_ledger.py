@@ -15,6 +15,7 @@ from gateway_support import postgres_url_fixture  # noqa: F401  (fixture)
 from router_model.records import TrafficRecord
 from router_model.traffic_schema import ADDED, COLUMNS, encode_record
 from service.traffic import open_store
+from training.ab_report import lever_ledger
 from training.traffic import read_decisions
 
 OLD_COLUMNS = [c for c in COLUMNS if c not in ADDED]
@@ -97,8 +98,8 @@ def test_an_older_store_gains_the_column_and_keeps_its_rows(store_url: str) -> N
                 # saved 2 * (0.025 - 0.0009) = 0.0482, of which trim 0.002 and cascade -0.0005
                 assert report.total.savings_usd == pytest.approx(0.0482)
                 assert report.total.levers == pytest.approx(
-                    {"routing": 0.0467, "cache": 0.0, "trim": 0.002, "batch": 0.0,
-                     "cascade": -0.0005})
+                    {"routing": 0.0467, "ab_fixed_arm": 0.0, "fail_open": 0.0, "cache": 0.0,
+                     "trim": 0.002, "batch": 0.0, "cascade": -0.0005})
                 assert report.lever_share_pct["trim"] == pytest.approx(100 * 0.002 / 0.0482)
             finally:
                 await store.aclose()
@@ -107,3 +108,32 @@ def test_an_older_store_gains_the_column_and_keeps_its_rows(store_url: str) -> N
     after = {d.record.decision_id: d.record for d in read_decisions(store_url)}
     assert after == {old.decision_id: old, new.decision_id: new}
     assert after[new.decision_id].levers == {"cascade": -0.0005, "trim": 0.002}
+
+
+def test_fixed_arm_and_fail_open_savings_are_not_routings(store_url: str) -> None:
+    # each saves 0.025 - 0.0009 = 0.0241 by its tier choice; only the router's is routing's
+    rows = [sample(), sample(arm="always_weak", source="fixed_arm", propensity=0.5),
+            sample(source="fail_open", fail_open=True),
+            sample(arm="always_weak", source="cache", cost_usd=0.0, levers={"cache": 0.0009})]
+    assert [r.routing_savings_usd for r in rows] == pytest.approx([0.0241, 0.0, 0.0, 0.0])
+
+    async def run() -> None:
+        store = open_store(store_url)
+        await store.start()
+        try:
+            for r in rows:
+                await store.record(r)
+            report = await store.savings()
+        finally:
+            await store.aclose()
+        assert report.total.levers == pytest.approx(
+            {"routing": 0.0241, "ab_fixed_arm": 2 * 0.0241, "fail_open": 0.0241, "cache": 0.0009,
+             "trim": 0.0, "batch": 0.0, "cascade": 0.0})
+        assert report.by_arm["always_weak"].levers["routing"] == 0.0
+        assert sum(report.lever_share_pct.values()) == pytest.approx(100.0)
+
+    asyncio.run(run())
+    ledger = lever_ledger(read_decisions(store_url))  # ab-report reads the same split
+    assert {k: v["usd"] for k, v in ledger["levers"].items()} == pytest.approx(
+        {"routing": 0.0241, "ab_fixed_arm": 2 * 0.0241, "fail_open": 0.0241, "cache": 0.0009,
+         "trim": 0.0, "batch": 0.0, "cascade": 0.0})

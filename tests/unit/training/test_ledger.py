@@ -36,8 +36,9 @@ def test_lever_ledger_hand_example() -> None:
     # saved: 0.0015 + 0.002 + 0.0001 = 0.0036; routing = 0.0036 - (0.0003 + 0.0005 - 0.0001)
     assert ledger["savings_usd"] == pytest.approx(0.0036)
     usd = {k: v["usd"] for k, v in ledger["levers"].items()}
-    assert usd == pytest.approx({"routing": 0.0029, "cache": 0.0005, "trim": 0.0003,
-                                 "batch": 0.0, "cascade": -0.0001})
+    assert usd == pytest.approx({"routing": 0.0029, "ab_fixed_arm": 0.0, "fail_open": 0.0,
+                                 "cache": 0.0005, "trim": 0.0003, "batch": 0.0,
+                                 "cascade": -0.0001})
     share = {k: v["share_pct"] for k, v in ledger["levers"].items()}
     assert share["routing"] == pytest.approx(100 * 29 / 36)
     assert share["cascade"] == pytest.approx(-100 / 36)
@@ -51,9 +52,16 @@ def test_ab_report_shows_the_ledger(tmp_path: Path) -> None:
     url = write_store(tmp_path / "t.db", rows, [])
     assert main(["--db", url, "--out", str(tmp_path / "out"), "--seed", "1"]) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    # each row: top 0.002, paid 0.0005, trim 0.0005, routing 0.001
+    # each row: top 0.002, paid 0.0005, trim 0.0005, tier choice 0.001: the router's on the
+    # router arm, the fixed arm's own on "weak-arm" (never routing's)
     assert report["ledger"]["savings_usd"] == pytest.approx(4 * 0.0015)
     assert report["ledger"]["levers"]["trim"]["share_pct"] == pytest.approx(100 / 3)
     assert report["arms"]["router"]["ledger"]["levers"]["routing"]["usd"] == pytest.approx(0.002)
+    fixed = report["arms"]["weak-arm"]["ledger"]["levers"]
+    assert fixed["routing"]["usd"] == 0.0 and fixed["ab_fixed_arm"]["usd"] == pytest.approx(0.002)
     page = (tmp_path / "out" / "report.md").read_text()
-    assert "| trim | 0.002000 | 33.3% |" in page and "| routing | 0.004000 | 66.7% |" in page
+    assert "| trim | 0.002000 | 33.3% |" in page and "| routing | 0.002000 | 33.3% |" in page
+    assert "| ab_fixed_arm | 0.002000 | 33.3% |" in page
+    # no feedback at all: the saving is never headlined without saying quality is unknown
+    assert report["ledger"]["quality"] == "unknown: no feedback recorded"
+    assert "saved against the top tier; quality unknown: no feedback recorded)" in page
