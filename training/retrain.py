@@ -11,7 +11,7 @@ removed from training) and on the traffic holdout.
 
 Gate: promote only when the challenger's gate metric (APGR for two tiers, AIQ for more) is at
 most ``--margin`` below the champion's on the frozen set, and also on the traffic holdout when it
-has at least ``MIN_GATE_ROWS`` prompts and the metric is defined there; and when its median
+has at least ``retrain_gate.MIN_GATE_ROWS`` prompts and the metric is defined there; and when its median
 per-row ONNX latency is at most ``--max-slowdown`` times the champion's. The frozen set's paired
 bootstrap 95% interval of (challenger - champion) is always reported (``frozen_diff_ci95``); with
 ``--require-ci`` its lower bound must also be at least ``-margin`` (non-inferiority shown rather
@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
 from router_model.artifact import Manifest, read_bundle, write_bundle
@@ -47,13 +45,12 @@ from router_model.logs import configure_logging
 from router_model.settings import Settings
 from router_model.tiers import Tier
 from training import registry
-from training.bootstrap import paired_diff_ci
 from training.data import LabeledRow, data_sha256, group_split
 from training.dataset import Dataset, build_dataset, load_rows, make_context
 from training.export import export_checked
-from training.pipeline import default_knob, fit_calibrated, gate_metric
+from training.pipeline import default_knob, fit_calibrated
 from training.recipes import SHIPPED
-from training.report import build_report
+from training.retrain_gate import Frame, card, frozen_diff_ci, gate
 from training.traffic import (
     DEFAULT_ADEQUATE,
     TrafficLabels,
@@ -63,10 +60,6 @@ from training.traffic import (
 )
 
 logger = logging.getLogger(__name__)
-
-MIN_GATE_ROWS = 30
-TIMING_ROWS = 200
-
 
 @dataclass(frozen=True)
 class RetrainConfig:
@@ -90,14 +83,6 @@ class RetrainConfig:
     #: Also require the paired 95% interval of (challenger - champion) on the frozen set to
     #: stay above -margin (non-inferiority shown, not just a point estimate within the margin).
     require_ci: bool = False
-
-
-@dataclass(frozen=True)
-class Frame:
-    """The evaluation inputs: the frozen set and the traffic holdout (None when empty)."""
-
-    frozen: Dataset
-    traffic: Dataset | None
 
 
 def traffic_dataset(t: TrafficLabels, idx: NDArray[np.int64], tiers: Sequence[Tier]) -> Dataset:
@@ -146,70 +131,6 @@ def load_base(cfg: RetrainConfig, manifest: Manifest, tiers: Sequence[Tier]) -> 
     held = {" ".join(r.prompt.split()) for r in frozen.rows}
     keep = [i for i, r in enumerate(base.rows) if " ".join(r.prompt.split()) not in held]
     return base.subset(keep), frozen
-
-
-def card(onnx_bytes: bytes, frame: Frame, tier_names: Sequence[str]) -> dict[str, Any]:
-    """Gate metric and report figures on both evaluation sets, and per-row ONNX latency."""
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    k = len(tier_names)
-    out: dict[str, Any] = {"latency_us_per_row": row_latency_us(session, frame.frozen.X)}
-    for key, ds in (("frozen", frame.frozen), ("traffic", frame.traffic)):
-        if ds is None or len(ds.rows) == 0:
-            out[key] = None
-            continue
-        proba = np.asarray(session.run(["probabilities"], {"features": ds.X})[0], dtype=np.float64)
-        rep = build_report(ds.scores, ds.costs, tier_names, proba)
-        gate = gate_metric(rep, k)
-        out[key] = {"n": rep["n"], "gate": None if np.isnan(gate) else gate,
-                    "apgr": rep["apgr"], "aiq": rep["aiq"], "cpt50": rep["cpt50"]}
-    return out
-
-
-def frozen_diff_ci(champion: bytes, challenger: bytes, frozen: Dataset, n_tiers: int,
-                   seed: int) -> list[float] | None:
-    """Paired-bootstrap 95% interval of (challenger - champion) gate metric on the frozen set."""
-    proba = []
-    for onnx_bytes in (champion, challenger):
-        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-        out = session.run(["probabilities"], {"features": frozen.X})[0]
-        proba.append(np.asarray(out, dtype=np.float64))
-    metric = "apgr" if n_tiers == 2 else "aiq"  # as training.pipeline.gate_metric
-    return paired_diff_ci(frozen.scores, frozen.costs, proba[0], proba[1], metric, seed=seed)
-
-
-def row_latency_us(session: ort.InferenceSession, X: NDArray[np.float32]) -> float:
-    """Median microseconds to score one row (what a request pays), over up to 200 rows."""
-    rows = np.ascontiguousarray(X[:TIMING_ROWS], dtype=np.float32)
-    session.run(None, {"features": rows[:1]})  # warm-up
-    times = []
-    for i in range(len(rows)):
-        start = time.perf_counter()
-        session.run(None, {"features": rows[i: i + 1]})
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e6)
-
-
-def gate(champion: dict[str, Any], challenger: dict[str, Any], margin: float,
-         max_slowdown: float) -> tuple[bool, list[str]]:
-    """Whether the challenger may replace the champion, and why (one line per check)."""
-    reasons, ok = [], True
-    for key in ("frozen", "traffic"):
-        a, b = champion.get(key), challenger.get(key)
-        if a is None or b is None or a["gate"] is None or b["gate"] is None:
-            reasons.append(f"{key}: gate metric undefined, not checked")
-            continue
-        if key == "traffic" and a["n"] < MIN_GATE_ROWS:
-            reasons.append(f"{key}: {a['n']} rows < {MIN_GATE_ROWS}, not checked")
-            continue
-        passed = b["gate"] >= a["gate"] - margin
-        ok &= passed
-        reasons.append(f"{key}: challenger {b['gate']:.4f} vs champion {a['gate']:.4f} "
-                       f"(margin {margin}) -> {'pass' if passed else 'FAIL'}")
-    ratio = challenger["latency_us_per_row"] / max(champion["latency_us_per_row"], 1e-9)
-    fast = ratio <= max_slowdown
-    reasons.append(f"latency: {ratio:.2f}x the champion's (bound {max_slowdown}x) -> "
-                   f"{'pass' if fast else 'FAIL'}")
-    return ok and fast, reasons
 
 
 def champion_bundle(cfg: RetrainConfig) -> tuple[str, Manifest, bytes]:
