@@ -9,12 +9,17 @@ through ``training.pipeline``, export it to ONNX, and evaluate champion and chal
 through ONNX, on the same frozen set (``--eval-data``, default a seeded 20% of the base groups,
 removed from training) and on the traffic holdout.
 
+Refused (exit 2, nothing registered) when the training rows (base + traffic) fail
+``training.protocol.check_trainable``, the same floor as ``tierwise train``.
+
 Gate: promote only when the challenger's gate metric (APGR for two tiers, AIQ for more) is at
 most ``--margin`` below the champion's on the frozen set, and also on the traffic holdout when it
-has at least ``retrain_gate.MIN_GATE_ROWS`` prompts and the metric is defined there; and when its median
-per-row ONNX latency is at most ``--max-slowdown`` times the champion's. The frozen set's paired
-bootstrap 95% interval of (challenger - champion) is always reported (``frozen_diff_ci95``); with
-``--require-ci`` its lower bound must also be at least ``-margin`` (non-inferiority shown rather
+has at least ``retrain_gate.MIN_GATE_ROWS`` prompts and the metric is defined there; when its
+median per-row ONNX latency is at most ``--max-slowdown`` times the champion's; and when the
+frozen set has at least ``--min-eval-rows`` rows (default ``retrain_gate.MIN_EVAL_ROWS``, 200).
+The frozen set's paired bootstrap 95% interval of (challenger - champion) is always reported
+(``frozen_diff_ci95``); with ``--require-ci`` it must be defined and of nonzero width (a [0, 0]
+interval is no evidence) and its lower bound at least ``-margin`` (non-inferiority shown rather
 than a point estimate within the margin: on a few thousand rows the seed alone moves APGR by ~0.04,
 eight times the default margin). The challenger is always
 registered (alias ``challenger``); a promoted one also gets ``champion`` and, with
@@ -49,8 +54,9 @@ from training.data import LabeledRow, data_sha256, group_split
 from training.dataset import Dataset, build_dataset, load_rows, make_context
 from training.export import export_checked
 from training.pipeline import default_knob, fit_calibrated
-from training.recipes import SHIPPED
-from training.retrain_gate import Frame, card, frozen_diff_ci, gate
+from training.protocol import check_trainable
+from training.recipes import SHIPPED, Recipe
+from training.retrain_gate import MIN_EVAL_ROWS, Frame, card, evidence, frozen_diff_ci, gate
 from training.traffic import (
     DEFAULT_ADEQUATE,
     TrafficLabels,
@@ -83,6 +89,8 @@ class RetrainConfig:
     #: Also require the paired 95% interval of (challenger - champion) on the frozen set to
     #: stay above -margin (non-inferiority shown, not just a point estimate within the margin).
     require_ci: bool = False
+    #: The least frozen-set rows a promotion needs (fewer: the challenger is registered only).
+    min_eval_rows: int = MIN_EVAL_ROWS
 
 
 def traffic_dataset(t: TrafficLabels, idx: NDArray[np.int64], tiers: Sequence[Tier]) -> Dataset:
@@ -168,6 +176,10 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> tuple[Dataset, NDArray[np
     merged = concat(base, recent)
     weights = np.concatenate([np.ones(len(base.rows)), np.full(len(recent.rows),
                                                                cfg.traffic_weight)])
+    # the same floor as tierwise train: fewer rows cannot be fitted, calibrated and evaluated
+    check_trainable(merged, [t.name for t in tiers], Recipe(
+        name=cfg.name, tiers_file="", tolerance=manifest.label_rule.tolerance,
+        data_files=(*(str(f) for f in cfg.base_data), "traffic store (training part)")))
     holdout = traffic_dataset(labels, hold_idx, tiers) if len(hold_idx) else None
     summary = {"traffic_labeled": len(labels.labels), "traffic_train": len(train_idx),
                "traffic_holdout": len(hold_idx), "traffic_skipped": labels.skipped,
@@ -211,18 +223,16 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
     cards = {"champion": card(champ_onnx, frame, names), "challenger": card(new_onnx, frame, names)}
     promote, reasons = gate(cards["champion"], cards["challenger"], cfg.margin, cfg.max_slowdown)
     diff_ci = frozen_diff_ci(champ_onnx, new_onnx, frame.frozen, len(names), cfg.seed)
-    reasons.append(f"frozen: challenger - champion paired 95% CI {diff_ci}"
-                   + (f" (lower bound >= -margin required: "
-                      f"{'pass' if diff_ci and diff_ci[0] >= -cfg.margin else 'FAIL'})"
-                      if cfg.require_ci else ""))
-    if cfg.require_ci:
-        promote = promote and diff_ci is not None and diff_ci[0] >= -cfg.margin
+    enough, why = evidence(len(frame.frozen.rows), cfg.min_eval_rows, diff_ci, cfg.margin,
+                           cfg.require_ci)
+    promote, reasons = promote and enough, reasons + why
     decision: dict[str, Any] = {
         "name": cfg.name, "promoted": promote, "reasons": reasons, "cards": cards, "data": summary,
         "champion_version": champ_version, "margin": cfg.margin,
         "max_slowdown": cfg.max_slowdown, "traffic_weight": cfg.traffic_weight,
         "challenger_model_version": new_manifest.model_version,
         "frozen_diff_ci95": diff_ci, "require_ci": cfg.require_ci,
+        "min_eval_rows": cfg.min_eval_rows,
     }
     bundle = write_bundle(cfg.out / "challenger", new_manifest, new_onnx)
     path = cfg.out / "retrain_decision.json"
@@ -289,6 +299,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--require-ci", action="store_true",
                    help="promote only when the paired 95%% CI of challenger - champion on the "
                         "frozen set has its lower bound >= -margin")
+    p.add_argument("--min-eval-rows", type=int, default=MIN_EVAL_ROWS,
+                   help="frozen-set rows (>= 1) a promotion needs; fewer: registered, not promoted")
     p.add_argument("--holdout-fraction", type=_number(0, 1, hi_open=True), default=0.2,
                    help="share in [0, 1) of the latest labeled traffic prompts held out")
     p.add_argument("--bundle-out", type=Path, help="write a promoted bundle here (service watch)")
@@ -299,7 +311,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tierwise retrain``: 0 whether or not promoted, 2 on bad input."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.min_eval_rows < 1:
+        parser.error(f"--min-eval-rows {args.min_eval_rows}: must be at least 1")
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     t = settings.training
@@ -316,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_slowdown=args.max_slowdown, holdout_fraction=args.holdout_fraction,
             bundle_out=args.bundle_out, estimator=args.estimator,
             seed=t.seed if args.seed is None else args.seed, require_ci=args.require_ci,
+            min_eval_rows=args.min_eval_rows,
         )
         run_retrain(cfg)
     except RouterError as exc:

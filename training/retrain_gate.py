@@ -18,6 +18,9 @@ from training.pipeline import gate_metric
 from training.report import build_report
 
 MIN_GATE_ROWS = 30
+#: The least frozen-set rows a promotion needs (``--min-eval-rows``): on fewer, the gate metric's
+#: sampling noise dwarfs any margin (APGR moves by ~0.04 with the seed on a few thousand rows).
+MIN_EVAL_ROWS = 200
 TIMING_ROWS = 200
 
 
@@ -91,3 +94,25 @@ def gate(champion: dict[str, Any], challenger: dict[str, Any], margin: float,
     reasons.append(f"latency: {ratio:.2f}x the champion's (bound {max_slowdown}x) -> "
                    f"{'pass' if fast else 'FAIL'}")
     return ok and fast, reasons
+
+
+def evidence(frozen_rows: int, min_rows: int, diff_ci: list[float] | None, margin: float,
+             require_ci: bool) -> tuple[bool, list[str]]:
+    """Whether the frozen set is evidence enough to promote, and why (one line per check).
+
+    The frozen set needs at least ``min_rows`` rows. With ``require_ci`` the paired interval of
+    (challenger - champion) must exist, have width (a zero-width one, e.g. [0, 0], means the
+    resamples never disagreed: too few or identical decisions, no evidence), and a lower bound at
+    least ``-margin``.
+    """
+    enough = frozen_rows >= min_rows
+    reasons = [f"frozen: {frozen_rows} rows (at least {min_rows} needed to promote) -> "
+               f"{'pass' if enough else 'FAIL'}"]
+    line = f"frozen: challenger - champion paired 95% CI {diff_ci}"
+    if not require_ci:
+        return enough, [*reasons, line]
+    if diff_ci is None or not diff_ci[1] > diff_ci[0]:
+        return False, [*reasons, f"{line} (undefined or zero-width: no evidence) -> FAIL"]
+    shown = diff_ci[0] >= -margin
+    return enough and shown, [*reasons, f"{line} (lower bound >= -margin required: "
+                                        f"{'pass' if shown else 'FAIL'})"]
