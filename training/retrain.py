@@ -9,6 +9,21 @@ through ``training.pipeline``, export it to ONNX, and evaluate champion and chal
 through ONNX, on the same frozen set (``--eval-data``, default a seeded 20% of the base groups,
 removed from training) and on the traffic holdout.
 
+What "champion" means in that comparison (``champion_judged`` in the decision): neither side is
+scored on rows it was fitted on. Without ``--eval-data`` the registered champion artifact was
+fitted on all the base data, frozen rows included, so it is not scored itself: its configuration
+(the estimator and feature set its manifest records) is refitted with
+``training.pipeline.fit_calibrated`` on the base training split (the base data minus the frozen
+groups; no traffic) and exported, and that refit is compared with the challenger (the same
+configuration, or ``--estimator``, fitted on that split + traffic training rows), both scored on
+the frozen base split and the traffic holdout: the gate asks whether the new traffic improves
+the champion's recipe. With ``--eval-data`` (which must be disjoint from the champion's training
+data) the champion artifact itself is scored. Overlap is refused (exit 2) when the manifest shows
+it: its ``train_data_sha256`` is the eval file's, or the base files' while the eval file shares
+prompts with them; the manifest keeps no per-prompt hashes, so other overlap cannot be detected
+(it is only warned about when the eval file shares prompts with ``--base-data``). Either way the
+version registered, and promoted, is the challenger.
+
 Refused (exit 2, nothing registered) when the training rows (base + traffic) fail
 ``training.protocol.check_trainable``, the same floor as ``tierwise train``.
 
@@ -56,7 +71,16 @@ from training.export import export_checked
 from training.pipeline import default_knob, fit_calibrated
 from training.protocol import check_trainable
 from training.recipes import SHIPPED, Recipe
-from training.retrain_gate import MIN_EVAL_ROWS, Frame, card, evidence, frozen_diff_ci, gate
+from training.retrain_gate import (
+    MIN_EVAL_ROWS,
+    Frame,
+    card,
+    check_disjoint,
+    evidence,
+    frozen_diff_ci,
+    gate,
+    refit_champion,
+)
 from training.traffic import (
     DEFAULT_ADEQUATE,
     TrafficLabels,
@@ -138,6 +162,7 @@ def load_base(cfg: RetrainConfig, manifest: Manifest, tiers: Sequence[Tier]) -> 
                            source=str(cfg.eval_data))
     held = {" ".join(r.prompt.split()) for r in frozen.rows}
     keep = [i for i, r in enumerate(base.rows) if " ".join(r.prompt.split()) not in held]
+    check_disjoint(manifest, cfg.eval_data, cfg.base_data, len(base.rows) - len(keep))
     return base.subset(keep), frozen
 
 
@@ -157,9 +182,20 @@ def champion_bundle(cfg: RetrainConfig) -> tuple[str, Manifest, bytes]:
     return version, manifest, onnx_bytes
 
 
-def prepare(cfg: RetrainConfig, manifest: Manifest) -> tuple[Dataset, NDArray[np.float64], Frame,
-                                                             dict[str, Any]]:
-    """(training rows, their weights, evaluation frame, data summary).
+@dataclass(frozen=True)
+class Prepared:
+    """The rows of one retrain: the challenger's (and weights), the base split alone, the
+    evaluation frame and a data summary."""
+
+    train: Dataset
+    weights: NDArray[np.float64]
+    base: Dataset
+    frame: Frame
+    summary: dict[str, Any]
+
+
+def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
+    """The training rows and their weights, the base split, the evaluation frame and a summary.
 
     Raises:
         InvalidData: when the store holds no usable labeled traffic or a file is malformed.
@@ -186,7 +222,7 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> tuple[Dataset, NDArray[np
                "base_rows": len(base.rows), "frozen_rows": len(frozen.rows),
                "label_shares": np.bincount(merged.labels, minlength=len(tiers)).tolist()}
     logger.info("retrain data: %s", summary)
-    return merged, weights, Frame(frozen, holdout), summary
+    return Prepared(merged, weights, base, Frame(frozen, holdout), summary)
 
 
 def fit_challenger(cfg: RetrainConfig, manifest: Manifest, ds: Dataset,
@@ -217,11 +253,18 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
         InvalidData: when there is no usable labeled traffic or an input file is malformed.
     """
     champ_version, manifest, champ_onnx = champion_bundle(cfg)
-    ds, weights, frame, summary = prepare(cfg, manifest)
-    new_manifest, new_onnx = fit_challenger(cfg, manifest, ds, weights)
+    prep = prepare(cfg, manifest)
+    frame, summary = prep.frame, prep.summary
+    new_manifest, new_onnx = fit_challenger(cfg, manifest, prep.train, prep.weights)
     names = list(manifest.classes)
+    judged = "artifact" if cfg.eval_data is not None else "refit on base-train"
+    if cfg.eval_data is None:  # the artifact was fitted on the frozen rows: judge its recipe
+        champ_onnx = refit_champion(manifest, prep.base, cfg.seed)
     cards = {"champion": card(champ_onnx, frame, names), "challenger": card(new_onnx, frame, names)}
     promote, reasons = gate(cards["champion"], cards["challenger"], cfg.margin, cfg.max_slowdown)
+    reasons.insert(0, f"champion judged: {judged}" + (
+        f" (version {champ_version}'s estimator {manifest.estimator!r} fitted on the base split "
+        "the frozen set is held out of)" if cfg.eval_data is None else " (on --eval-data)"))
     diff_ci = frozen_diff_ci(champ_onnx, new_onnx, frame.frozen, len(names), cfg.seed)
     enough, why = evidence(len(frame.frozen.rows), cfg.min_eval_rows, diff_ci, cfg.margin,
                            cfg.require_ci)
@@ -232,7 +275,7 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
         "max_slowdown": cfg.max_slowdown, "traffic_weight": cfg.traffic_weight,
         "challenger_model_version": new_manifest.model_version,
         "frozen_diff_ci95": diff_ci, "require_ci": cfg.require_ci,
-        "min_eval_rows": cfg.min_eval_rows,
+        "min_eval_rows": cfg.min_eval_rows, "champion_judged": judged,
     }
     bundle = write_bundle(cfg.out / "challenger", new_manifest, new_onnx)
     path = cfg.out / "retrain_decision.json"

@@ -1,21 +1,30 @@
-"""The retrain gate: champion and challenger scored through ONNX on the same evaluation sets,
-and the rule that decides whether the challenger replaces the champion (``training.retrain``)."""
+"""The retrain gate: what stands for the champion (``refit_champion``, ``check_disjoint``),
+champion and challenger scored through ONNX on the same evaluation sets, and the rule that decides
+whether the challenger replaces the champion (``training.retrain``)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from router_model.artifact import Manifest
+from router_model.errors import InvalidData
 from training.bootstrap import paired_diff_ci
+from training.data import data_sha256
 from training.dataset import Dataset
-from training.pipeline import gate_metric
+from training.export import export_checked
+from training.pipeline import fit_calibrated, gate_metric
 from training.report import build_report
+
+logger = logging.getLogger(__name__)
 
 MIN_GATE_ROWS = 30
 #: The least frozen-set rows a promotion needs (``--min-eval-rows``): on fewer, the gate metric's
@@ -116,3 +125,36 @@ def evidence(frozen_rows: int, min_rows: int, diff_ci: list[float] | None, margi
     shown = diff_ci[0] >= -margin
     return enough and shown, [*reasons, f"{line} (lower bound >= -margin required: "
                                         f"{'pass' if shown else 'FAIL'})"]
+
+
+def check_disjoint(manifest: Manifest, eval_data: Path, base_data: Sequence[Path],
+                   shared: int) -> None:
+    """Refuse an ``--eval-data`` the champion artifact is known to have been fitted on.
+
+    The manifest keeps only a hash of the training files (``train_data_sha256``), not per-row
+    hashes: overlap is known only when that hash is the eval file's, or the base files' and the
+    eval file shares prompts with them. Otherwise shared prompts are only warned about.
+
+    Raises:
+        InvalidData: when the champion was fitted on rows of ``--eval-data``.
+    """
+    trained_on = manifest.train_data_sha256
+    if trained_on == data_sha256([eval_data]) or (
+            shared and trained_on == data_sha256(base_data)):
+        raise InvalidData(
+            f"--eval-data {eval_data}: the champion was fitted on these rows (its manifest's "
+            "train_data_sha256 matches); give an evaluation file disjoint from its training "
+            "data, or leave --eval-data out to compare it refitted on the base split")
+    if shared:
+        logger.warning("--eval-data shares %d prompts with --base-data (removed from training); "
+                       "whether the champion was fitted on them cannot be told", shared)
+
+
+def refit_champion(manifest: Manifest, base: Dataset, seed: int) -> bytes:
+    """The champion's configuration (its manifest's estimator and feature set) fitted and
+    calibrated on the base training split only, exported: what the gate judges by default,
+    since the champion artifact itself was fitted on the rows the frozen set is drawn from."""
+    k = len(manifest.classes)
+    fitted = fit_calibrated(base, manifest.estimator, k, seed)
+    onnx_bytes, _ = export_checked(fitted.estimator, base.X[fitted.cal_idx], k)
+    return onnx_bytes
