@@ -170,8 +170,9 @@ def champion_bundle(cfg: RetrainConfig) -> tuple[str, Manifest, bytes]:
     """The registered champion's version, manifest and ONNX bytes.
 
     Raises:
-        NotFound: when the registry has no champion for ``cfg.name``.
+        NotFound: when the store is missing or unreachable, or has no champion for ``cfg.name``.
     """
+    registry.check_store(cfg.tracking_uri)  # else a missing store reads as "no champion"
     version = registry.alias_version(cfg.tracking_uri, cfg.name, registry.CHAMPION)
     if version is None:
         raise NotFound(f"registry {cfg.tracking_uri} has no '{registry.CHAMPION}' for "
