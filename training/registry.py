@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,39 @@ class RunRecord:
     name: str
     version: str
     model_uri: str
+
+
+#: Seconds a tracking server gets to answer the reachability probe of ``check_store``.
+PROBE_TIMEOUT_S = 5.0
+
+
+def check_store(tracking_uri: str) -> None:
+    """Refuse a tracking store that is not there before reading from it.
+
+    MLflow would create a missing SQLite file (and its folders) and then report an empty
+    registry, and would retry an unreachable server for minutes; a read must say which it is.
+    Only the ``sqlite:///`` and ``http(s)://`` schemes are checked.
+
+    Raises:
+        NotFound: a SQLite store whose file does not exist (nothing is created), or a tracking
+            server that does not answer within ``PROBE_TIMEOUT_S`` (any HTTP answer counts).
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise NotFound(f"MLflow store {tracking_uri}: no such file ({path}); nothing created")
+    elif tracking_uri.startswith(("http://", "https://")):
+        probe = tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(probe, timeout=PROBE_TIMEOUT_S):
+                pass
+        except urllib.error.HTTPError:
+            return  # it answered: reachable, whatever the status
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise NotFound(
+                f"MLflow tracking server {tracking_uri} is unreachable ({reason})"
+            ) from exc
 
 
 def _mlflow(tracking_uri: str) -> Any:
@@ -116,9 +151,11 @@ def materialize(tracking_uri: str, model_uri: str, dest: Path | None = None) -> 
     """Download ``models:/<name>@<alias>`` (or any models:/ URI) into a local bundle directory.
 
     Raises:
-        NotFound: when the registry has no such model, version or alias.
+        NotFound: when the store is missing or unreachable (``check_store``), or the registry
+            has no such model, version or alias.
         ArtifactMismatch: when what was downloaded is not a bundle.
     """
+    check_store(tracking_uri)
     mlflow = _mlflow(tracking_uri)
     target = dest or Path(tempfile.mkdtemp(prefix="tierwise-bundle-"))
     try:

@@ -9,12 +9,32 @@ through ``training.pipeline``, export it to ONNX, and evaluate champion and chal
 through ONNX, on the same frozen set (``--eval-data``, default a seeded 20% of the base groups,
 removed from training) and on the traffic holdout.
 
+What "champion" means in that comparison (``champion_judged`` in the decision): neither side is
+scored on rows it was fitted on. Without ``--eval-data`` the registered champion artifact was
+fitted on all the base data, frozen rows included, so it is not scored itself: its configuration
+(the estimator and feature set its manifest records) is refitted with
+``training.pipeline.fit_calibrated`` on the base training split (the base data minus the frozen
+groups; no traffic) and exported, and that refit is compared with the challenger (the same
+configuration, or ``--estimator``, fitted on that split + traffic training rows), both scored on
+the frozen base split and the traffic holdout: the gate asks whether the new traffic improves
+the champion's recipe. With ``--eval-data`` (which must be disjoint from the champion's training
+data) the champion artifact itself is scored. Overlap is refused (exit 2) when the manifest shows
+it: its ``train_data_sha256`` is the eval file's, or the base files' while the eval file shares
+prompts with them; the manifest keeps no per-prompt hashes, so other overlap cannot be detected
+(it is only warned about when the eval file shares prompts with ``--base-data``). Either way the
+version registered, and promoted, is the challenger.
+
+Refused (exit 2, nothing registered) when the training rows (base + traffic) fail
+``training.protocol.check_trainable``, the same floor as ``tierwise train``.
+
 Gate: promote only when the challenger's gate metric (APGR for two tiers, AIQ for more) is at
 most ``--margin`` below the champion's on the frozen set, and also on the traffic holdout when it
-has at least ``MIN_GATE_ROWS`` prompts and the metric is defined there; and when its median
-per-row ONNX latency is at most ``--max-slowdown`` times the champion's. The frozen set's paired
-bootstrap 95% interval of (challenger - champion) is always reported (``frozen_diff_ci95``); with
-``--require-ci`` its lower bound must also be at least ``-margin`` (non-inferiority shown rather
+has at least ``retrain_gate.MIN_GATE_ROWS`` prompts and the metric is defined there; when its
+median per-row ONNX latency is at most ``--max-slowdown`` times the champion's; and when the
+frozen set has at least ``--min-eval-rows`` rows (default ``retrain_gate.MIN_EVAL_ROWS``, 200).
+The frozen set's paired bootstrap 95% interval of (challenger - champion) is always reported
+(``frozen_diff_ci95``); with ``--require-ci`` it must be defined and of nonzero width (a [0, 0]
+interval is no evidence) and its lower bound at least ``-margin`` (non-inferiority shown rather
 than a point estimate within the margin: on a few thousand rows the seed alone moves APGR by ~0.04,
 eight times the default margin). The challenger is always
 registered (alias ``challenger``); a promoted one also gets ``champion`` and, with
@@ -30,15 +50,13 @@ import argparse
 import hashlib
 import json
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
 from router_model.artifact import Manifest, read_bundle, write_bundle
@@ -47,13 +65,22 @@ from router_model.logs import configure_logging
 from router_model.settings import Settings
 from router_model.tiers import Tier
 from training import registry
-from training.bootstrap import paired_diff_ci
 from training.data import LabeledRow, data_sha256, group_split
 from training.dataset import Dataset, build_dataset, load_rows, make_context
 from training.export import export_checked
-from training.pipeline import default_knob, fit_calibrated, gate_metric
-from training.recipes import SHIPPED
-from training.report import build_report
+from training.pipeline import default_knob, fit_calibrated
+from training.protocol import check_trainable
+from training.recipes import SHIPPED, Recipe
+from training.retrain_gate import (
+    MIN_EVAL_ROWS,
+    Frame,
+    card,
+    check_disjoint,
+    evidence,
+    frozen_diff_ci,
+    gate,
+    refit_champion,
+)
 from training.traffic import (
     DEFAULT_ADEQUATE,
     TrafficLabels,
@@ -63,10 +90,6 @@ from training.traffic import (
 )
 
 logger = logging.getLogger(__name__)
-
-MIN_GATE_ROWS = 30
-TIMING_ROWS = 200
-
 
 @dataclass(frozen=True)
 class RetrainConfig:
@@ -90,14 +113,8 @@ class RetrainConfig:
     #: Also require the paired 95% interval of (challenger - champion) on the frozen set to
     #: stay above -margin (non-inferiority shown, not just a point estimate within the margin).
     require_ci: bool = False
-
-
-@dataclass(frozen=True)
-class Frame:
-    """The evaluation inputs: the frozen set and the traffic holdout (None when empty)."""
-
-    frozen: Dataset
-    traffic: Dataset | None
+    #: The least frozen-set rows a promotion needs (fewer: the challenger is registered only).
+    min_eval_rows: int = MIN_EVAL_ROWS
 
 
 def traffic_dataset(t: TrafficLabels, idx: NDArray[np.int64], tiers: Sequence[Tier]) -> Dataset:
@@ -145,79 +162,17 @@ def load_base(cfg: RetrainConfig, manifest: Manifest, tiers: Sequence[Tier]) -> 
                            source=str(cfg.eval_data))
     held = {" ".join(r.prompt.split()) for r in frozen.rows}
     keep = [i for i, r in enumerate(base.rows) if " ".join(r.prompt.split()) not in held]
+    check_disjoint(manifest, cfg.eval_data, cfg.base_data, len(base.rows) - len(keep))
     return base.subset(keep), frozen
-
-
-def card(onnx_bytes: bytes, frame: Frame, tier_names: Sequence[str]) -> dict[str, Any]:
-    """Gate metric and report figures on both evaluation sets, and per-row ONNX latency."""
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    k = len(tier_names)
-    out: dict[str, Any] = {"latency_us_per_row": row_latency_us(session, frame.frozen.X)}
-    for key, ds in (("frozen", frame.frozen), ("traffic", frame.traffic)):
-        if ds is None or len(ds.rows) == 0:
-            out[key] = None
-            continue
-        proba = np.asarray(session.run(["probabilities"], {"features": ds.X})[0], dtype=np.float64)
-        rep = build_report(ds.scores, ds.costs, tier_names, proba)
-        gate = gate_metric(rep, k)
-        out[key] = {"n": rep["n"], "gate": None if np.isnan(gate) else gate,
-                    "apgr": rep["apgr"], "aiq": rep["aiq"], "cpt50": rep["cpt50"]}
-    return out
-
-
-def frozen_diff_ci(champion: bytes, challenger: bytes, frozen: Dataset, n_tiers: int,
-                   seed: int) -> list[float] | None:
-    """Paired-bootstrap 95% interval of (challenger - champion) gate metric on the frozen set."""
-    proba = []
-    for onnx_bytes in (champion, challenger):
-        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-        out = session.run(["probabilities"], {"features": frozen.X})[0]
-        proba.append(np.asarray(out, dtype=np.float64))
-    metric = "apgr" if n_tiers == 2 else "aiq"  # as training.pipeline.gate_metric
-    return paired_diff_ci(frozen.scores, frozen.costs, proba[0], proba[1], metric, seed=seed)
-
-
-def row_latency_us(session: ort.InferenceSession, X: NDArray[np.float32]) -> float:
-    """Median microseconds to score one row (what a request pays), over up to 200 rows."""
-    rows = np.ascontiguousarray(X[:TIMING_ROWS], dtype=np.float32)
-    session.run(None, {"features": rows[:1]})  # warm-up
-    times = []
-    for i in range(len(rows)):
-        start = time.perf_counter()
-        session.run(None, {"features": rows[i: i + 1]})
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e6)
-
-
-def gate(champion: dict[str, Any], challenger: dict[str, Any], margin: float,
-         max_slowdown: float) -> tuple[bool, list[str]]:
-    """Whether the challenger may replace the champion, and why (one line per check)."""
-    reasons, ok = [], True
-    for key in ("frozen", "traffic"):
-        a, b = champion.get(key), challenger.get(key)
-        if a is None or b is None or a["gate"] is None or b["gate"] is None:
-            reasons.append(f"{key}: gate metric undefined, not checked")
-            continue
-        if key == "traffic" and a["n"] < MIN_GATE_ROWS:
-            reasons.append(f"{key}: {a['n']} rows < {MIN_GATE_ROWS}, not checked")
-            continue
-        passed = b["gate"] >= a["gate"] - margin
-        ok &= passed
-        reasons.append(f"{key}: challenger {b['gate']:.4f} vs champion {a['gate']:.4f} "
-                       f"(margin {margin}) -> {'pass' if passed else 'FAIL'}")
-    ratio = challenger["latency_us_per_row"] / max(champion["latency_us_per_row"], 1e-9)
-    fast = ratio <= max_slowdown
-    reasons.append(f"latency: {ratio:.2f}x the champion's (bound {max_slowdown}x) -> "
-                   f"{'pass' if fast else 'FAIL'}")
-    return ok and fast, reasons
 
 
 def champion_bundle(cfg: RetrainConfig) -> tuple[str, Manifest, bytes]:
     """The registered champion's version, manifest and ONNX bytes.
 
     Raises:
-        NotFound: when the registry has no champion for ``cfg.name``.
+        NotFound: when the store is missing or unreachable, or has no champion for ``cfg.name``.
     """
+    registry.check_store(cfg.tracking_uri)  # else a missing store reads as "no champion"
     version = registry.alias_version(cfg.tracking_uri, cfg.name, registry.CHAMPION)
     if version is None:
         raise NotFound(f"registry {cfg.tracking_uri} has no '{registry.CHAMPION}' for "
@@ -228,9 +183,20 @@ def champion_bundle(cfg: RetrainConfig) -> tuple[str, Manifest, bytes]:
     return version, manifest, onnx_bytes
 
 
-def prepare(cfg: RetrainConfig, manifest: Manifest) -> tuple[Dataset, NDArray[np.float64], Frame,
-                                                             dict[str, Any]]:
-    """(training rows, their weights, evaluation frame, data summary).
+@dataclass(frozen=True)
+class Prepared:
+    """The rows of one retrain: the challenger's (and weights), the base split alone, the
+    evaluation frame and a data summary."""
+
+    train: Dataset
+    weights: NDArray[np.float64]
+    base: Dataset
+    frame: Frame
+    summary: dict[str, Any]
+
+
+def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
+    """The training rows and their weights, the base split, the evaluation frame and a summary.
 
     Raises:
         InvalidData: when the store holds no usable labeled traffic or a file is malformed.
@@ -247,13 +213,17 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> tuple[Dataset, NDArray[np
     merged = concat(base, recent)
     weights = np.concatenate([np.ones(len(base.rows)), np.full(len(recent.rows),
                                                                cfg.traffic_weight)])
+    # the same floor as tierwise train: fewer rows cannot be fitted, calibrated and evaluated
+    check_trainable(merged, [t.name for t in tiers], Recipe(
+        name=cfg.name, tiers_file="", tolerance=manifest.label_rule.tolerance,
+        data_files=(*(str(f) for f in cfg.base_data), "traffic store (training part)")))
     holdout = traffic_dataset(labels, hold_idx, tiers) if len(hold_idx) else None
     summary = {"traffic_labeled": len(labels.labels), "traffic_train": len(train_idx),
                "traffic_holdout": len(hold_idx), "traffic_skipped": labels.skipped,
                "base_rows": len(base.rows), "frozen_rows": len(frozen.rows),
                "label_shares": np.bincount(merged.labels, minlength=len(tiers)).tolist()}
     logger.info("retrain data: %s", summary)
-    return merged, weights, Frame(frozen, holdout), summary
+    return Prepared(merged, weights, base, Frame(frozen, holdout), summary)
 
 
 def fit_challenger(cfg: RetrainConfig, manifest: Manifest, ds: Dataset,
@@ -284,24 +254,29 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
         InvalidData: when there is no usable labeled traffic or an input file is malformed.
     """
     champ_version, manifest, champ_onnx = champion_bundle(cfg)
-    ds, weights, frame, summary = prepare(cfg, manifest)
-    new_manifest, new_onnx = fit_challenger(cfg, manifest, ds, weights)
+    prep = prepare(cfg, manifest)
+    frame, summary = prep.frame, prep.summary
+    new_manifest, new_onnx = fit_challenger(cfg, manifest, prep.train, prep.weights)
     names = list(manifest.classes)
+    judged = "artifact" if cfg.eval_data is not None else "refit on base-train"
+    if cfg.eval_data is None:  # the artifact was fitted on the frozen rows: judge its recipe
+        champ_onnx = refit_champion(manifest, prep.base, cfg.seed)
     cards = {"champion": card(champ_onnx, frame, names), "challenger": card(new_onnx, frame, names)}
     promote, reasons = gate(cards["champion"], cards["challenger"], cfg.margin, cfg.max_slowdown)
+    reasons.insert(0, f"champion judged: {judged}" + (
+        f" (version {champ_version}'s estimator {manifest.estimator!r} fitted on the base split "
+        "the frozen set is held out of)" if cfg.eval_data is None else " (on --eval-data)"))
     diff_ci = frozen_diff_ci(champ_onnx, new_onnx, frame.frozen, len(names), cfg.seed)
-    reasons.append(f"frozen: challenger - champion paired 95% CI {diff_ci}"
-                   + (f" (lower bound >= -margin required: "
-                      f"{'pass' if diff_ci and diff_ci[0] >= -cfg.margin else 'FAIL'})"
-                      if cfg.require_ci else ""))
-    if cfg.require_ci:
-        promote = promote and diff_ci is not None and diff_ci[0] >= -cfg.margin
+    enough, why = evidence(len(frame.frozen.rows), cfg.min_eval_rows, diff_ci, cfg.margin,
+                           cfg.require_ci)
+    promote, reasons = promote and enough, reasons + why
     decision: dict[str, Any] = {
         "name": cfg.name, "promoted": promote, "reasons": reasons, "cards": cards, "data": summary,
         "champion_version": champ_version, "margin": cfg.margin,
         "max_slowdown": cfg.max_slowdown, "traffic_weight": cfg.traffic_weight,
         "challenger_model_version": new_manifest.model_version,
         "frozen_diff_ci95": diff_ci, "require_ci": cfg.require_ci,
+        "min_eval_rows": cfg.min_eval_rows, "champion_judged": judged,
     }
     bundle = write_bundle(cfg.out / "challenger", new_manifest, new_onnx)
     path = cfg.out / "retrain_decision.json"
@@ -326,6 +301,25 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
     return decision
 
 
+def _number(lo: float, hi: float, *, lo_open: bool = False,
+            hi_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a float in the interval from ``lo`` to ``hi`` (open ends as told)."""
+    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        below = value <= lo if lo_open else value < lo
+        above = value >= hi if hi_open else value > hi
+        if np.isnan(value) or below or above:
+            raise argparse.ArgumentTypeError(f"{text} is outside {left}{lo}, {hi}{right}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tierwise retrain", description=__doc__)
     p.add_argument("--db", required=True, help="traffic store URL (sqlite:///PATH, postgresql://)")
@@ -335,15 +329,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-data", type=Path, nargs="+", help="labeled JSONL (default: recipe's)")
     p.add_argument("--eval-data", type=Path, help="frozen evaluation JSONL")
     p.add_argument("--since", help="only traffic at or after this ISO 8601 time")
-    p.add_argument("--traffic-weight", type=float, default=2.0)
-    p.add_argument("--adequate", type=float, default=DEFAULT_ADEQUATE,
-                   help="feedback score at or above which an answer was adequate")
-    p.add_argument("--margin", type=float, default=0.005)
-    p.add_argument("--max-slowdown", type=float, default=1.5)
+    p.add_argument("--traffic-weight", type=_number(0, np.inf, lo_open=True, hi_open=True),
+                   default=2.0, help="weight of a traffic row (a base row weighs 1); > 0")
+    # feedback values are in [0, 1]: a threshold outside it labels every answer alike
+    p.add_argument("--adequate", type=_number(0, 1), default=DEFAULT_ADEQUATE,
+                   help="feedback score in [0, 1] at or above which an answer was adequate")
+    # APGR and AIQ differences lie within [-1, 1]; a negative margin demands a gain instead
+    p.add_argument("--margin", type=_number(0, 1), default=0.005,
+                   help="how far in [0, 1] the challenger may fall below the champion")
+    # below 1 the challenger must be faster than the champion, which timing noise decides
+    p.add_argument("--max-slowdown", type=_number(1, np.inf, hi_open=True), default=1.5,
+                   help="latency bound as a multiple (>= 1) of the champion's")
     p.add_argument("--require-ci", action="store_true",
                    help="promote only when the paired 95%% CI of challenger - champion on the "
                         "frozen set has its lower bound >= -margin")
-    p.add_argument("--holdout-fraction", type=float, default=0.2)
+    p.add_argument("--min-eval-rows", type=int, default=MIN_EVAL_ROWS,
+                   help="frozen-set rows (>= 1) a promotion needs; fewer: registered, not promoted")
+    p.add_argument("--holdout-fraction", type=_number(0, 1, hi_open=True), default=0.2,
+                   help="share in [0, 1) of the latest labeled traffic prompts held out")
     p.add_argument("--bundle-out", type=Path, help="write a promoted bundle here (service watch)")
     p.add_argument("--estimator", help="estimator of the challenger (default: the champion's)")
     p.add_argument("--seed", type=int, default=None)
@@ -352,7 +355,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tierwise retrain``: 0 whether or not promoted, 2 on bad input."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.min_eval_rows < 1:
+        parser.error(f"--min-eval-rows {args.min_eval_rows}: must be at least 1")
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     t = settings.training
@@ -362,8 +368,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not base:
             raise InvalidData(f"{args.name!r} is not a shipped recipe: name --base-data FILES")
-        if not 0.0 <= args.holdout_fraction < 1.0 or args.traffic_weight <= 0:
-            raise InvalidData("--holdout-fraction must be in [0, 1) and --traffic-weight > 0")
         cfg = RetrainConfig(
             db=args.db, name=args.name, tracking_uri=args.tracking_uri or t.mlflow_tracking_uri,
             out=args.out, base_data=base, eval_data=args.eval_data, since=parse_since(args.since),
@@ -371,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_slowdown=args.max_slowdown, holdout_fraction=args.holdout_fraction,
             bundle_out=args.bundle_out, estimator=args.estimator,
             seed=t.seed if args.seed is None else args.seed, require_ci=args.require_ci,
+            min_eval_rows=args.min_eval_rows,
         )
         run_retrain(cfg)
     except RouterError as exc:

@@ -19,7 +19,9 @@ first, assuming adequacy is monotone in the tier (a dearer tier is at least as g
   ``unidentified``.
 
 Cache rows (``source == "cache"``: answers replayed from the gateway's response cache) are never
-labels: skipped as ``cache_hit``. Rows whose stored features were computed by other feature code
+labels: skipped as ``cache_hit``. Rows with no stored features (the router scored nothing) are
+skipped as ``passthrough`` (the client named the model) or ``no_features`` (any other source, e.g.
+a request that failed open). Rows whose stored features were computed by other feature code
 (``feature_version`` or width differs) are skipped as ``feature_mismatch``; they can only be used
 again after re-featurizing.
 """
@@ -196,6 +198,8 @@ def _usable(d: Decision, tier_index: dict[str, int], width: int) -> str | None:
         return "unlabelled"
     if r.status >= 400 or r.tier not in tier_index:
         return "not_answered"
+    if not r.features:  # nothing was scored: not a mismatch, there is nothing to re-featurize
+        return "passthrough" if r.source == "passthrough" else "no_features"
     if r.feature_version != FEATURE_VERSION or len(r.features) != width:
         return "feature_mismatch"
     return None

@@ -56,7 +56,9 @@ def test_replay_ab_report_retrain(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     registry.log_and_register(uri, name="tiny_fast", bundle_dir=fast_bundle, params={},
                               metrics={}, alias=registry.CHAMPION)
-    common = ["--db", db, "--tracking-uri", uri, "--base-data", str(DATA), "--seed", "0"]
+    # the fixture's frozen set has ~24 rows: below the default floor of 200, nothing promotes
+    common = ["--db", db, "--tracking-uri", uri, "--base-data", str(DATA), "--seed", "0",
+              "--min-eval-rows", "10"]
     # bad input: a registry without that champion, a store without labels, a label out of
     # [0, 1], a missing store -> 2, nothing written or registered
     assert retrain_main([*common, "--name", "nobody", "--out", str(tmp_path / "x")]) == 2
@@ -114,6 +116,9 @@ def test_replay_ab_report_retrain(
                              margin, "--max-slowdown", "100", "--require-ci"]) == 0
         ci = json.loads((out / "retrain_decision.json").read_text())
         lo = ci["frozen_diff_ci95"][0]
-        assert ci["require_ci"] and any("lower bound >= -margin" in r for r in ci["reasons"])
-        # the point gate passes at both margins here, so the interval decides
-        assert ci["promoted"] == (lo >= -float(margin))
+        assert ci["require_ci"] and any("paired 95% CI" in r and "-> FAIL" in r
+                                        or "lower bound >= -margin" in r for r in ci["reasons"])
+        # the point gate passes at both margins here, so the interval decides (a zero-width
+        # interval is no evidence)
+        hi = ci["frozen_diff_ci95"][1]
+        assert ci["promoted"] == (lo >= -float(margin) and hi > lo)

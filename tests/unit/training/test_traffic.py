@@ -49,6 +49,21 @@ def test_read_and_label(tmp_path: Path) -> None:
     assert [d.record.decision_id for d in later] == ["d3", "d4", "d5"]
 
 
+def test_rows_without_features_have_their_own_reason(tmp_path: Path) -> None:
+    plain = record(0, "router", "weak")
+    recs = [plain,
+            plain.model_copy(update={"decision_id": "d1", "prompt_sha256": "p1",
+                                     "source": "passthrough", "features": [],
+                                     "feature_version": None}),
+            plain.model_copy(update={"decision_id": "d2", "prompt_sha256": "p2",
+                                     "features": [], "feature_version": None}),
+            record(3, "router", "weak", feature_version=999)]
+    url = write_store(tmp_path / "t.db", recs, [(f"d{i}", 1.0) for i in range(4)])
+    labels = label_traffic(read_decisions(url), TIERS, width=4, threshold=0.5)
+    assert labels.labels.tolist() == [0]
+    assert labels.skipped == {"passthrough": 1, "no_features": 1, "feature_mismatch": 1}
+
+
 def test_bad_input() -> None:
     with pytest.raises(InvalidData):
         parse_since("yesterday")

@@ -1,0 +1,98 @@
+"""``tierwise retrain`` asks for evidence: trainable data, a frozen set big enough to promote on,
+and a comparison on rows neither side was fitted on (real MLflow SQLite registry and a real
+traffic store in tmp dirs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from retrain_support import DATA, champion_store, fixture_rows, labeled_store, write_rows
+
+from router_model.artifact import read_bundle
+from training import registry
+from training.retrain import RetrainConfig, load_base
+from training.retrain import main as retrain_main
+from training.retrain_gate import Frame, card
+
+LENIENT = ["--margin", "1", "--max-slowdown", "100", "--seed", "0"]
+
+
+def test_untrainable_data_is_refused(fast_bundle: Path, tmp_path: Path) -> None:
+    uri = champion_store(tmp_path, fast_bundle)
+    # 12 base rows from several groups + 2 traffic prompts: below check_trainable's 20 rows
+    base = write_rows(tmp_path / "base.jsonl", fixture_rows()[::10])
+    db = labeled_store(tmp_path / "t.db", fixture_rows(2, start=61))
+    out = tmp_path / "out"
+    assert retrain_main(["--db", db, "--name", "tiny_fast", "--out", str(out), "--tracking-uri",
+                         uri, "--base-data", str(base), *LENIENT]) == 2
+    assert not out.exists()
+    assert registry.alias_version(uri, "tiny_fast", registry.CHALLENGER) is None
+    assert registry.alias_version(uri, "tiny_fast", registry.CHAMPION) == "1"
+
+
+def test_small_frozen_set_registers_but_does_not_promote(fast_bundle: Path,
+                                                         tmp_path: Path) -> None:
+    uri = champion_store(tmp_path, fast_bundle)
+    db = labeled_store(tmp_path / "t.db", fixture_rows())
+    common = ["--db", db, "--name", "tiny_fast", "--tracking-uri", uri, "--base-data", str(DATA),
+              *LENIENT]
+    assert retrain_main([*common, "--out", str(tmp_path / "a")]) == 0
+    decision = json.loads((tmp_path / "a" / "retrain_decision.json").read_text())
+    frozen = decision["data"]["frozen_rows"]
+    assert frozen < 200 and not decision["promoted"] and decision["min_eval_rows"] == 200
+    assert f"frozen: {frozen} rows (at least 200 needed to promote) -> FAIL" in decision["reasons"]
+    assert registry.alias_version(uri, "tiny_fast", registry.CHALLENGER) == "2"
+    assert registry.alias_version(uri, "tiny_fast", registry.CHAMPION) == "1"
+    # the same run with the floor lowered below the frozen set's size promotes (lenient margin)
+    assert retrain_main([*common, "--out", str(tmp_path / "b"), "--min-eval-rows",
+                         str(frozen)]) == 0
+    decision = json.loads((tmp_path / "b" / "retrain_decision.json").read_text())
+    assert decision["promoted"], decision["reasons"]
+    assert registry.alias_version(uri, "tiny_fast", registry.CHAMPION) == "3"
+
+
+def test_default_gate_judges_the_champion_refitted_on_rows_it_has_not_seen(
+        fast_bundle: Path, tmp_path: Path) -> None:
+    # the champion (fast_bundle) was fitted on all of DATA; the frozen set is drawn from DATA
+    uri = champion_store(tmp_path, fast_bundle)
+    db = labeled_store(tmp_path / "t.db", fixture_rows())
+    common = ["--db", db, "--name", "tiny_fast", "--tracking-uri", uri, "--base-data", str(DATA),
+              "--min-eval-rows", "1", *LENIENT]
+    assert retrain_main([*common, "--out", str(tmp_path / "a")]) == 0
+    decision = json.loads((tmp_path / "a" / "retrain_decision.json").read_text())
+    assert decision["champion_judged"] == "refit on base-train"
+    assert decision["reasons"][0].startswith("champion judged: refit on base-train")
+    # the figure is the refit's: the artifact scores better on the frozen rows it was fitted on
+    cfg = RetrainConfig(
+        db=db, name="tiny_fast", tracking_uri=uri, out=tmp_path / "unused", base_data=(DATA,),
+        eval_data=None, since=None, traffic_weight=2.0, adequate=0.5, margin=1.0,
+        max_slowdown=100.0, holdout_fraction=0.2, bundle_out=None, estimator=None, seed=0)
+    manifest, onnx_bytes = read_bundle(fast_bundle)
+    _, frozen = load_base(cfg, manifest, manifest.tier_ladder())
+    artifact = card(onnx_bytes, Frame(frozen, None), manifest.classes)["frozen"]["gate"]
+    judged = decision["cards"]["champion"]["frozen"]
+    assert judged["n"] == len(frozen.rows)
+    assert judged["gate"] != artifact
+
+
+def test_eval_data_the_champion_was_fitted_on_is_refused(fast_bundle: Path,
+                                                        tmp_path: Path) -> None:
+    uri = champion_store(tmp_path, fast_bundle)
+    db = labeled_store(tmp_path / "t.db", fixture_rows())
+    common = ["--db", db, "--name", "tiny_fast", "--tracking-uri", uri, "--base-data", str(DATA),
+              "--min-eval-rows", "1", *LENIENT]
+    part = write_rows(tmp_path / "part.jsonl", fixture_rows()[::4])
+    for eval_file in (DATA, part):  # its own training file; rows of its base data
+        out = tmp_path / eval_file.stem
+        assert retrain_main([*common, "--out", str(out), "--eval-data", str(eval_file)]) == 2
+        assert not out.exists()
+    assert registry.alias_version(uri, "tiny_fast", registry.CHALLENGER) is None
+    # rows the champion never saw: the artifact itself is judged
+    other = write_rows(tmp_path / "other.jsonl", fixture_rows()[::4])
+    base = write_rows(tmp_path / "base.jsonl", [r for i, r in enumerate(fixture_rows()) if i % 4])
+    out = tmp_path / "ok"
+    assert retrain_main([*common[:6], "--base-data", str(base), "--min-eval-rows", "1", *LENIENT,
+                         "--out", str(out), "--eval-data", str(other)]) == 0
+    decision = json.loads((out / "retrain_decision.json").read_text())
+    assert decision["champion_judged"] == "artifact"
