@@ -43,6 +43,7 @@ from training.ab_offpolicy import (
     off_policy,
 )
 from training.ab_render import markdown, plot_arms
+from training.cli_args import number_in
 from training.traffic import Decision, parse_since, read_decisions
 
 logger = logging.getLogger(__name__)
@@ -264,16 +265,6 @@ def offline_report(model: Path, data: Path, knobs: Sequence[float]) -> dict[str,
             "fixed": fixed, "random_apgr": report["baselines"]["random"]["apgr"]}
 
 
-def _knob(value: str) -> float:
-    try:
-        knob = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0.0 <= knob <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{value}: a knob is a quality level in [0, 1]")
-    return knob
-
-
 def _min_labeled(value: str) -> int:
     try:
         n = int(value)
@@ -291,7 +282,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="where report.json/.md/.png go")
     p.add_argument("--min-labeled", type=_min_labeled, default=MIN_LABELED,
                    help=f"labeled requests an arm needs for a number (at least 1; {MIN_LABELED})")
-    p.add_argument("--knob", type=_knob, action="append", default=[],
+    p.add_argument("--knob", type=number_in(0.0, 1.0), action="append", default=[],
                    help="off-policy: estimate the router at this knob (repeatable)")
     p.add_argument("--offline", action="store_true", help="evaluate --model on --data instead")
     p.add_argument("--model", type=Path, help="bundle directory (offline)")

@@ -50,7 +50,7 @@ import argparse
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +65,7 @@ from router_model.logs import configure_logging
 from router_model.settings import Settings
 from router_model.tiers import Tier
 from training import registry
+from training.cli_args import number_in
 from training.data import LabeledRow, data_sha256, group_split
 from training.dataset import Dataset, build_dataset, load_rows, make_context
 from training.export import export_checked
@@ -301,25 +302,6 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
     return decision
 
 
-def _number(lo: float, hi: float, *, lo_open: bool = False,
-            hi_open: bool = False) -> Callable[[str], float]:
-    """An argparse type: a float in the interval from ``lo`` to ``hi`` (open ends as told)."""
-    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        below = value <= lo if lo_open else value < lo
-        above = value >= hi if hi_open else value > hi
-        if np.isnan(value) or below or above:
-            raise argparse.ArgumentTypeError(f"{text} is outside {left}{lo}, {hi}{right}")
-        return value
-
-    return parse
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tierwise retrain", description=__doc__)
     p.add_argument("--db", required=True, help="traffic store URL (sqlite:///PATH, postgresql://)")
@@ -329,23 +311,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-data", type=Path, nargs="+", help="labeled JSONL (default: recipe's)")
     p.add_argument("--eval-data", type=Path, help="frozen evaluation JSONL")
     p.add_argument("--since", help="only traffic at or after this ISO 8601 time")
-    p.add_argument("--traffic-weight", type=_number(0, np.inf, lo_open=True, hi_open=True),
+    p.add_argument("--traffic-weight", type=number_in(0, np.inf, lo_open=True, hi_open=True),
                    default=2.0, help="weight of a traffic row (a base row weighs 1); > 0")
     # feedback values are in [0, 1]: a threshold outside it labels every answer alike
-    p.add_argument("--adequate", type=_number(0, 1), default=DEFAULT_ADEQUATE,
+    p.add_argument("--adequate", type=number_in(0, 1), default=DEFAULT_ADEQUATE,
                    help="feedback score in [0, 1] at or above which an answer was adequate")
     # APGR and AIQ differences lie within [-1, 1]; a negative margin demands a gain instead
-    p.add_argument("--margin", type=_number(0, 1), default=0.005,
+    p.add_argument("--margin", type=number_in(0, 1), default=0.005,
                    help="how far in [0, 1] the challenger may fall below the champion")
     # below 1 the challenger must be faster than the champion, which timing noise decides
-    p.add_argument("--max-slowdown", type=_number(1, np.inf, hi_open=True), default=1.5,
+    p.add_argument("--max-slowdown", type=number_in(1, np.inf, hi_open=True), default=1.5,
                    help="latency bound as a multiple (>= 1) of the champion's")
     p.add_argument("--require-ci", action="store_true",
                    help="promote only when the paired 95%% CI of challenger - champion on the "
                         "frozen set has its lower bound >= -margin")
     p.add_argument("--min-eval-rows", type=int, default=MIN_EVAL_ROWS,
                    help="frozen-set rows (>= 1) a promotion needs; fewer: registered, not promoted")
-    p.add_argument("--holdout-fraction", type=_number(0, 1, hi_open=True), default=0.2,
+    p.add_argument("--holdout-fraction", type=number_in(0, 1, hi_open=True), default=0.2,
                    help="share in [0, 1) of the latest labeled traffic prompts held out")
     p.add_argument("--bundle-out", type=Path, help="write a promoted bundle here (service watch)")
     p.add_argument("--estimator", help="estimator of the challenger (default: the champion's)")

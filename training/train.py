@@ -27,6 +27,7 @@ from router_model.logs import configure_logging
 from router_model.settings import DATA_DIR, REPO_ROOT, Settings
 from router_model.tiers import Tier
 from training import registry
+from training.cli_args import number_in
 from training.data import data_sha256
 from training.dataset import FeatureContext, make_context
 from training.export import export_checked
@@ -221,16 +222,6 @@ def _bundle_name(value: str) -> str:
     return value
 
 
-def _tolerance(value: str) -> float:
-    try:
-        tol = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0.0 <= tol <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{value}: the tolerance is a score gap in [0, 1]")
-    return tol
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tierwise train", description=__doc__)
     p.add_argument("--all", action="store_true", help="rebuild every shipped bundle")
@@ -247,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="bundle name (custom bundle): letters, digits, '.', '_', '-'; "
                         "not a shipped bundle's name")
     p.add_argument("--feature-set", choices=["full", "hand"], default="full")
-    p.add_argument("--tolerance", type=_tolerance, default=0.0,
+    p.add_argument("--tolerance", type=number_in(0.0, 1.0), default=0.0,
                    help="label rule: cheapest tier within this of the best tier's score "
                         "(0 to 1; 0 for right/wrong scores, about 0.05 for graded ones)")
     p.add_argument("--balance-tasks", action="store_true",
