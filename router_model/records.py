@@ -8,6 +8,7 @@ when the gateway config allows storing prompts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Literal, get_args
 
@@ -46,6 +47,16 @@ def choice_part(source: str, arm: str, fail_open: bool) -> str:
     if source == "fixed_arm" or (source == "cache" and arm not in NOT_FIXED_ARMS):
         return "ab_fixed_arm"
     return "routing"
+
+
+def split_ledger(saved: float, levers: Mapping[str, float], part: str) -> dict[str, float]:
+    """``saved`` USD split into every ``LEDGER`` part: each lever's own dollars, and the rest
+    (the tier choice's saving) under ``part`` (``choice_part``); the parts add up to ``saved``."""
+    parts = dict.fromkeys(LEDGER, 0.0)
+    for lever, usd in levers.items():
+        parts[lever] += usd
+    parts[part] += saved - sum(levers.values())
+    return parts
 
 
 def utc_now() -> datetime:
@@ -152,11 +163,8 @@ class TrafficRecord(BaseModel):
     @property
     def ledger(self) -> dict[str, float]:
         """``savings_usd`` split into every ``LEDGER`` part (they add up to it)."""
-        parts = dict.fromkeys(LEDGER, 0.0)
-        parts[choice_part(self.source, self.arm, self.fail_open)] += self.choice_savings_usd
-        for lever, usd in self.levers.items():
-            parts[lever] += usd
-        return parts
+        return split_ledger(self.savings_usd, self.levers,
+                            choice_part(self.source, self.arm, self.fail_open))
 
     def features_array(self) -> NDArray[np.float32]:
         """The feature vector as float32 (exactly the values the router scored)."""

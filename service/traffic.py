@@ -24,7 +24,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from router_model.errors import InvalidData, NotFound
-from router_model.records import LEDGER, LEVERS, FeedbackRecord, TrafficRecord, choice_part
+from router_model.records import (
+    LEDGER,
+    LEVERS,
+    FeedbackRecord,
+    TrafficRecord,
+    choice_part,
+    split_ledger,
+)
 from router_model.traffic_schema import (
     ADDED,
     FEEDBACK_COLUMNS,
@@ -92,10 +99,8 @@ def savings_report(rows: Sequence[Sequence[Any]]) -> SavingsReport:
     def add(acc: TierTotals, row: Sequence[Any]) -> TierTotals:
         n, tin, tout, cost, top = (row[4], row[5] or 0, row[6] or 0, row[7] or 0.0, row[8] or 0.0)
         saved = float(top) - float(cost)
-        parts = dict.fromkeys(LEDGER, 0.0)
-        parts.update({name: float(v or 0.0) for name, v in zip(LEVERS, row[9:], strict=True)})
-        parts[choice_part(str(row[2]), str(row[0]), bool(row[3]))] += saved - sum(
-            parts[name] for name in LEVERS)
+        levers = {name: float(v or 0.0) for name, v in zip(LEVERS, row[9:], strict=True)}
+        parts = split_ledger(saved, levers, choice_part(str(row[2]), str(row[0]), bool(row[3])))
         return TierTotals(
             requests=acc.requests + int(n), input_tokens=acc.input_tokens + int(tin),
             output_tokens=acc.output_tokens + int(tout), cost_usd=acc.cost_usd + float(cost),
