@@ -178,8 +178,9 @@ def champion_bundle(cfg: RetrainConfig) -> tuple[str, Manifest, bytes]:
     if version is None:
         raise NotFound(f"registry {cfg.tracking_uri} has no '{registry.CHAMPION}' for "
                        f"{cfg.name!r}: register one first (tierwise train --tracking-uri ...)")
-    # a temp folder: a run that fails on bad input leaves OUT untouched
-    path = registry.materialize(cfg.tracking_uri, f"models:/{cfg.name}@{registry.CHAMPION}")
+    # the version just resolved, not the alias again: the alias may move in between. A temp
+    # folder: a run that fails on bad input leaves OUT untouched
+    path = registry.materialize(cfg.tracking_uri, f"models:/{cfg.name}/{version}")
     manifest, onnx_bytes = read_bundle(path)
     return version, manifest, onnx_bytes
 
