@@ -134,3 +134,21 @@ def choose_tier(proba: Sequence[float], quality: float, allowed: Sequence[bool])
     if fallback < 0:
         raise ValueError("no tier is allowed")
     return fallback
+
+
+def knob_for_top_share(proba: NDArray[np.floating], share: float) -> float:
+    """The largest knob sending at most ``share`` of these rows to the top tier.
+
+    A row goes to the top tier when no cheaper tier's adequacy reaches the knob, that is when the
+    adequacy of the tier below the top is under it; so the knob is the order statistic of those
+    adequacies at rank ``floor(share * n)``.
+    """
+    return knob_for_share_below_top(adequacy(proba)[:, -2], share)
+
+
+def knob_for_share_below_top(below_top: NDArray[np.floating], share: float) -> float:
+    """``knob_for_top_share`` from each row's adequacy of the tier below the top (``a[:, -2]``),
+    which is all it depends on (1.0 for no rows: nothing to budget against)."""
+    ordered = np.sort(np.asarray(below_top, dtype=np.float64))
+    rank = int(np.floor(share * len(ordered) + 1e-9))
+    return 1.0 if rank >= len(ordered) else float(ordered[rank])

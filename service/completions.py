@@ -24,6 +24,7 @@ from router_model.errors import InvalidPrompt, UpstreamError
 from router_model.records import TrafficRecord
 from router_model.tiers import Tier
 from service.ab import ArmAssigner
+from service.budget import BudgetKnob
 from service.cascade import Cascade, cascade_wanted, draft_tier
 from service.completion_records import (
     Call,
@@ -61,11 +62,12 @@ class Completions:
     upstreams: UpstreamPool
     tokenizer: Any
     cache: ResponseCache | None = None
+    budget: BudgetKnob | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     planner: Planner = field(init=False)
 
     def __post_init__(self) -> None:
-        self.planner = Planner(self.config, self.decisions, self.assigner)
+        self.planner = Planner(self.config, self.decisions, self.assigner, self.budget)
 
     @property
     def tiers(self) -> tuple[Tier, ...]:

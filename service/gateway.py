@@ -33,6 +33,7 @@ from service.ab import Arm, ArmAssigner
 from service.batch_jobs import JobStore, open_job_store
 from service.batch_runner import BatchMetrics, BatchRunner, batch_apis
 from service.batch_window import FALLBACK_HEADER, BatchWindow, maybe_non_urgent
+from service.budget import BudgetKnob
 from service.completions import Completions
 from service.decisions import DecisionSource, LocalDecisions
 from service.errors import Unauthorized
@@ -96,6 +97,23 @@ async def response_cache(
     logger.info("response cache on (%s): exact%s", "shared" if settings.url else "in process",
                 " and semantic" if found.semantic else " only")
     return found
+
+
+async def budget_knob(
+    config: GatewayConfig, store: TrafficStore, metrics: GatewayMetrics
+) -> BudgetKnob | None:
+    """The budget knob when ``budget.top_share`` is set, its window refilled from the store's
+    newest decisions and its knob exported as a gauge."""
+    cfg = config.budget
+    if cfg.top_share is None:
+        return None
+    budget = BudgetKnob(cfg.top_share, cfg.window, cfg.min_samples,
+                        [t.name for t in config.tiers])
+    seeded = budget.seed(await store.recent_decisions(cfg.window))
+    metrics.watch_budget(budget)
+    logger.info("budget: %.0f%% of routed calls to the top tier, %d of %d decisions from the "
+                "traffic store", 100 * cfg.top_share, seeded, cfg.window)
+    return budget
 
 
 def get_completions(request: Request) -> Completions:
@@ -264,7 +282,8 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             pool.on_failure = app.state.metrics.upstream_failure
             cache = await response_cache(config, decisions, app.state.metrics, stack)
             completions = Completions(config, decisions, arm_assigner(config), store,
-                                      app.state.metrics, pool, tokenizer, cache)
+                                      app.state.metrics, pool, tokenizer, cache,
+                                      await budget_knob(config, store, app.state.metrics))
             stack.push_async_callback(completions.aclose)
             jobs = await _batch_runner(app, stack, store, http, tokenizer)
             app.state.batch_window = BatchWindow(config, jobs, completions,

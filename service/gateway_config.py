@@ -189,6 +189,23 @@ class BatchConfig(_Strict):
     retention_s: float = Field(default=7 * 86_400.0, gt=0)
 
 
+class BudgetConfig(_Strict):
+    """The budget knob (``service.budget``): a target share of calls to the top tier."""
+
+    #: The share of routed calls the top tier should get (absent: no budget, the default knob).
+    top_share: float | None = Field(default=None, ge=0, le=1)
+    #: How many recent router decisions the knob is fitted on.
+    window: int = Field(default=2000, ge=10, le=1_000_000)
+    #: Decisions needed before the budget sets the knob (before: ``default_quality``).
+    min_samples: int = Field(default=200, ge=1)
+
+    @model_validator(mode="after")
+    def _fits(self) -> BudgetConfig:
+        if self.min_samples > self.window:
+            raise ValueError(f"min_samples ({self.min_samples}) exceeds window ({self.window})")
+        return self
+
+
 class GatewayConfig(_Strict):
     """The whole gateway config file."""
 
@@ -198,6 +215,7 @@ class GatewayConfig(_Strict):
     default_tier: str
     #: The knob used when a request sets none (None: the bundle's default).
     default_quality: float | None = Field(default=None, ge=0, le=1)
+    budget: BudgetConfig = BudgetConfig()
     traffic: TrafficConfig = TrafficConfig()
     ab: ABConfig | None = None
     limits: LimitsConfig = LimitsConfig()

@@ -23,6 +23,7 @@ from router_model.policy import Policy, resolve_policy
 from router_model.records import DecisionSource as Source
 from router_model.tiers import Tier
 from service.ab import ArmAssigner
+from service.budget import BudgetKnob
 from service.decisions import Decision, DecisionSource, RouterUnavailable
 from service.gateway_config import GatewayConfig
 from service.gateway_requests import AUTO_MODEL, ChatBody, request_policy, unit_id
@@ -71,6 +72,8 @@ class Planner:
     config: GatewayConfig
     decisions: DecisionSource
     assigner: ArmAssigner
+    #: The budget knob (``budget.top_share``), None without a budget.
+    budget: BudgetKnob | None = None
 
     @property
     def tiers(self) -> tuple[Tier, ...]:
@@ -90,6 +93,12 @@ class Planner:
             f"{[t.model for t in self.tiers]}"
         )
 
+    def default_quality(self) -> float | None:
+        """The knob of a request that sets none: the budget's once it has enough decisions, else
+        ``default_quality`` (None: the bundle's default)."""
+        knob = self.budget.knob() if self.budget is not None else None
+        return knob if knob is not None else self.config.default_quality
+
     async def plan(
         self, body: ChatBody, headers: Mapping[str, str], messages: tuple[ChatMessage, ...]
     ) -> Plan:
@@ -104,7 +113,7 @@ class Planner:
             tier = self.tier_for_model(body.model)
             return Plan(uuid.uuid4().hex, "passthrough", 1.0, "passthrough", tier.name, None,
                         None, (tier.name,))
-        policy = request_policy(body, headers, names, self.config.default_quality)
+        policy = request_policy(body, headers, names, self.default_quality())
         allowed = allowed_tiers(policy, tiers)
         assignment = self.assigner.assign(unit_id(body, headers))
         decision: Decision | None
@@ -113,6 +122,8 @@ class Planner:
         except RouterUnavailable as exc:
             logger.warning("router unavailable (%s): failing open", exc)
             decision = None
+        if decision is not None and self.budget is not None:
+            self.budget.observe(decision.probabilities, decision.model_version)
         arm = assignment.arm
         source: Source
         if arm.tier is not None:

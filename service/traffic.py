@@ -12,6 +12,7 @@ reads the store without importing the service).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from abc import ABC, abstractmethod
@@ -120,6 +121,29 @@ def savings_report(rows: Sequence[Sequence[Any]]) -> SavingsReport:
                          by_tier=by_tier)
 
 
+def recent_decisions_sql(placeholder: str) -> str:
+    """The newest router decisions (router and fixed-arm records, which carry the router's
+    probabilities): model version and probabilities JSON, newest first, ``LIMIT`` a parameter."""
+    return (
+        "SELECT model_version, probabilities FROM traffic WHERE source IN ('router', "
+        "'fixed_arm') AND model_version IS NOT NULL AND probabilities <> '{}' "
+        f"ORDER BY created_at DESC LIMIT {placeholder}"
+    )
+
+
+def decision_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[str, dict[str, float]]]:
+    """``recent_decisions_sql``'s rows decoded; a row whose JSON is not a mapping of numbers is
+    skipped (a hand-edited store must not stop the gateway)."""
+    out = []
+    for version, text in rows:
+        try:
+            probabilities = {str(k): float(v) for k, v in json.loads(text).items()}
+        except (ValueError, TypeError, AttributeError):
+            continue
+        out.append((str(version), probabilities))
+    return out
+
+
 @dataclass
 class _Pending:
     record: TrafficRecord
@@ -212,6 +236,11 @@ class TrafficStore(ABC):
     @abstractmethod
     async def savings(self) -> SavingsReport:
         """Cost and savings against the always-top-tier baseline, by arm and tier."""
+
+    @abstractmethod
+    async def recent_decisions(self, limit: int) -> list[tuple[str, dict[str, float]]]:
+        """The newest ``limit`` router decisions' ``(model_version, probabilities)``, newest
+        first (``service.budget`` refills its window from them)."""
 
 
 class SqliteTrafficStore(TrafficStore):
@@ -316,6 +345,11 @@ class SqliteTrafficStore(TrafficStore):
     async def savings(self) -> SavingsReport:
         rows = await self._call(lambda: self._db().execute(SQLITE_SAVINGS_SQL).fetchall())
         return savings_report(rows)
+
+    async def recent_decisions(self, limit: int) -> list[tuple[str, dict[str, float]]]:
+        sql = recent_decisions_sql("?")
+        return decision_rows(await self._call(
+            lambda: self._db().execute(sql, (limit,)).fetchall()))
 
 
 def _add_new_columns(conn: sqlite3.Connection) -> None:

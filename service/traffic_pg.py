@@ -20,7 +20,14 @@ from router_model.traffic_schema import (
     feedback_values,
 )
 from service.pg_link import PgLink
-from service.traffic import SavingsReport, TrafficStore, savings_report, savings_sql
+from service.traffic import (
+    SavingsReport,
+    TrafficStore,
+    decision_rows,
+    recent_decisions_sql,
+    savings_report,
+    savings_sql,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +113,9 @@ class PostgresTrafficStore(TrafficStore):
 
     async def savings(self) -> SavingsReport:
         return savings_report(await self._fetch(POSTGRES_SAVINGS_SQL, (), one=False))
+
+    async def recent_decisions(self, limit: int) -> list[tuple[str, dict[str, float]]]:
+        return decision_rows(await self._fetch(recent_decisions_sql("%s"), (limit,), one=False))
 
     async def _fetch(self, sql: str, params: tuple[Any, ...], *, one: bool) -> Any:
         async with self._lock:

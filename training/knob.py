@@ -37,7 +37,7 @@ from router_model.chat import ChatMessage, ContentPart, scored_text
 from router_model.errors import InvalidData, InvalidPrompt, RouterError
 from router_model.features import featurize
 from router_model.logs import configure_logging
-from router_model.policy import adequacy, choose_tiers
+from router_model.policy import adequacy, choose_tiers, knob_for_top_share
 from router_model.router import ComplexityRouter, check_prompt
 from router_model.settings import Settings
 from training.data import estimate_costs, iter_json_lines
@@ -92,18 +92,6 @@ def _message(raw: Any, where: str) -> ChatMessage:
 def _candidates(a: NDArray[np.float64]) -> NDArray[np.float64]:
     """Every knob at which some decision changes: the adequacies below the top tier, and 0."""
     return np.unique(np.concatenate([[0.0], a[:, :-1].ravel()]))
-
-
-def knob_for_top_share(proba: NDArray[np.floating], share: float) -> float:
-    """The largest knob sending at most ``share`` of these rows to the top tier.
-
-    A row goes to the top tier when no cheaper tier's adequacy reaches the knob, that is when the
-    adequacy of the tier below the top is under it; so the knob is the order statistic of those
-    adequacies at rank ``floor(share * n)``.
-    """
-    below_top = np.sort(adequacy(proba)[:, -2])
-    rank = int(np.floor(share * len(below_top) + 1e-9))
-    return 1.0 if rank >= len(below_top) else float(below_top[rank])
 
 
 def knob_for_cost_share(
