@@ -10,7 +10,7 @@ calls to the top tier (README, "Shipped bundles": 97% of LLMRouter's open-domain
   ``window`` decisions;
 - a request that sets no knob gets the largest knob that would have sent at most ``S`` of the
   window to the top tier (``router_model.policy.knob_for_share_below_top``, the rule of
-  ``tierwise knob --top-share``), recomputed every ``refresh`` decisions;
+  ``tierwise knob --top-share``), refitted every ``refresh`` decisions;
 - until the window holds ``min_samples`` decisions, such a request gets ``default_quality`` (or
   the bundle's default knob);
 - a request's own knob (``tierwise.quality``, the header) always wins, and its decision still
@@ -55,12 +55,14 @@ class BudgetKnob:
 
     def __init__(
         self, top_share: float, window: int, min_samples: int, ladder: Sequence[str],
-        refresh: int = 16,
+        refresh: int | None = None,
     ) -> None:
         self.top_share = top_share
         self.min_samples = min_samples
         self.ladder = tuple(ladder)
-        self.refresh = refresh
+        #: Decisions between two fits of the knob: a sort of the window, kept off the hot path
+        #: (16 for the default window of 2,000; 500 for the largest, 100,000).
+        self.refresh = refresh if refresh is not None else max(16, window // 200)
         self.model_version: str | None = None
         self._values: deque[float] = deque(maxlen=window)
         self._knob: float | None = None

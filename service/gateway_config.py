@@ -195,7 +195,7 @@ class BudgetConfig(_Strict):
     #: The share of routed calls the top tier should get (absent: no budget, the default knob).
     top_share: float | None = Field(default=None, ge=0, le=1)
     #: How many recent router decisions the knob is fitted on.
-    window: int = Field(default=2000, ge=10, le=1_000_000)
+    window: int = Field(default=2000, ge=10, le=100_000)
     #: Decisions needed before the budget sets the knob (before: ``default_quality``).
     min_samples: int = Field(default=200, ge=1)
 
