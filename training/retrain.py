@@ -173,14 +173,16 @@ def champion_bundle(cfg: RetrainConfig) -> tuple[str, Manifest, bytes]:
     Raises:
         NotFound: when the store is missing or unreachable, or has no champion for ``cfg.name``.
     """
-    registry.check_store(cfg.tracking_uri)  # else a missing store reads as "no champion"
+    # probed once, before the first read (else a missing store reads as "no champion"), and
+    # passed to the download rather than probed again
+    store = registry.check_store(cfg.tracking_uri)
     version = registry.alias_version(cfg.tracking_uri, cfg.name, registry.CHAMPION)
     if version is None:
         raise NotFound(f"registry {cfg.tracking_uri} has no '{registry.CHAMPION}' for "
                        f"{cfg.name!r}: register one first (tierwise train --tracking-uri ...)")
     # the version just resolved, not the alias again: the alias may move in between. A temp
     # folder: a run that fails on bad input leaves OUT untouched
-    path = registry.materialize(cfg.tracking_uri, f"models:/{cfg.name}/{version}")
+    path = registry.download(store, f"models:/{cfg.name}/{version}")
     manifest, onnx_bytes = read_bundle(path)
     return version, manifest, onnx_bytes
 
