@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from router_model.policy import choose_tiers
+from training.bootstrap import draw_rows, mean_ci
 from training.traffic import Decision
 
 F64 = NDArray[np.float64]
@@ -96,8 +97,8 @@ def off_policy(decisions: Sequence[Decision], knobs: Sequence[float], seed: int,
                            for d in logged])
     q_hat = np.asarray([q[tier_idx == k].mean() if (tier_idx == k).any() else q.mean()
                         for k in range(len(tiers))])
-    rng = np.random.default_rng(seed)
-    boot = rng.integers(0, len(logged), (N_RESAMPLES, len(logged)))
+    # one draw for every knob and figure: their intervals are paired over the same resamples
+    boot = draw_rows(len(logged), N_RESAMPLES, np.random.default_rng(seed))
     out: dict[str, Any] = {"n": len(logged), "tiers": tiers, "knobs": {}}
     for knob in knobs:
         choice = choose_tiers(proba, float(knob))
@@ -114,5 +115,5 @@ def off_policy(decisions: Sequence[Decision], knobs: Sequence[float], seed: int,
 
 
 def _ci(values: F64, boot: NDArray[np.int64]) -> dict[str, float]:
-    lo, hi = np.percentile(values[boot].mean(axis=1), [2.5, 97.5])
-    return {"mean": float(values.mean()), "lo": float(lo), "hi": float(hi)}
+    lo, hi = mean_ci(values, boot)
+    return {"mean": float(values.mean()), "lo": lo, "hi": hi}

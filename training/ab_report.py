@@ -43,6 +43,7 @@ from training.ab_offpolicy import (
     off_policy,
 )
 from training.ab_render import markdown, plot_arms
+from training.bootstrap import draw_rows, mean_ci, percentile_ci
 from training.cli_args import number_in
 from training.traffic import Decision, parse_since, read_decisions
 
@@ -78,10 +79,10 @@ def bootstrap_diff(a: F64, b: F64, seed: int, n_boot: int = N_RESAMPLES) -> Diff
         raise ValueError("both samples need at least one value")
     rng = np.random.default_rng(seed)
     diff = float(y.mean() - x.mean())
-    bx = x[rng.integers(0, x.size, (n_boot, x.size))].mean(axis=1)
-    by = y[rng.integers(0, y.size, (n_boot, y.size))].mean(axis=1)
-    lo, hi = np.percentile(by - bx, [2.5, 97.5])
-    return Diff(diff, float(lo), float(hi), permutation_p(x, y, rng, n_boot))
+    bx = x[draw_rows(x.size, n_boot, rng)].mean(axis=1)
+    by = y[draw_rows(y.size, n_boot, rng)].mean(axis=1)
+    lo, hi = percentile_ci(by - bx)
+    return Diff(diff, lo, hi, permutation_p(x, y, rng, n_boot))
 
 
 def permutation_p(a: F64, b: F64, rng: np.random.Generator, n_perm: int = N_RESAMPLES) -> float:
@@ -93,14 +94,6 @@ def permutation_p(a: F64, b: F64, rng: np.random.Generator, n_perm: int = N_RESA
         perm = rng.permutation(pooled)
         hits += abs(perm[a.size:].mean() - perm[: a.size].mean()) >= observed - 1e-12
     return float((1 + hits) / (1 + n_perm))
-
-
-def mean_ci(values: F64, seed: int, n_boot: int = N_RESAMPLES) -> list[float]:
-    """Percentile bootstrap 95% CI of the mean of ``values`` (non-empty)."""
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, (n_boot, values.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return [float(lo), float(hi)]
 
 
 def lever_ledger(decisions: Sequence[Decision]) -> dict[str, Any]:
@@ -136,12 +129,14 @@ def arm_summary(decisions: Sequence[Decision], min_labeled: int = MIN_LABELED,
     mix = Counter(d.record.tier for d in decisions)
     n = len(decisions)
     enough = scores.size >= max(min_labeled, 1)
+    ci = mean_ci(scores, draw_rows(scores.size, N_RESAMPLES, np.random.default_rng(seed))) \
+        if enough else None
     return {
         "requests": n,
         "labeled": int(scores.size),
         "cost_per_request_usd": float(cost.mean()) if n else None,
         "quality": float(scores.mean()) if enough else None,
-        "quality_ci": mean_ci(scores, seed) if enough else None,
+        "quality_ci": ci,
         "quality_note": None if enough else (f"not enough data: {scores.size} labels "
                                              f"(need {min_labeled})"),
         "tier_mix": {t: c / n for t, c in sorted(mix.items())},

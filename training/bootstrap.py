@@ -1,4 +1,5 @@
-"""Paired-bootstrap 95% confidence intervals of a router's APGR, CPT(50%), CPT(80%) and AIQ.
+"""Bootstrap 95% confidence intervals: the percentile interval every report uses (``percentile_ci``,
+``mean_ci`` for a mean), and paired intervals of a router's APGR, CPT(50%), CPT(80%) and AIQ.
 
 A resample draws the evaluation rows with replacement. Every figure of that resample (the router's
 curve, the always-weak/always-strong qualities PGR is measured against, the AIQ cost range) is
@@ -34,6 +35,27 @@ DEFAULT_RESAMPLES = 1000
 METRICS = ("apgr", "cpt50", "cpt80", "aiq")
 #: Resamples whose weights are multiplied at once (bounds memory at ~chunk x n floats).
 _CHUNK = 100
+#: The percentiles bounding a percentile-bootstrap 95% interval.
+CI95 = (2.5, 97.5)
+
+
+def percentile_ci(replicates: F64) -> list[float]:
+    """Percentile 95% interval ``[lo, hi]`` of bootstrap replicates of a figure (non-empty)."""
+    return [float(v) for v in np.percentile(replicates, CI95)]
+
+
+def draw_rows(n: int, resamples: int, rng: np.random.Generator) -> NDArray[np.int64]:
+    """``(resamples, n)`` row indices drawn with replacement, one resample per row, from ``rng``."""
+    return rng.integers(0, n, (resamples, n))
+
+
+def mean_ci(values: F64, rows: NDArray[np.int64]) -> list[float]:
+    """Percentile bootstrap 95% interval of the mean of ``values`` (non-empty).
+
+    ``rows`` is ``(resamples, n)`` indices as ``draw_rows`` gives; passing the same ``rows`` for
+    several figures of the same requests makes their intervals paired.
+    """
+    return percentile_ci(np.asarray(values, dtype=np.float64)[rows].mean(axis=1))
 
 
 def resample_counts(n: int, resamples: int, seed: int) -> NDArray[np.int64]:
@@ -132,7 +154,7 @@ def bootstrap_ci(
         if vals.size < resamples:
             dropped = resamples - vals.size
             logger.warning("%s undefined in %d of %d resamples", m, dropped, resamples)
-        ci[m] = [float(v) for v in np.percentile(vals, [2.5, 97.5])] if vals.size else None
+        ci[m] = percentile_ci(vals) if vals.size else None
     return ci
 
 
@@ -161,4 +183,4 @@ def paired_diff_ci(
     a = resampled_figures(scores, costs, proba_a, counts)[metric]
     b = resampled_figures(scores, costs, proba_b, counts)[metric]
     diff = (b - a)[np.isfinite(a) & np.isfinite(b)]
-    return [float(v) for v in np.percentile(diff, [2.5, 97.5])] if diff.size else None
+    return percentile_ci(diff) if diff.size else None

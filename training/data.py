@@ -288,7 +288,8 @@ def cheapest_adequate(scores: NDArray[np.float64],
     return labels
 
 
-def _normalise(prompt: str) -> str:
+def normalise_prompt(prompt: str) -> str:
+    """The prompt with runs of whitespace collapsed to one space: the key duplicates share."""
     return " ".join(prompt.split())
 
 
@@ -299,7 +300,7 @@ def dedupe(rows: Iterable[LabeledRow]) -> list[LabeledRow]:
     total = 0
     for row in rows:
         total += 1
-        key = _normalise(row.prompt)
+        key = normalise_prompt(row.prompt)
         if key not in seen:
             seen.add(key)
             out.append(row)
@@ -312,7 +313,7 @@ def _unit_key(row: LabeledRow) -> str:
     """The split unit of a row: its group, or for ungrouped rows the row itself."""
     if row.group is not None:
         return f"group:{row.group}"
-    return f"row:{row.id}" if row.id is not None else f"prompt:{_normalise(row.prompt)}"
+    return f"row:{row.id}" if row.id is not None else f"prompt:{normalise_prompt(row.prompt)}"
 
 
 def _hash_order(key: str, seed: int) -> str:

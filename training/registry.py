@@ -42,8 +42,16 @@ class RunRecord:
 PROBE_TIMEOUT_S = 5.0
 
 
-def check_store(tracking_uri: str) -> None:
-    """Refuse a tracking store that is not there before reading from it.
+@dataclass(frozen=True)
+class CheckedStore:
+    """A tracking store ``check_store`` found there: a job that reads it several times probes
+    it once and passes this along (``download``)."""
+
+    tracking_uri: str
+
+
+def check_store(tracking_uri: str) -> CheckedStore:
+    """Refuse a tracking store that is not there before reading from it; the store, checked.
 
     MLflow would create a missing SQLite file (and its folders) and then report an empty
     registry, and would retry an unreachable server for minutes; a read must say which it is.
@@ -63,12 +71,13 @@ def check_store(tracking_uri: str) -> None:
             with urllib.request.urlopen(probe, timeout=PROBE_TIMEOUT_S):
                 pass
         except urllib.error.HTTPError:
-            return  # it answered: reachable, whatever the status
+            pass  # it answered: reachable, whatever the status
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise NotFound(
                 f"MLflow tracking server {tracking_uri} is unreachable ({reason})"
             ) from exc
+    return CheckedStore(tracking_uri)
 
 
 def _mlflow(tracking_uri: str) -> Any:
@@ -155,7 +164,17 @@ def materialize(tracking_uri: str, model_uri: str, dest: Path | None = None) -> 
             has no such model, version or alias.
         ArtifactMismatch: when what was downloaded is not a bundle.
     """
-    check_store(tracking_uri)
+    return download(check_store(tracking_uri), model_uri, dest)
+
+
+def download(store: CheckedStore, model_uri: str, dest: Path | None = None) -> Path:
+    """``materialize`` from a store already probed by ``check_store`` (no second probe).
+
+    Raises:
+        NotFound: when the registry has no such model, version or alias.
+        ArtifactMismatch: when what was downloaded is not a bundle.
+    """
+    tracking_uri = store.tracking_uri
     mlflow = _mlflow(tracking_uri)
     target = dest or Path(tempfile.mkdtemp(prefix="tierwise-bundle-"))
     try:

@@ -20,9 +20,12 @@ the frozen base split and the traffic holdout: the gate asks whether the new tra
 the champion's recipe. With ``--eval-data`` (which must be disjoint from the champion's training
 data) the champion artifact itself is scored. Overlap is refused (exit 2) when the manifest shows
 it: its ``train_data_sha256`` is the eval file's, or the base files' while the eval file shares
-prompts with them; the manifest keeps no per-prompt hashes, so other overlap cannot be detected
-(it is only warned about when the eval file shares prompts with ``--base-data``). Either way the
-version registered, and promoted, is the challenger.
+prompts with them; the manifest keeps no per-prompt hashes. The file is also checked against this
+retrain's own training rows (base data + labeled traffic, prompts compared whitespace-normalised,
+``retrain_gate.eval_overlap``): at least ``retrain_gate.MAX_EVAL_OVERLAP`` (5%) of its rows
+sharing a prompt with them is refused (exit 2, the counts named); a smaller overlap is warned
+about and those training rows are removed. Either way the version registered, and promoted, is
+the challenger.
 
 Refused (exit 2, nothing registered) when the training rows (base + traffic) fail
 ``training.protocol.check_trainable``, the same floor as ``tierwise train``.
@@ -76,7 +79,7 @@ from training.retrain_gate import (
     MIN_EVAL_ROWS,
     Frame,
     card,
-    check_disjoint,
+    drop_eval_prompts,
     evidence,
     frozen_diff_ci,
     gate,
@@ -150,6 +153,9 @@ def load_base(cfg: RetrainConfig, manifest: Manifest, tiers: Sequence[Tier]) -> 
                                                                                       Dataset]:
     """(base training rows, frozen evaluation rows), featurized through the shared extractor.
 
+    Without ``--eval-data`` the frozen rows are a seeded group split held out of the base data;
+    with it they are the file's rows, and ``prepare`` removes their prompts from training.
+
     Raises:
         InvalidData: when a file is malformed or no base data is known for this bundle.
     """
@@ -161,10 +167,7 @@ def load_base(cfg: RetrainConfig, manifest: Manifest, tiers: Sequence[Tier]) -> 
         return base.subset(train_idx), base.subset(test_idx)
     frozen = build_dataset(load_rows([cfg.eval_data]), tiers, ctx, tolerance=tol,
                            source=str(cfg.eval_data))
-    held = {" ".join(r.prompt.split()) for r in frozen.rows}
-    keep = [i for i, r in enumerate(base.rows) if " ".join(r.prompt.split()) not in held]
-    check_disjoint(manifest, cfg.eval_data, cfg.base_data, len(base.rows) - len(keep))
-    return base.subset(keep), frozen
+    return base, frozen
 
 
 def champion_bundle(cfg: RetrainConfig) -> tuple[str, Manifest, bytes]:
@@ -173,14 +176,16 @@ def champion_bundle(cfg: RetrainConfig) -> tuple[str, Manifest, bytes]:
     Raises:
         NotFound: when the store is missing or unreachable, or has no champion for ``cfg.name``.
     """
-    registry.check_store(cfg.tracking_uri)  # else a missing store reads as "no champion"
+    # probed once, before the first read (else a missing store reads as "no champion"), and
+    # passed to the download rather than probed again
+    store = registry.check_store(cfg.tracking_uri)
     version = registry.alias_version(cfg.tracking_uri, cfg.name, registry.CHAMPION)
     if version is None:
         raise NotFound(f"registry {cfg.tracking_uri} has no '{registry.CHAMPION}' for "
                        f"{cfg.name!r}: register one first (tierwise train --tracking-uri ...)")
     # the version just resolved, not the alias again: the alias may move in between. A temp
     # folder: a run that fails on bad input leaves OUT untouched
-    path = registry.materialize(cfg.tracking_uri, f"models:/{cfg.name}/{version}")
+    path = registry.download(store, f"models:/{cfg.name}/{version}")
     manifest, onnx_bytes = read_bundle(path)
     return version, manifest, onnx_bytes
 
@@ -212,6 +217,10 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
     train_idx, hold_idx = split_traffic(labels, cfg.holdout_fraction)
     base, frozen = load_base(cfg, manifest, tiers)
     recent = traffic_dataset(labels, train_idx, tiers)
+    overlap = None
+    if cfg.eval_data is not None:  # neither side may be fitted on an evaluation prompt
+        base, recent, overlap = drop_eval_prompts(manifest, cfg.eval_data, cfg.base_data,
+                                                  (base, recent), frozen)
     merged = concat(base, recent)
     weights = np.concatenate([np.ones(len(base.rows)), np.full(len(recent.rows),
                                                                cfg.traffic_weight)])
@@ -220,10 +229,12 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
         name=cfg.name, tiers_file="", tolerance=manifest.label_rule.tolerance,
         data_files=(*(str(f) for f in cfg.base_data), "traffic store (training part)")))
     holdout = traffic_dataset(labels, hold_idx, tiers) if len(hold_idx) else None
-    summary = {"traffic_labeled": len(labels.labels), "traffic_train": len(train_idx),
+    summary = {"traffic_labeled": len(labels.labels), "traffic_train": len(recent.rows),
                "traffic_holdout": len(hold_idx), "traffic_skipped": labels.skipped,
                "base_rows": len(base.rows), "frozen_rows": len(frozen.rows),
-               "label_shares": np.bincount(merged.labels, minlength=len(tiers)).tolist()}
+               "label_shares": np.bincount(merged.labels, minlength=len(tiers)).tolist(),
+               "eval_overlap": None if overlap is None else {
+                   "rows": overlap.shared, "base": overlap.base, "traffic": overlap.traffic}}
     logger.info("retrain data: %s", summary)
     return Prepared(merged, weights, base, Frame(frozen, holdout), summary)
 

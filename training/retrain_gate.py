@@ -1,6 +1,7 @@
-"""The retrain gate: what stands for the champion (``refit_champion``, ``check_disjoint``),
-champion and challenger scored through ONNX on the same evaluation sets, and the rule that decides
-whether the challenger replaces the champion (``training.retrain``)."""
+"""The retrain gate: what stands for the champion (``refit_champion``, ``check_disjoint``), an
+evaluation file kept apart from the training rows (``eval_overlap``, ``check_overlap``), champion
+and challenger scored through ONNX on the same evaluation sets, and the rule that decides whether
+the challenger replaces the champion (``training.retrain``)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from numpy.typing import NDArray
 
 from router_model.artifact import Manifest
 from router_model.errors import InvalidData
+from router_model.router import prompt_digest
 from training.bootstrap import paired_diff_ci
-from training.data import data_sha256
+from training.data import LabeledRow, data_sha256, normalise_prompt
 from training.dataset import Dataset
 from training.export import export_checked
 from training.pipeline import fit_calibrated, gate_metric
@@ -31,6 +33,10 @@ MIN_GATE_ROWS = 30
 #: sampling noise dwarfs any margin (APGR moves by ~0.04 with the seed on a few thousand rows).
 MIN_EVAL_ROWS = 200
 TIMING_ROWS = 200
+#: The share of ``--eval-data`` rows whose prompt this retrain also trains on (base data or
+#: labeled traffic) at which it refuses the file: at 5% the challenger's figure on the frozen set
+#: is partly a training score. Below it those training rows are removed, with a warning.
+MAX_EVAL_OVERLAP = 0.05
 
 
 @dataclass(frozen=True)
@@ -127,13 +133,76 @@ def evidence(frozen_rows: int, min_rows: int, diff_ci: list[float] | None, margi
                                         f"{'pass' if shown else 'FAIL'})"]
 
 
+@dataclass(frozen=True)
+class Overlap:
+    """``--eval-data`` rows whose prompt (whitespace-normalised) is also a training row of this
+    retrain, and the training rows to keep: those whose prompt is no evaluation prompt."""
+
+    eval_rows: int
+    base: int  # evaluation rows whose prompt is in the base data
+    traffic: int  # ... in the labeled traffic's training part
+    shared: int  # ... in either
+    keep_base: tuple[int, ...]
+    keep_traffic: tuple[int, ...]
+
+    @property
+    def share(self) -> float:
+        return self.shared / self.eval_rows if self.eval_rows else 0.0
+
+
+def eval_overlap(evaluation: Sequence[LabeledRow], base: Sequence[LabeledRow],
+                 traffic: Sequence[LabeledRow]) -> Overlap:
+    """Which evaluation prompts this retrain's training rows (base, then traffic) also hold.
+
+    Prompts match after whitespace normalisation. A traffic row stored without its text (its
+    ``id`` is the serving digest, ``router_model.router.prompt_digest``) matches an evaluation
+    prompt whose exact text has that digest.
+    """
+    texts = [normalise_prompt(r.prompt) for r in evaluation]
+    digests = [prompt_digest(r.prompt) for r in evaluation]
+    in_base = {normalise_prompt(r.prompt) for r in base}
+    in_traffic = {normalise_prompt(r.prompt) for r in traffic}
+    traffic_ids = {r.id for r in traffic if r.id}
+    hits = [(t in in_base, t in in_traffic or d in traffic_ids)
+            for t, d in zip(texts, digests, strict=True)]
+    held, held_digests = set(texts), set(digests)
+    return Overlap(
+        eval_rows=len(evaluation), base=sum(b for b, _ in hits), traffic=sum(t for _, t in hits),
+        shared=sum(b or t for b, t in hits),
+        keep_base=tuple(i for i, r in enumerate(base) if normalise_prompt(r.prompt) not in held),
+        keep_traffic=tuple(i for i, r in enumerate(traffic)
+                           if normalise_prompt(r.prompt) not in held and r.id not in held_digests),
+    )
+
+
+def check_overlap(overlap: Overlap, eval_data: Path) -> None:
+    """Refuse an ``--eval-data`` this retrain substantially trains on; warn on a small overlap.
+
+    Raises:
+        InvalidData: when at least ``MAX_EVAL_OVERLAP`` of its rows have a prompt of the base
+            data or of the labeled traffic's training part.
+    """
+    if not overlap.shared:
+        return
+    what = (f"{overlap.shared} of its {overlap.eval_rows} rows ({overlap.share:.1%}) have a "
+            f"prompt this retrain trains on ({overlap.base} in --base-data, {overlap.traffic} in "
+            "the labeled traffic)")
+    if overlap.share >= MAX_EVAL_OVERLAP:
+        raise InvalidData(
+            f"--eval-data {eval_data}: {what}, at least {MAX_EVAL_OVERLAP:.0%}: give an "
+            "evaluation file disjoint from the training data (or --since to leave old traffic "
+            "out), or leave --eval-data out to hold out part of the base data")
+    logger.warning("--eval-data %s: %s; those training rows are removed, and whether the "
+                   "champion was fitted on them cannot be told", eval_data, what)
+
+
 def check_disjoint(manifest: Manifest, eval_data: Path, base_data: Sequence[Path],
                    shared: int) -> None:
     """Refuse an ``--eval-data`` the champion artifact is known to have been fitted on.
 
     The manifest keeps only a hash of the training files (``train_data_sha256``), not per-row
     hashes: overlap is known only when that hash is the eval file's, or the base files' and the
-    eval file shares prompts with them. Otherwise shared prompts are only warned about.
+    eval file shares ``shared`` prompts with them (other overlap: ``check_overlap``).
 
     Raises:
         InvalidData: when the champion was fitted on rows of ``--eval-data``.
@@ -145,9 +214,22 @@ def check_disjoint(manifest: Manifest, eval_data: Path, base_data: Sequence[Path
             f"--eval-data {eval_data}: the champion was fitted on these rows (its manifest's "
             "train_data_sha256 matches); give an evaluation file disjoint from its training "
             "data, or leave --eval-data out to compare it refitted on the base split")
-    if shared:
-        logger.warning("--eval-data shares %d prompts with --base-data (removed from training); "
-                       "whether the champion was fitted on them cannot be told", shared)
+
+
+def drop_eval_prompts(manifest: Manifest, eval_data: Path, base_data: Sequence[Path],
+                      train: tuple[Dataset, Dataset], frozen: Dataset
+                      ) -> tuple[Dataset, Dataset, Overlap]:
+    """The (base, traffic) training rows without ``--eval-data``'s prompts, once the file passed
+    ``check_disjoint`` (the champion's manifest) and ``check_overlap`` (this retrain's rows).
+
+    Raises:
+        InvalidData: when the champion or this retrain is known to be fitted on the file's rows.
+    """
+    base, traffic = train
+    overlap = eval_overlap(frozen.rows, base.rows, traffic.rows)
+    check_disjoint(manifest, eval_data, base_data, overlap.base)
+    check_overlap(overlap, eval_data)
+    return base.subset(overlap.keep_base), traffic.subset(overlap.keep_traffic), overlap
 
 
 def refit_champion(manifest: Manifest, base: Dataset, seed: int) -> bytes:

@@ -5,13 +5,19 @@ traffic store in tmp dirs)."""
 from __future__ import annotations
 
 import json
+import logging
+import re
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from retrain_support import DATA, champion_store, fixture_rows, labeled_store, write_rows
 
 from router_model.artifact import read_bundle
+from router_model.errors import InvalidData
 from training import registry
-from training.retrain import RetrainConfig, load_base
+from training.data import dedupe
+from training.retrain import RetrainConfig, load_base, run_retrain
 from training.retrain import main as retrain_main
 from training.retrain_gate import Frame, card
 
@@ -88,11 +94,54 @@ def test_eval_data_the_champion_was_fitted_on_is_refused(fast_bundle: Path,
         assert retrain_main([*common, "--out", str(out), "--eval-data", str(eval_file)]) == 2
         assert not out.exists()
     assert registry.alias_version(uri, "tiny_fast", registry.CHALLENGER) is None
-    # rows the champion never saw: the artifact itself is judged
-    other = write_rows(tmp_path / "other.jsonl", fixture_rows()[::4])
-    base = write_rows(tmp_path / "base.jsonl", [r for i, r in enumerate(fixture_rows()) if i % 4])
+    # rows the champion never saw, nor this retrain's training rows: the artifact itself is judged
+    # (deduplicated: two fixture rows share a prompt)
+    rows = dedupe(fixture_rows())
+    rest = [r for i, r in enumerate(rows) if i % 4]
+    other = write_rows(tmp_path / "other.jsonl", rows[::4])
+    base = write_rows(tmp_path / "base.jsonl", rest)
+    db = labeled_store(tmp_path / "rest.db", rest)
     out = tmp_path / "ok"
-    assert retrain_main([*common[:6], "--base-data", str(base), "--min-eval-rows", "1", *LENIENT,
-                         "--out", str(out), "--eval-data", str(other)]) == 0
+    assert retrain_main(["--db", db, *common[2:6], "--base-data", str(base), "--min-eval-rows",
+                         "1", *LENIENT, "--out", str(out), "--eval-data", str(other)]) == 0
     decision = json.loads((out / "retrain_decision.json").read_text())
+    assert decision["champion_judged"] == "artifact"
+    assert decision["data"]["eval_overlap"] == {"rows": 0, "base": 0, "traffic": 0}
+
+
+def test_eval_data_this_retrain_trains_on_is_refused(fast_bundle: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    # the champion's manifest cannot tell (base = the other rows), but the traffic holds them
+    uri = champion_store(tmp_path, fast_bundle)
+    rows = dedupe(fixture_rows())  # two fixture rows share a prompt
+    evaluation = write_rows(tmp_path / "eval.jsonl", rows[::4])  # 30 rows
+    base = write_rows(tmp_path / "base.jsonl", [r for i, r in enumerate(rows) if i % 4])
+
+    def config(db: str, out: Path) -> RetrainConfig:
+        return RetrainConfig(
+            db=db, name="tiny_fast", tracking_uri=uri, out=out, base_data=(base,),
+            eval_data=evaluation, since=None, traffic_weight=2.0, adequate=0.5, margin=1.0,
+            max_slowdown=100.0, holdout_fraction=0.2, bundle_out=None, estimator=None, seed=0,
+            min_eval_rows=1)
+
+    # every fixture row as traffic: its older 80% (training) holds most evaluation prompts
+    db = labeled_store(tmp_path / "all.db", rows)
+    with pytest.raises(InvalidData) as refused:
+        run_retrain(config(db, tmp_path / "refused"))
+    counts = re.search(r"(\d+) of its 30 rows \([\d.]+%\) have a prompt this retrain trains on "
+                       r"\(0 in --base-data, (\d+) in the labeled traffic\), at least 5%",
+                       str(refused.value))
+    assert counts is not None and int(counts[1]) == int(counts[2]) >= 20, refused.value
+    assert not (tmp_path / "refused").exists()
+    assert registry.alias_version(uri, "tiny_fast", registry.CHALLENGER) is None
+    # one evaluation prompt (whitespace changed) in the traffic: 1 of 30 is under 5%, so it is
+    # warned about and that traffic row is left out of training
+    first = replace(rows[0], prompt="  " + rows[0].prompt.replace(" ", "\t ") + "\n")
+    db = labeled_store(tmp_path / "one.db", [first, *(r for i, r in enumerate(rows) if i % 4)])
+    with caplog.at_level(logging.WARNING, logger="training.retrain_gate"):
+        decision = run_retrain(config(db, tmp_path / "warned"))
+    assert "1 of its 30 rows (3.3%) have a prompt this retrain trains on" in caplog.text
+    data = decision["data"]
+    assert data["eval_overlap"] == {"rows": 1, "base": 0, "traffic": 1}
+    assert data["traffic_train"] == data["traffic_labeled"] - data["traffic_holdout"] - 1
     assert decision["champion_judged"] == "artifact"

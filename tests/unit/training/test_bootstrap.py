@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from training.bootstrap import bootstrap_ci, paired_diff_ci, resample_counts, resampled_figures
+from training.bootstrap import (
+    bootstrap_ci,
+    draw_rows,
+    mean_ci,
+    paired_diff_ci,
+    percentile_ci,
+    resample_counts,
+    resampled_figures,
+)
 from training.report import build_report
 
 F64 = NDArray[np.float64]
@@ -125,3 +133,16 @@ def test_paired_difference_of_perfect_minus_always_weak() -> None:
     assert ci[0] > 0  # the better router is better on every resample
     with pytest.raises(ValueError, match="metric"):
         paired_diff_ci(scores, costs, weak, proba, "accuracy")
+
+
+def test_mean_ci_is_the_percentile_interval_of_the_resampled_means() -> None:
+    values = np.random.default_rng(1).random(50)
+    rows = draw_rows(50, 400, np.random.default_rng(9))
+    assert rows.shape == (400, 50) and rows.min() >= 0 and rows.max() < 50
+    lo, hi = mean_ci(values, rows)
+    assert [lo, hi] == list(np.percentile(values[rows].mean(axis=1), [2.5, 97.5]))
+    assert lo < values.mean() < hi
+    # seeded: the same generator state draws the same rows, hence the same interval
+    assert mean_ci(values, draw_rows(50, 400, np.random.default_rng(9))) == [lo, hi]
+    assert mean_ci(np.full(7, 0.25), draw_rows(7, 50, np.random.default_rng(0))) == [0.25, 0.25]
+    assert percentile_ci(np.arange(201.0)) == [5.0, 195.0]

@@ -38,3 +38,10 @@ def test_unreachable_server_is_reported_quickly(tmp_path: Path) -> None:
                          str(tmp_path / "out"), "--tracking-uri", uri,
                          "--base-data", "x.jsonl"]) == 2
     assert time.monotonic() - start < 2 * registry.PROBE_TIMEOUT_S
+
+
+def test_a_store_found_there_is_returned_checked(tmp_path: Path) -> None:
+    # what retrain probes once and hands to registry.download instead of probing again
+    (tmp_path / "mlflow.db").touch()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert registry.check_store(uri) == registry.CheckedStore(uri)
