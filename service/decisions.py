@@ -130,6 +130,10 @@ class DecisionSource(ABC):
         """The router's sentence encoder, for the semantic cache (None: none in this process)."""
         return None
 
+    def default_quality(self) -> float | None:
+        """The router's default knob (its bundle's ``threshold``), None while unknown."""
+        return None
+
 
 def text_key(text: str) -> bytes:
     """A short key of a scored text (the texts themselves may be long; they are not kept)."""
@@ -236,6 +240,9 @@ class LocalDecisions(DecisionSource):
 
     def encoder(self) -> SentenceEncoder | None:
         return self._router.featurizer.encoder if self._router is not None else None
+
+    def default_quality(self) -> float | None:
+        return self._router.manifest.threshold if self._router is not None else None
 
     async def features(self, text: str) -> list[float]:
         if self._router is None:

@@ -99,20 +99,17 @@ async def response_cache(
     return found
 
 
-async def budget_knob(
-    config: GatewayConfig, store: TrafficStore, metrics: GatewayMetrics
-) -> BudgetKnob | None:
+async def budget_knob(config: GatewayConfig, store: TrafficStore) -> BudgetKnob | None:
     """The budget knob when ``budget.top_share`` is set, its window refilled from the store's
-    newest decisions and its knob exported as a gauge."""
+    newest decisions."""
     cfg = config.budget
     if cfg.top_share is None:
         return None
     budget = BudgetKnob(cfg.top_share, cfg.window, cfg.min_samples,
                         [t.name for t in config.tiers])
     seeded = budget.seed(await store.recent_decisions(cfg.window))
-    metrics.watch_budget(budget)
-    logger.info("budget: %.0f%% of routed calls to the top tier, %d of %d decisions from the "
-                "traffic store", 100 * cfg.top_share, seeded, cfg.window)
+    logger.info("budget: at most %.0f%% of routed calls to the top tier, %d of %d decisions from "
+                "the traffic store", 100 * cfg.top_share, seeded, cfg.window)
     return budget
 
 
@@ -281,9 +278,12 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
                                 http)
             pool.on_failure = app.state.metrics.upstream_failure
             cache = await response_cache(config, decisions, app.state.metrics, stack)
+            budget = await budget_knob(config, store)
             completions = Completions(config, decisions, arm_assigner(config), store,
-                                      app.state.metrics, pool, tokenizer, cache,
-                                      await budget_knob(config, store, app.state.metrics))
+                                      app.state.metrics, pool, tokenizer, cache, budget)
+            if budget is not None:
+                app.state.metrics.watch_budget(completions.planner.budget_knob,
+                                               budget.__len__)
             stack.push_async_callback(completions.aclose)
             jobs = await _batch_runner(app, stack, store, http, tokenizer)
             app.state.batch_window = BatchWindow(config, jobs, completions,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from router_model.records import LEDGER, TrafficRecord
-from service.budget import BudgetKnob
 
 #: Seconds of a whole gateway request, upstream included.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -112,15 +112,17 @@ class GatewayMetrics:
         """Count one failed operation of the response cache's store."""
         self.cache_errors.labels(op).inc()
 
-    def watch_budget(self, budget: BudgetKnob) -> None:
-        """Export the budget knob (NaN until its window is full enough) and its window size."""
-        knob = Gauge("tierwise_gateway_budget_knob",
-                     "The knob the budget gives requests that set none (NaN: not enough "
-                     "decisions yet, default_quality applies).", registry=self.registry)
-        knob.set_function(lambda: math.nan if (k := budget.knob()) is None else k)
+    def watch_budget(self, knob: Callable[[], float | None], window: Callable[[], int]) -> None:
+        """Export the budget's knob in force (NaN until its window is full enough) and its
+        window's size."""
+        gauge = Gauge("tierwise_gateway_budget_knob",
+                      "The knob the budget gives requests that set none, capped at the default "
+                      "knob (NaN: not enough decisions yet, the default applies).",
+                      registry=self.registry)
+        gauge.set_function(lambda: math.nan if (k := knob()) is None else k)
         size = Gauge("tierwise_gateway_budget_window",
                      "Router decisions in the budget's window.", registry=self.registry)
-        size.set_function(lambda: float(len(budget)))
+        size.set_function(lambda: float(window()))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

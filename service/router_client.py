@@ -76,6 +76,8 @@ class RemoteDecisions(DecisionSource):
         self._featurizer: Featurizer | None = None
         self._lock = asyncio.Lock()
         self._last_check = float("-inf")
+        #: The router's default knob as GetModel reported it when the tiers were checked.
+        self._default_quality: float | None = None
 
     async def start(self, tiers: Sequence[Tier]) -> None:
         self._tiers = tuple(tiers)
@@ -106,6 +108,7 @@ class RemoteDecisions(DecisionSource):
                 remote_featurizer, info.feature_set, info.feature_version, self._address
             )
             self._names = names
+            self._default_quality = float(info.default_quality)
             logger.info("routing with %s at %s", info.model_version, self._address)
             return names
 
@@ -148,6 +151,9 @@ class RemoteDecisions(DecisionSource):
             return []
         feats = await asyncio.to_thread(featurize, [text], featurizer)
         return [float(x) for x in feats.matrix[0]]
+
+    def default_quality(self) -> float | None:
+        return self._default_quality
 
     async def aclose(self) -> None:
         if self._channel is not None:

@@ -93,10 +93,20 @@ class Planner:
             f"{[t.model for t in self.tiers]}"
         )
 
-    def default_quality(self) -> float | None:
-        """The knob of a request that sets none: the budget's once it has enough decisions, else
-        ``default_quality`` (None: the bundle's default)."""
+    def budget_knob(self) -> float | None:
+        """The budget's knob capped at the default one (``default_quality``, else the router's),
+        so a budget never raises the spend; None without a budget or a full enough window."""
         knob = self.budget.knob() if self.budget is not None else None
+        if knob is None:
+            return None
+        cap = self.config.default_quality
+        cap = self.decisions.default_quality() if cap is None else cap
+        return knob if cap is None else min(knob, cap)
+
+    def default_quality(self) -> float | None:
+        """The knob of a request that sets none: the budget's (``budget_knob``) when it has one,
+        else ``default_quality`` (None: the router's default)."""
+        knob = self.budget_knob()
         return knob if knob is not None else self.config.default_quality
 
     async def plan(

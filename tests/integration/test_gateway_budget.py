@@ -66,7 +66,10 @@ def test_the_budget_sets_the_knob_from_the_routed_traffic(
     assert gauge(gw, "tierwise_gateway_budget_window") == WINDOW
     # the knob that sends at most SHARE of those prompts to the top tier, as tierwise knob fits it
     proba = router.predict_proba(texts[:WINDOW])
-    want = knob_for_top_share(proba, SHARE)
+    want = min(knob_for_top_share(proba, SHARE), router.manifest.threshold)
+    # the default knob sends more than SHARE of these prompts to the top tier: the budget binds
+    assert (choose_tiers(proba, router.manifest.threshold) == 1).mean() > SHARE
+    assert want < router.manifest.threshold
     assert gauge(gw, "tierwise_gateway_budget_knob") == pytest.approx(want, abs=1e-6)
     assert (choose_tiers(proba, want) == 1).mean() <= SHARE
     info = ask(gw, texts[WINDOW])
@@ -108,3 +111,14 @@ def test_without_a_budget_nothing_changes(make_gateway: Any, fast_bundle: Path) 
         assert ask(gw, text)["quality"] == pytest.approx(router.manifest.threshold)
     with gw.http(None) as http:
         assert "tierwise_gateway_budget_knob" not in http.get("/metrics").text
+
+
+def test_the_budget_never_raises_the_knob(make_gateway: Any, fast_bundle: Path) -> None:
+    """A budget above what the default knob sends leaves the default: it is a ceiling."""
+    router = ComplexityRouter.from_artifact(fast_bundle)
+    gw = make_gateway(fast_bundle, budget={"top_share": 1.0, "window": 10, "min_samples": 10})
+    texts = prompts()
+    for text in texts[:10]:
+        ask(gw, text)
+    assert gauge(gw, "tierwise_gateway_budget_knob") == pytest.approx(router.manifest.threshold)
+    assert ask(gw, texts[10])["quality"] == pytest.approx(router.manifest.threshold)

@@ -58,24 +58,34 @@ def test_the_window_forgets_old_traffic() -> None:
     assert budget.knob() == pytest.approx(0.9)
 
 
-def test_a_new_model_version_empties_the_window() -> None:
-    budget = BudgetKnob(0.3, window=50, min_samples=5, ladder=LADDER)
-    for _ in range(10):
-        budget.observe(probs(0.3, 0.3), "v1")
-    assert budget.knob() is not None
-    budget.observe(probs(0.3, 0.3), "v2")
-    assert len(budget) == 1 and budget.knob() is None and budget.model_version == "v2"
+def test_versions_sharing_the_traffic_are_pooled() -> None:
+    """A canary (every tenth decision from v2) neither empties nor starves the window."""
+    budget = BudgetKnob(0.3, window=100, min_samples=20, ladder=LADDER)
+    for i in range(1000):
+        budget.observe(probs(0.3, 0.3), "v2" if i % 10 == 0 else "v1")
+    assert len(budget) == 100 and budget.knob() is not None
 
 
-def test_seed_keeps_the_newest_model_versions_decisions_oldest_first() -> None:
-    budget = BudgetKnob(0.5, window=3, min_samples=1, ladder=("weak", "strong"), refresh=1)
+def test_a_version_that_decides_alone_replaces_the_others() -> None:
+    budget = BudgetKnob(0.5, window=100, min_samples=10, ladder=("weak", "strong"), refresh=1)
+    for _ in range(100):
+        budget.observe({"weak": 0.2, "strong": 0.8}, "v1")
+    for _ in range(9):
+        budget.observe({"weak": 0.9, "strong": 0.1}, "v2")
+        assert len(budget) == 100  # not yet: v2 might be a canary
+    budget.observe({"weak": 0.9, "strong": 0.1}, "v2")
+    assert len(budget) == 10 and budget.model_version == "v2"
+    assert budget.knob() == pytest.approx(0.9)
+
+
+def test_seed_replays_the_newest_decisions_oldest_first() -> None:
+    budget = BudgetKnob(0.5, window=3, min_samples=2, ladder=("weak", "strong"), refresh=1)
     newest_first = [
         ("v2", {"weak": 0.9, "strong": 0.1}),
-        ("v1", {"weak": 0.1, "strong": 0.9}),  # another model: not comparable
-        ("v2", {"weak": 0.8, "strong": 0.2}),
         ("v2", {"weak": 0.7}),                 # incomplete: skipped
-        ("v2", {"weak": 0.6, "strong": 0.4}),
-        ("v2", {"weak": 0.5, "strong": 0.5}),  # beyond the window
+        ("v1", {"weak": 0.8, "strong": 0.2}),
+        ("v1", {"weak": 0.6, "strong": 0.4}),
+        ("v1", {"weak": 0.5, "strong": 0.5}),  # beyond the window
     ]
     assert budget.seed(newest_first) == 3
     assert budget.model_version == "v2" and len(budget) == 3
