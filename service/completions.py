@@ -38,7 +38,7 @@ from service.gateway_requests import AUTO_MODEL, ChatBody, parse_chat, to_messag
 from service.openai_errors import BadRequest, envelope
 from service.routing_plan import Plan, Planner
 from service.semantic_cache import Hit, ResponseCache, replay, tenant_of
-from service.sse import SseTap, data_of, json_event, with_member
+from service.sse import SseTap, data_of, json_event, valid_event, with_member
 from service.traffic import TrafficStore
 from service.trimming import trim_forward
 from service.upstream import Forwarded, UpstreamPool
@@ -223,7 +223,7 @@ class Completions:
         status, trailer = 200, b""
         try:
             async for chunk in _chain(answer):
-                for event in tap.feed(chunk):
+                for event in map(valid_event, tap.feed(chunk)):
                     is_done, has_usage = tap.inspect(event)
                     done = done or is_done
                     if done or has_usage:

@@ -20,7 +20,8 @@ limit (``failover.connect_timeout_s``).
 A success status is not enough: a non-stream answer must be a JSON object, and a stream answer
 must be ``text/event-stream`` with a first chunk, or the attempt is a failure (``invalid_body``,
 counted by the breaker and failed over) like a 5xx: a proxy's HTML page with status 200 is no
-completion.
+completion. A usable answer whose JSON spells a lone UTF-16 surrogate (``"\\ud800"``) is used
+with U+FFFD in its place (``service.json_text``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import httpx
 from router_model.errors import UpstreamError
 from router_model.tiers import Tier
 from service.gateway_config import FailoverConfig, GatewayConfig
+from service.json_text import may_spell_surrogate, replace_lone_surrogates
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +240,8 @@ async def _read(answer: Forwarded, stream: bool) -> str | None:
             doc = None
         if not isinstance(doc, dict):
             return "not a JSON object"
+        if may_spell_surrogate(response.content):
+            replace_lone_surrogates(doc)  # valid JSON, but no text: relayed, cached, counted
         answer.doc = doc
         return None
     kind = response.headers.get("content-type", "").lower()
