@@ -233,15 +233,17 @@ class Completions:
                         event, first = with_member(event, "tierwise", self.info(call)), False
                     yield event
             trailer = tap.rest()
-        except httpx.HTTPError as exc:
+        except httpx.HTTPError as exc:  # the upstream broke off: no failover once bytes went
             status = 502
-            logger.warning("upstream %s stream broke: %s", answer.upstream.tier.name, exc)
+            self.upstreams.broke(answer.upstream, exc)
             trailer = json_event(envelope("the upstream stream broke", 502, code="upstream_error"))
         except (asyncio.CancelledError, GeneratorExit):  # the client went away mid-stream
-            if not call.recorded:
+            if not call.recorded:  # (not the upstream's failure: its breaker is not told)
                 call.recorded = True
                 self._later(self._abandoned(call, tap))
             raise
+        else:
+            self.upstreams.ended(answer.upstream)
         finally:
             await answer.aclose()
         record = await self._finish(call, status, await self._usage(
