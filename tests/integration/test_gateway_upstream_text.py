@@ -23,8 +23,11 @@ from gateway_support import (  # noqa: F401  (fixtures)
     STRONG,
     Gateway,
     Upstreams,
+    cache_rows,
     make_gateway_fixture,
+    postgres_url_fixture,
     upstreams_fixture,
+    wait_until,
 )
 
 LONE = "lone \ud800 high, \udfff low, \U0001f600 pair"
@@ -103,6 +106,22 @@ def test_a_cached_answer_with_a_lone_surrogate_replays_as_valid_text(
         assert response.status_code == 200, response.text
         assert response.json()["choices"][0]["message"]["content"] == SHOWN
     assert statuses(gw) == [(200, "weak"), (200, "weak")]
+
+
+def test_a_shared_cache_stores_an_answer_with_a_lone_surrogate(
+    make_gateway: Any, upstreams: Upstreams, fast_bundle: Path, postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    cache = {"enabled": True, "url": postgres_url, "refresh_s": 0.05}
+    one: Gateway = make_gateway(fast_bundle, cache=cache)
+    upstreams.weak.content = LONE
+    assert post(one, text=HARD).json()["choices"][0]["message"]["content"] == SHOWN
+    wait_until(lambda: cache_rows(postgres_url) == 1, "the answer committed to PostgreSQL")
+    two: Gateway = make_gateway(fast_bundle, cache=cache,
+                                traffic={"url": f"sqlite:///{tmp_path / 'two.db'}"})
+    again = post(two, text=HARD)
+    assert again.headers["x-tierwise-cache"] == "exact" and len(upstreams.weak.requests) == 1
+    assert again.json()["choices"][0]["message"]["content"] == SHOWN
 
 
 def test_a_cascade_draft_with_a_lone_surrogate_is_answered(

@@ -163,12 +163,14 @@ def cutting() -> Iterator[CuttingUpstream]:
            "8 such streams at once, then normal requests",
     expected="each client gets the first event, then an error event and a clean end (no "
              "[DONE]); each record has status 502; each cut counts against the weak upstream's "
-             "breaker (open after failure_threshold 3); the gateway keeps serving")
+             "breaker (open after failure_threshold 8); the gateway keeps serving")
 def test_connection_reset_mid_stream(
     make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, cutting: CuttingUpstream,
     observed: Any,
 ) -> None:
-    gw = make_gateway(fast_bundle, tiers=tiers(upstreams, cutting.url))
+    # threshold 8: all 8 streams get through whichever breaks first, and together open it
+    gw = make_gateway(fast_bundle, tiers=tiers(upstreams, cutting.url),
+                      failover={"failure_threshold": 8, "cooldown_s": 30})
 
     def one(http: httpx.Client, i: int) -> tuple[int, list[Any], str]:
         with http.stream("POST", "/v1/chat/completions", json=body(i, True, "weak")) as r:
