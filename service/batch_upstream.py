@@ -3,7 +3,8 @@
 The wire format is OpenAI's: ``POST {base_url}/files`` (multipart, ``purpose=batch``), each line
 ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``; ``POST
 {base_url}/batches``; ``GET {base_url}/batches/{id}``; ``GET {base_url}/files/{id}/content``.
-Any transport failure or error status is an ``UpstreamError``.
+Any transport failure or error status is an ``UpstreamError``. A result line whose JSON spells a
+lone UTF-16 surrogate is read with U+FFFD in its place (``service.json_text``), as a chat answer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 
 from router_model.errors import UpstreamError
+from service.json_text import may_spell_surrogate, replace_lone_surrogates
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +125,8 @@ class BatchApi:
                 continue
             try:
                 line = json.loads(raw)
+                if isinstance(line, dict) and may_spell_surrogate(raw):
+                    replace_lone_surrogates(line)  # stored, served and counted as text
                 custom_id = str(line["custom_id"])
             except (ValueError, KeyError, TypeError):
                 logger.warning("batch file %s: a line that is not a batch result", file_id)

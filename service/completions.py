@@ -39,7 +39,7 @@ from service.gateway_requests import AUTO_MODEL, ChatBody, parse_chat, to_messag
 from service.openai_errors import BadRequest, envelope
 from service.routing_plan import Plan, Planner
 from service.semantic_cache import Hit, ResponseCache, replay, tenant_of
-from service.sse import SseTap, data_of, json_event, with_member
+from service.sse import SseTap, data_of, json_event, valid_event, with_member
 from service.traffic import TrafficStore
 from service.trimming import trim_forward
 from service.upstream import Forwarded, UpstreamPool
@@ -225,7 +225,7 @@ class Completions:
         status, trailer = 200, b""
         try:
             async for chunk in _chain(answer):
-                for event in tap.feed(chunk):
+                for event in map(valid_event, tap.feed(chunk)):
                     is_done, has_usage = tap.inspect(event)
                     done = done or is_done
                     if done or has_usage:
@@ -235,15 +235,17 @@ class Completions:
                         event, first = with_member(event, "tierwise", self.info(call)), False
                     yield event
             trailer = tap.rest()
-        except httpx.HTTPError as exc:
+        except httpx.HTTPError as exc:  # the upstream broke off: no failover once bytes went
             status = 502
-            logger.warning("upstream %s stream broke: %s", answer.upstream.tier.name, exc)
+            self.upstreams.broke(answer.upstream, exc)
             trailer = json_event(envelope("the upstream stream broke", 502, code="upstream_error"))
         except (asyncio.CancelledError, GeneratorExit):  # the client went away mid-stream
-            if not call.recorded:
+            if not call.recorded:  # (not the upstream's failure: its breaker is not told)
                 call.recorded = True
                 self._later(self._abandoned(call, tap))
             raise
+        else:
+            self.upstreams.ended(answer.upstream)
         finally:
             await answer.aclose()
         record = await self._finish(call, status, await self._usage(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router_model.chat import ChatMessage, ContentPart
 from router_model.policy import Policy
+from service.json_text import holds_lone_surrogate
 from service.openai_errors import BadRequest
 
 AUTO_MODEL = "tierwise-auto"
@@ -33,7 +33,6 @@ QUALITY_HEADER = "x-tierwise-quality"
 USER_HEADERS = ("x-tierwise-user", "x-session-id")
 
 M = TypeVar("M", bound=BaseModel)
-_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Deepest nesting of arrays and objects a request body may have (the body itself is level 1);
 #: OpenAI's own structured-output schemas stay far below it.
 MAX_JSON_DEPTH = 100
@@ -124,11 +123,6 @@ def invalid(exc: ValidationError) -> BadRequest:
     return BadRequest(f"{param}: {message}" if param else message, param=param, code=code)
 
 
-def _bad_text(text: str) -> bool:
-    # a decoded JSON string holds a surrogate only when it was unpaired (pairs become one char)
-    return not text.isascii() and _SURROGATE.search(text) is not None
-
-
 def check_document(doc: dict[str, Any]) -> None:
     """Refuse a document nested deeper than ``MAX_JSON_DEPTH`` or with a string (key or value)
     holding an unpaired UTF-16 surrogate.
@@ -142,7 +136,7 @@ def check_document(doc: dict[str, Any]) -> None:
     while stack:  # iterative: the depth of a document is the client's choice
         value, path = stack.pop()
         if type(value) is dict:
-            bad_key = next((k for k in value if _bad_text(k)), None)
+            bad_key = next((k for k in value if holds_lone_surrogate(k)), None)
             if bad_key is not None:
                 _refuse_text((*path, bad_key))
             items: Any = value.items()
@@ -151,7 +145,7 @@ def check_document(doc: dict[str, Any]) -> None:
         for key, item in items:
             kind = type(item)  # json.loads makes exactly these types
             if kind is str:
-                if _bad_text(item):
+                if holds_lone_surrogate(item):
                     _refuse_text((*path, key))
             elif kind is dict or kind is list:
                 if len(path) + 2 > MAX_JSON_DEPTH:

@@ -1,9 +1,10 @@
 """Server-sent events of OpenAI chat streams: split byte-exactly into events, and read them.
 
 The gateway forwards every event's bytes unchanged, except that it adds a ``tierwise`` member to
-the first chunk (and to the usage chunk, when the upstream sends one); ``SseTap`` splits the raw
-byte stream into events and notes, on the way, the usage, the generated text (to count tokens when
-there is no usage) and the ``[DONE]`` marker.
+the first chunk (and to the usage chunk, when the upstream sends one) and rewrites an event whose
+JSON spells a lone UTF-16 surrogate with U+FFFD in its place (``valid_event``); ``SseTap`` splits
+the raw byte stream into events and notes, on the way, the usage, the generated text (to count
+tokens when there is no usage) and the ``[DONE]`` marker.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from service.json_text import may_spell_surrogate, replace_lone_surrogates
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 DONE = b"[DONE]"
@@ -45,6 +48,21 @@ def with_member(event: bytes, name: str, value: Any) -> bytes:
         return event
     doc[name] = value
     return json_event(doc)
+
+
+def valid_event(event: bytes) -> bytes:
+    """The event, or its JSON rewritten with U+FFFD for each lone surrogate it spells (the same
+    text as a non-stream answer gets: ``service.json_text``)."""
+    payload = data_of(event)
+    if payload is None or not may_spell_surrogate(payload):
+        return event
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return event
+    if isinstance(doc, dict) and replace_lone_surrogates(doc):
+        return json_event(doc)
+    return event
 
 
 @dataclass

@@ -9,7 +9,10 @@ failed the call fails, even if other tiers are up. Each upstream has a circuit b
 ``failure_threshold`` consecutive failures open it for ``cooldown_s`` (it is skipped), then one
 half-open probe request decides whether it closes again. For streams, failover happens only
 before the first byte reaches the client: the first chunk is read from the upstream before the
-gateway answers.
+gateway answers. A stream's outcome for its breaker is known at its end: one the upstream breaks
+off later (``broke``: reset, cut, or stalled past the deadline) ends the client's stream with an
+error event and is a failure; one that ends is a success (``ended``); one the client leaves is
+neither (a half-open probe is answered as soon as the stream starts).
 
 A tier's ``timeout_s`` is a deadline on each attempt: for a non-stream call, the whole answer
 (headers and body) must arrive within it; for a stream, the first chunk must, and after that no
@@ -20,7 +23,8 @@ limit (``failover.connect_timeout_s``).
 A success status is not enough: a non-stream answer must be a JSON object, and a stream answer
 must be ``text/event-stream`` with a first chunk, or the attempt is a failure (``invalid_body``,
 counted by the breaker and failed over) like a 5xx: a proxy's HTML page with status 200 is no
-completion.
+completion. A usable answer whose JSON spells a lone UTF-16 surrogate (``"\\ud800"``) is used
+with U+FFFD in its place (``service.json_text``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import httpx
 from router_model.errors import UpstreamError
 from router_model.tiers import Tier
 from service.gateway_config import FailoverConfig, GatewayConfig
+from service.json_text import may_spell_surrogate, replace_lone_surrogates
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +86,12 @@ class CircuitBreaker:
         """A request succeeded: close the breaker."""
         self._failures = 0
         self._probing = False
+
+    def started(self) -> None:
+        """A stream started: that answers a half-open probe (close the breaker); otherwise the
+        stream's end decides (``success`` or ``failure``), so streams cut mid-way add up."""
+        if self._probing:
+            self.success()
 
     def failure(self) -> None:
         """A request failed: count it; (re-)open the breaker at the threshold."""
@@ -178,16 +189,32 @@ class UpstreamPool:
                 continue
             reason, answer = await self._attempt(upstream, body, stream, len(failures))
             if answer is not None:
-                breaker.success()
+                if stream and answer.ok:
+                    breaker.started()  # the stream's end tells (``ended`` or ``broke``)
+                else:
+                    breaker.success()
                 return answer
-            breaker.failure()
-            self.on_failure(upstream.tier.name, reason.split(" ")[0])
-            logger.warning("upstream %s failed (%s)", upstream.tier.name, reason)
+            self._failed(upstream, reason)
             failures.append(f"{upstream.tier.name}: {reason}")
         if len(allowed) < len(self._upstreams):
             only = [u.tier.name for u in self._upstreams if u.tier.name in allowed]
             failures.append(f"the request allows no other tier than {only}")
         raise UpstreamError("every upstream failed: " + "; ".join(failures))
+
+    def ended(self, upstream: Upstream) -> None:
+        """A stream ``send`` returned ended as the upstream meant it to: a success."""
+        self.breakers[upstream.tier.name].success()
+
+    def broke(self, upstream: Upstream, exc: Exception) -> None:
+        """A stream ``send`` returned broke off upstream (reset, cut, or a gap past the deadline)
+        after its first chunk went to the client: too late to fail over, but a failure of that
+        upstream all the same (``stream_broken``). A stream the client left is neither."""
+        self._failed(upstream, f"stream_broken ({type(exc).__name__})")
+
+    def _failed(self, upstream: Upstream, reason: str) -> None:
+        self.breakers[upstream.tier.name].failure()
+        self.on_failure(upstream.tier.name, reason.split(" ")[0])
+        logger.warning("upstream %s failed (%s)", upstream.tier.name, reason)
 
     async def _attempt(
         self, upstream: Upstream, body: Mapping[str, Any], stream: bool, failovers: int
@@ -238,6 +265,8 @@ async def _read(answer: Forwarded, stream: bool) -> str | None:
             doc = None
         if not isinstance(doc, dict):
             return "not a JSON object"
+        if may_spell_surrogate(response.content):
+            replace_lone_surrogates(doc)  # valid JSON, but no text: relayed, cached, counted
         answer.doc = doc
         return None
     kind = response.headers.get("content-type", "").lower()

@@ -45,12 +45,16 @@ class FakeUpstream:
     trickle_s: float = 0.1
     trickle_bytes: int = 20
     send_usage: bool = True
-    #: What a JSON answer says: its ``finish_reason``, its text (None: ``ANSWER_WORDS``), and,
-    #: when set, this logprob for every answer word (in OpenAI's ``logprobs.content`` form),
-    #: returned only to a request with ``logprobs: true``, as OpenAI does.
+    #: What an answer says: its ``finish_reason``, its text (None: ``ANSWER_WORDS``; a stream
+    #: sends a set text as one chunk) and, when set, this logprob for every answer word (in
+    #: OpenAI's ``logprobs.content`` form), returned only to a request with ``logprobs: true``,
+    #: as OpenAI does.
     finish_reason: str = "stop"
     content: str | None = None
     logprob: float | None = None
+    #: How JSON is written: ``ascii`` (a lone surrogate as its escape, ``"\\ud800"``) or
+    #: ``cesu`` (UTF-8, a lone surrogate as its three raw bytes, as a CESU-8 encoder writes it).
+    encoding: str = "ascii"
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
 
@@ -77,13 +81,13 @@ class FakeUpstream:
         if self.mode == "trickle":
             await asyncio.sleep(self.trickle_s)
             if not body.get("stream"):
-                data = json.dumps(self.completion(body)).encode()
+                data = self.dumps(self.completion(body))
                 return StreamingResponse(self._trickled(data), media_type="application/json")
         if body.get("stream"):
             return StreamingResponse(self._chunks(body), media_type="text/event-stream")
         if self.mode == "stall_body":
             return StreamingResponse(self._stalled(), media_type="application/json")
-        return JSONResponse(self.completion(body))
+        return Response(self.dumps(self.completion(body)), media_type="application/json")
 
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -105,6 +109,11 @@ class FakeUpstream:
             doc["usage"] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         return doc
 
+    def dumps(self, doc: Any) -> bytes:
+        if self.encoding == "cesu":
+            return json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return json.dumps(doc).encode()
+
     async def _trickled(self, data: bytes) -> AsyncIterator[bytes]:
         for i in range(0, len(data), self.trickle_bytes):
             await asyncio.sleep(self.trickle_s)
@@ -120,18 +129,19 @@ class FakeUpstream:
         base = {"id": f"chatcmpl-{self.name}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": body["model"]}
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-        deltas += [{"content": w} for w in ANSWER_WORDS]
+        words = ANSWER_WORDS if self.content is None else [self.content]
+        deltas += [{"content": w} for w in words]
         for i, delta in enumerate(deltas):
             if self.mode == "trickle":
                 await asyncio.sleep(self.trickle_s)
             finish = "stop" if i == len(deltas) - 1 else None
             doc = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            yield f"data: {json.dumps(doc)}\n\n".encode()
+            yield b"data: " + self.dumps(doc) + b"\n\n"
             if self.mode == "break_stream" and i == 2:
                 raise ConnectionAbortedError("the fake upstream drops the stream mid-way")
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
-            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+            yield b"data: " + self.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
 

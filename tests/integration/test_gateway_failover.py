@@ -176,3 +176,69 @@ def test_stream_cut_mid_way_ends_with_an_error_event(
     last = json.loads(events[-1].removeprefix(b"data: "))
     assert last["error"]["code"] == "upstream_error" and b"[DONE]" not in events[-1]
     assert record(gw, decision)["status"] == 502
+
+
+def stream_events(gw: Gateway, extra: dict[str, Any] = WEAKEST) -> tuple[list[bytes], str]:
+    body = {"model": "tierwise-auto", "messages": chat(), "stream": True, **extra}
+    with gw.http() as http, http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        events = [e for e in response.read().split(b"\n\n") if e]
+        return events, response.headers["x-tierwise-decision-id"]
+
+
+def upstream_failures(gw: Gateway) -> list[str]:
+    with gw.http() as http:
+        return [line for line in http.get("/metrics").text.splitlines()
+                if line.startswith("tierwise_gateway_upstream_failures_total{")]
+
+
+def test_a_stream_cut_mid_way_counts_against_the_upstreams_breaker(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
+) -> None:
+    gw = make_gateway(fast_bundle)  # failure_threshold 3
+    upstreams.weak.mode = "break_stream"  # the role chunk and two words, then the cut
+    for i in range(3):
+        assert gw.completions.upstreams.breakers["weak"].state == "closed", i
+        events, decision = stream_events(gw)
+        first = json.loads(events[0].removeprefix(b"data: "))
+        assert first["tierwise"]["tier"] == "weak" and len(events) == 4
+        last = json.loads(events[-1].removeprefix(b"data: "))
+        assert last["error"]["code"] == "upstream_error"  # and no failover: bytes were sent
+        assert (record(gw, decision)["status"], record(gw, decision)["tier"]) == (502, "weak")
+    assert len(upstreams.weak.requests) == 3 and upstreams.strong.requests == []
+    assert gw.completions.upstreams.breakers["weak"].state == "open"
+    assert upstream_failures(gw) == [
+        'tierwise_gateway_upstream_failures_total{reason="stream_broken",tier="weak"} 3.0']
+    upstreams.weak.mode = "ok"
+    events, _ = stream_events(gw)  # the breaker is open: weak is skipped, strong answers
+    first = json.loads(events[0].removeprefix(b"data: "))
+    assert (first["model"], first["tierwise"]["failovers"]) == (STRONG, 1)
+    assert events[-1] == b"data: [DONE]" and len(upstreams.weak.requests) == 3
+
+
+def test_a_stream_the_client_abandons_does_not_count_against_the_upstream(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
+) -> None:
+    gw = make_gateway(fast_bundle, failover={"failure_threshold": 1, "cooldown_s": 30})
+    upstreams.weak.mode, upstreams.weak.trickle_s = "trickle", 0.2  # a chunk every 0.2 s
+    body = {"model": "tierwise-auto", "messages": chat(), "stream": True, **WEAKEST}
+    for _ in range(2):
+        with gw.http() as http, http.stream("POST", "/v1/chat/completions",
+                                             json=body) as response:
+            decision = response.headers["x-tierwise-decision-id"]
+            lines = response.iter_lines()
+            while not next(lines).startswith("data: "):  # one event, then the client leaves
+                pass
+        deadline = time.monotonic() + 20
+        while not recorded(gw, decision):
+            assert time.monotonic() < deadline, "the abandoned stream was never recorded"
+            time.sleep(0.05)
+        assert record(gw, decision)["status"] == 499
+    assert gw.completions.upstreams.breakers["weak"].state == "closed"
+    assert upstream_failures(gw) == []
+
+
+def recorded(gw: Gateway, decision_id: str) -> bool:
+    with sqlite3.connect(gw.config.traffic.url.removeprefix("sqlite:///")) as conn:
+        return conn.execute("SELECT 1 FROM traffic WHERE decision_id = ?",
+                            (decision_id,)).fetchone() is not None

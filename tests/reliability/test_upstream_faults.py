@@ -162,12 +162,15 @@ def cutting() -> Iterator[CuttingUpstream]:
     action="the weak upstream sends 200 + the first SSE event of a stream, then a TCP RST; "
            "8 such streams at once, then normal requests",
     expected="each client gets the first event, then an error event and a clean end (no "
-             "[DONE]); each record has status 502; the gateway keeps serving")
+             "[DONE]); each record has status 502; each cut counts against the weak upstream's "
+             "breaker (open after failure_threshold 8); the gateway keeps serving")
 def test_connection_reset_mid_stream(
     make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, cutting: CuttingUpstream,
     observed: Any,
 ) -> None:
-    gw = make_gateway(fast_bundle, tiers=tiers(upstreams, cutting.url))
+    # threshold 8: all 8 streams get through whichever breaks first, and together open it
+    gw = make_gateway(fast_bundle, tiers=tiers(upstreams, cutting.url),
+                      failover={"failure_threshold": 8, "cooldown_s": 30})
 
     def one(http: httpx.Client, i: int) -> tuple[int, list[Any], str]:
         with http.stream("POST", "/v1/chat/completions", json=body(i, True, "weak")) as r:
@@ -189,10 +192,16 @@ def test_connection_reset_mid_stream(
     assert [r.status_code for r in after] == [200] * 4
     assert all(b"[DONE]" in r.content for r in after[1::2])
     assert len(upstreams.strong.requests) == 4  # no failover once bytes were sent
-    # a cut after the first byte is not an upstream failure to the breaker (it saw a 200)
+    # a cut after the first byte is an upstream failure to the breaker, even with no failover
     breaker = gw.completions.upstreams.breakers["weak"].state
+    assert breaker == "open"
+    with gw.http() as http:
+        counted = [line.rsplit(" ", 1)[1] for line in http.get("/metrics").text.splitlines()
+                   if line.startswith('tierwise_gateway_upstream_failures_total{reason="stream_')]
+    assert counted == ["8.0"]
     observed(f"8/8 streams: first event, error event, no [DONE]; 8 records status 502; then "
-             f"4/4 requests (2 streamed) answered; weak breaker still {breaker}")
+             f"4/4 requests (2 streamed) answered; 8 stream_broken failures, weak breaker "
+             f"{breaker}")
 
 
 @pytest.mark.reliability(

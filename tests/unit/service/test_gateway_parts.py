@@ -95,6 +95,20 @@ def test_circuit_breaker_states() -> None:
     assert breaker.state == "closed" and breaker.allow() and breaker.allow()
 
 
+def test_circuit_breaker_counts_a_stream_at_its_end() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(threshold=2, cooldown_s=10, clock=lambda: now[0])
+    for _ in range(2):  # streams that start, then break off: they add up
+        assert breaker.allow()
+        breaker.started()
+        breaker.failure()
+    assert breaker.state == "open" and not breaker.allow()
+    now[0] = 10.0
+    assert breaker.allow() and not breaker.allow()
+    breaker.started()  # a probe stream that starts answers the probe
+    assert breaker.state == "closed" and breaker.allow()
+
+
 def test_failover_order() -> None:
     three = doc(tiers=[
         {"name": n, "model": f"m-{n}", "base_url": "http://x/v1", "api_key_env": "K",
