@@ -104,6 +104,20 @@ def test_address_mode_routes_like_the_bundle(
     assert vector == [float(x) for x in featurize([HARD], local.featurizer).matrix[0]]
 
 
+def test_a_budget_is_capped_at_the_remote_routers_default_knob(
+    make_gateway: Any, grpc_router: GrpcRouter, fast_bundle: Path
+) -> None:
+    """The cap of ``budget.top_share`` is the remote router's default (GetModel), as in process."""
+    gw = make_gateway(router={"address": grpc_router.address, "timeout_s": 5},
+                      budget={"top_share": 1.0, "window": 10, "min_samples": 3})
+    threshold = ComplexityRouter.from_artifact(fast_bundle).manifest.threshold
+    for quality in (0.0, 0.5, 1.0):
+        ask(gw, quality)
+    raw = gw.client().chat.completions.with_raw_response.create(
+        model="tierwise-auto", messages=[{"role": "user", "content": HARD}])
+    assert raw.parse().model_extra["tierwise"]["quality"] == pytest.approx(threshold)
+
+
 def test_fails_open_when_the_router_dies(make_gateway: Any, grpc_router: GrpcRouter) -> None:
     gw = make_gateway(router={"address": grpc_router.address, "timeout_s": 0.5},
                       default_tier="weak")
