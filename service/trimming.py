@@ -1,18 +1,17 @@
 """Prompt trimming: drop redundant context from a chat before it is forwarded (opt-in).
 
-Three steps, each only while it helps: (1) a system or developer message whose text repeats an
-earlier one is dropped; (2) a message identical (role and content) to an earlier one is dropped;
-(3) while the chat is over ``max_input_tokens`` (counted with the router's word-piece tokenizer),
-the longest older plain-text turn is cut to its head and tail around a marker. The last user turn
-is never changed, nor are messages that carry tool calls or non-text parts (their structure is
-part of the conversation's meaning). Steps 1 and 2 run whatever the budget: a verbatim repeat
-tells the model nothing new.
+Two steps: (1) a system or developer message whose text repeats an earlier one is dropped,
+whatever the budget (a verbatim repeat of an instruction tells the model nothing new); (2) while
+the chat is over ``max_input_tokens`` (counted with the router's word-piece tokenizer), the
+longest older plain-text turn is cut to its head and tail around a marker. User and assistant
+turns are never dropped (a repeated one is still conversation, and dropping it would break the
+alternation of roles). The last user turn is never changed, nor are messages that carry tool
+calls or non-text parts (their structure is part of the conversation's meaning).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,27 +60,27 @@ def _last_user(messages: Sequence[Any]) -> int:
     return len(messages)  # no user turn: nothing is protected beyond the rules above
 
 
-def _dedupe(messages: list[Any], protected: int) -> list[Any]:
-    seen_system: set[str] = set()
+def _dedupe(messages: list[Any]) -> list[Any]:
+    """``messages`` without the system or developer messages whose text repeats an earlier one.
+
+    Only unnamed instructions go: a repeated user or assistant turn is conversation (the user
+    asked twice), dropping it would leave two turns of one role in a row (chat templates such as
+    Mixtral's need them alternating), and a named system message is a few-shot example turn.
+    """
     seen: set[str] = set()
     out: list[Any] = []
-    for i, m in enumerate(messages):
-        if i != protected and _plain(m):
-            role, text = m.get("role"), _text(m).strip()
-            if role in _SYSTEM_ROLES and text in seen_system:
+    for m in messages:
+        if _plain(m) and m.get("role") in _SYSTEM_ROLES and "name" not in m:
+            text = _text(m).strip()
+            if text in seen:
                 continue
-            whole = json.dumps(m, sort_keys=True)
-            if whole in seen:
-                continue
-            seen.add(whole)
-            if role in _SYSTEM_ROLES:
-                seen_system.add(text)
+            seen.add(text)
         out.append(m)
     return out
 
 
 def trim_messages(messages: Sequence[Any], max_input_tokens: int, ids: Counter) -> Trimmed:
-    """Drop repeated system text and duplicate messages, then shorten older turns to the budget.
+    """Drop repeated system text, then shorten older turns to the budget.
 
     ``ids`` tokenises texts (the router's word-piece tokenizer). The last user message is kept
     verbatim; the input list is not modified.
@@ -89,7 +88,7 @@ def trim_messages(messages: Sequence[Any], max_input_tokens: int, ids: Counter) 
     original = list(messages)
     before = sum(len(x) for x in ids([_text(m) for m in original]))
     protected = _last_user(original)
-    out = _dedupe(original, protected)
+    out = _dedupe(original)
     last = next((i for i, m in enumerate(out) if m is original[protected]), -1) \
         if protected < len(original) else -1
     token_ids = ids([_text(m) for m in out])

@@ -52,16 +52,29 @@ def test_short_chat_is_unchanged(prompts: list[str], ids: Any) -> None:
     assert out.messages == chat and out.saved == 0
 
 
-def test_repeated_system_text_and_duplicate_turns_are_dropped(
-    prompts: list[str], ids: Any
-) -> None:
+def test_repeated_system_text_is_dropped(prompts: list[str], ids: Any) -> None:
     chat = tutoring_chat(prompts, 2)
-    question = chat[1]
-    # an SDK loop that re-sends the system prompt and re-posts a question verbatim
-    noisy = [*chat[:3], {"role": "system", "content": SYSTEM + "  "}, dict(question), *chat[3:]]
+    # an SDK loop that re-sends the system prompt (once as a developer message)
+    noisy = [*chat[:3], {"role": "system", "content": SYSTEM + "  "}, *chat[3:5],
+             {"role": "developer", "content": SYSTEM}, *chat[5:]]
     out = trim_messages(noisy, 100_000, ids)
     assert out.messages == chat
     assert out.saved == tokens(ids, noisy) - tokens(ids, chat) > 0
+
+
+def test_repeated_turns_are_conversation_and_kept(ids: Any) -> None:
+    # the user asked "Another one." twice and got the same answer twice: the next question
+    # needs both exchanges, and chat templates such as Mixtral's need alternating roles
+    chat = [{"role": "user", "content": "Give me a random number between 1 and 10."},
+            {"role": "assistant", "content": "7"},
+            {"role": "user", "content": "Another one."}, {"role": "assistant", "content": "3"},
+            {"role": "user", "content": "Another one."}, {"role": "assistant", "content": "3"},
+            {"role": "system", "name": "example_user", "content": "Another one."},
+            {"role": "system", "name": "example_user", "content": "Another one."},
+            {"role": "user", "content": "Sum all the numbers you gave me."}]
+    for budget in (100_000, 8):
+        out = trim_messages(chat, budget, ids)
+        assert out.messages == chat and out.saved == 0
 
 
 def test_over_budget_cuts_older_turns_to_head_and_tail(prompts: list[str], ids: Any) -> None:
