@@ -6,7 +6,8 @@ the chat is over ``max_input_tokens`` (counted with the router's word-piece toke
 longest older plain-text turn is cut to its head and tail around a marker. User and assistant
 turns are never dropped (a repeated one is still conversation, and dropping it would break the
 alternation of roles). The last user turn is never changed, nor are messages that carry tool
-calls or non-text parts (their structure is part of the conversation's meaning).
+calls, tool or function results, or non-text parts (their structure and data are part of the
+conversation's meaning).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from service.gateway_requests import KnobIn
 #: usually holds the conclusion the next turn refers to).
 KEEP_EDGE_TOKENS = 64
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+_TEXT_ROLES = _SYSTEM_ROLES | {"user", "assistant"}
 _MARKER = "\n[… {n} tokens trimmed by tierwise …]\n"
 
 Counter = Callable[[Sequence[str]], list[list[int]]]
@@ -48,8 +50,13 @@ def _text(message: Any) -> str:
 
 
 def _plain(message: Any) -> bool:
-    """A message with string content and nothing structural (tool calls, function calls)."""
-    return (isinstance(message, dict) and isinstance(message.get("content"), str)
+    """A text turn: a system, developer, user or assistant message with string content only.
+
+    Tool and function results (role ``tool``, legacy ``function`` with a ``name``), tool or
+    function calls and unknown roles are never plain: their content is data the next turn reads.
+    """
+    return (isinstance(message, dict) and message.get("role") in _TEXT_ROLES
+            and isinstance(message.get("content"), str)
             and not set(message) - {"role", "content", "name"})
 
 

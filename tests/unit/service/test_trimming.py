@@ -124,3 +124,18 @@ def test_structured_messages_are_kept(prompts: list[str], ids: Any) -> None:
     out = trim_messages(chat, 256, ids)
     assert out.messages[1:4] == [call, tool, tool]
     assert out.messages[-1] == chat[-1]
+
+
+def test_function_results_are_kept(prompts: list[str], ids: Any) -> None:
+    # the legacy functions API: the result is a plain-looking message with a name, and its data
+    # (item 150 here) is what the last question asks about
+    rows = ",".join(f'{{"id": {i}, "price": {i * 3}}}' for i in range(200))
+    result = {"role": "function", "name": "lookup", "content": '{"rows": [' + rows + "]}"}
+    call = {"role": "assistant", "content": None,
+            "function_call": {"name": "lookup", "arguments": "{}"}}
+    chat = [{"role": "user", "content": prompts[-1]}, call, result, dict(result),
+            {"role": "tool", "content": prompts[-2]},
+            {"role": "user", "content": "And what is the price of item 150 exactly?"}]
+    out = trim_messages(chat, 256, ids)
+    assert out.messages[1:] == chat[1:]
+    assert out.saved > 0  # only the first user turn was cut
