@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from router_model.encoder import word_piece_ids
@@ -86,6 +86,29 @@ def _dedupe(messages: list[Any]) -> list[Any]:
     return out
 
 
+@dataclass(frozen=True)
+class _Cut:
+    """An older turn's ``original`` text cut to its first and last ``kept`` characters (half
+    each) around a marker that states the ``removed`` tokens: the original's minus those kept."""
+
+    original: str
+    tokens: int
+    kept: int
+    removed: int = 0
+
+    @property
+    def head(self) -> str:
+        return self.original[: self.kept // 2]
+
+    @property
+    def tail(self) -> str:
+        return self.original[len(self.original) - (self.kept - self.kept // 2):]
+
+    @property
+    def text(self) -> str:
+        return self.head + _MARKER.format(n=self.removed) + self.tail
+
+
 def trim_messages(messages: Sequence[Any], max_input_tokens: int, ids: Counter) -> Trimmed:
     """Drop repeated system text, then shorten older turns to the budget.
 
@@ -95,38 +118,37 @@ def trim_messages(messages: Sequence[Any], max_input_tokens: int, ids: Counter) 
     original = list(messages)
     before = sum(len(x) for x in ids([_text(m) for m in original]))
     protected = _last_user(original)
+    kept = original[protected] if protected < len(original) else None
     out = _dedupe(original)
-    last = next((i for i, m in enumerate(out) if m is original[protected]), -1) \
-        if protected < len(original) else -1
     token_ids = ids([_text(m) for m in out])
-    total = sum(len(x) for x in token_ids)
+    cuts: dict[int, _Cut] = {}  # by index in ``out``: a turn cut again is cut from its original
     for _ in range(4 * len(out)):  # each cut shrinks a turn; the bound guards odd tokenizations
+        total = sum(len(x) for x in token_ids)
         if total <= max_input_tokens:
             break
-        cuttable = [i for i, m in enumerate(out)
-                    if _plain(m) and i != last and len(token_ids[i]) > 2 * KEEP_EDGE_TOKENS + 16]
+        cuttable = [i for i, m in enumerate(out) if _plain(m) and m is not kept
+                    and len(token_ids[i]) > 2 * KEEP_EDGE_TOKENS + 16]
         if not cuttable:
             break
         i = max(cuttable, key=lambda j: len(token_ids[j]))
-        out[i] = {**out[i], "content": _shorten(_text(out[i]), len(token_ids[i]),
-                                                total - max_input_tokens)}
-        token_ids[i] = ids([_text(out[i])])[0]
-        total = sum(len(x) for x in token_ids)
-    return Trimmed(out, before, total)
+        cut = cuts.get(i) or _Cut(_text(out[i]), len(token_ids[i]), len(_text(out[i])))
+        cuts[i] = _shorten(cut, len(token_ids[i]), total - max_input_tokens, ids)
+        out[i] = {**out[i], "content": cuts[i].text}
+        token_ids[i] = ids([cuts[i].text])[0]
+    return Trimmed(out, before, sum(len(x) for x in token_ids))
 
 
-def _shorten(text: str, n_tokens: int, excess: int) -> str:
-    """``text`` cut to head and tail, dropping about ``excess`` of its ``n_tokens`` tokens.
+def _shorten(cut: _Cut, n_tokens: int, excess: int, ids: Counter) -> _Cut:
+    """``cut`` (now ``n_tokens`` long) kept shorter, by about ``excess`` tokens.
 
     Cut by characters in proportion to tokens (the tokenizer gives ids, not offsets); the loop in
-    ``trim_messages`` re-counts and cuts again when the estimate falls short.
+    ``trim_messages`` re-counts and cuts again when the estimate falls short. The kept head and
+    tail are counted so that the marker states every token this turn has lost.
     """
-    keep_tokens = max(2 * KEEP_EDGE_TOKENS, n_tokens - excess - 16)
-    keep_chars = max(1, len(text) * keep_tokens // max(n_tokens, 1))
-    head, tail = keep_chars // 2, keep_chars - keep_chars // 2
-    if head + tail >= len(text):
-        head, tail = len(text) // 3, len(text) // 3
-    return text[:head] + _MARKER.format(n=n_tokens - keep_tokens) + text[len(text) - tail:]
+    keep_tokens = max(2 * KEEP_EDGE_TOKENS, n_tokens - excess - 16)  # < n_tokens: it shrinks
+    shorter = replace(cut, kept=max(1, cut.kept * keep_tokens // max(n_tokens, 1)))
+    head, tail = ids([shorter.head, shorter.tail])
+    return replace(shorter, removed=cut.tokens - len(head) - len(tail))
 
 
 async def trim_forward(
