@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,16 @@ def tokens(ids: Any, messages: list[dict[str, Any]]) -> int:
     return sum(len(x) for x in ids([m["content"] for m in messages]))
 
 
+def assert_cut(ids: Any, old: str, new: str) -> None:
+    """``new`` is ``old``'s head and tail around one marker stating the tokens removed."""
+    parts = re.fullmatch(r"(.*)\n\[… (\d+) tokens trimmed by tierwise …\]\n(.*)", new, re.DOTALL)
+    assert parts is not None
+    head, n, tail = parts.groups()
+    assert old.startswith(head) and old.endswith(tail) and len(head) + len(tail) < len(old)
+    before, kept_head, kept_tail = (len(x) for x in ids([old, head, tail]))
+    assert int(n) == before - kept_head - kept_tail
+
+
 def tutoring_chat(prompts: list[str], turns: int) -> list[dict[str, Any]]:
     """A system prompt, ``turns`` earlier question/answer pairs, then a short final question."""
     chat: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}]
@@ -52,16 +63,29 @@ def test_short_chat_is_unchanged(prompts: list[str], ids: Any) -> None:
     assert out.messages == chat and out.saved == 0
 
 
-def test_repeated_system_text_and_duplicate_turns_are_dropped(
-    prompts: list[str], ids: Any
-) -> None:
+def test_repeated_system_text_is_dropped(prompts: list[str], ids: Any) -> None:
     chat = tutoring_chat(prompts, 2)
-    question = chat[1]
-    # an SDK loop that re-sends the system prompt and re-posts a question verbatim
-    noisy = [*chat[:3], {"role": "system", "content": SYSTEM + "  "}, dict(question), *chat[3:]]
+    # an SDK loop that re-sends the system prompt (once as a developer message)
+    noisy = [*chat[:3], {"role": "system", "content": SYSTEM + "  "}, *chat[3:5],
+             {"role": "developer", "content": SYSTEM}, *chat[5:]]
     out = trim_messages(noisy, 100_000, ids)
     assert out.messages == chat
     assert out.saved == tokens(ids, noisy) - tokens(ids, chat) > 0
+
+
+def test_repeated_turns_are_conversation_and_kept(ids: Any) -> None:
+    # the user asked "Another one." twice and got the same answer twice: the next question
+    # needs both exchanges, and chat templates such as Mixtral's need alternating roles
+    chat = [{"role": "user", "content": "Give me a random number between 1 and 10."},
+            {"role": "assistant", "content": "7"},
+            {"role": "user", "content": "Another one."}, {"role": "assistant", "content": "3"},
+            {"role": "user", "content": "Another one."}, {"role": "assistant", "content": "3"},
+            {"role": "system", "name": "example_user", "content": "Another one."},
+            {"role": "system", "name": "example_user", "content": "Another one."},
+            {"role": "user", "content": "Sum all the numbers you gave me."}]
+    for budget in (100_000, 8):
+        out = trim_messages(chat, budget, ids)
+        assert out.messages == chat and out.saved == 0
 
 
 def test_over_budget_cuts_older_turns_to_head_and_tail(prompts: list[str], ids: Any) -> None:
@@ -78,18 +102,19 @@ def test_over_budget_cuts_older_turns_to_head_and_tail(prompts: list[str], ids: 
     assert cut
     for old, new in cut:
         assert old["role"] == new["role"]
-        assert "tokens trimmed by tierwise" in new["content"]
-        head, tail = new["content"].split("\n[…")[0], new["content"].split("…]\n")[-1]
-        assert old["content"].startswith(head) and old["content"].endswith(tail)
+        assert_cut(ids, old["content"], new["content"])
 
 
 def test_unreachable_budget_cuts_every_long_turn_to_its_edges(
     prompts: list[str], ids: Any
 ) -> None:
-    out = trim_messages(tutoring_chat(prompts, 6), 1, ids)
+    chat = tutoring_chat(prompts, 6)
+    out = trim_messages(chat, 1, ids)
     assert out.tokens_after < out.tokens_before
-    for m in out.messages[:-1]:
-        assert len(ids([m["content"]])[0]) <= 2 * KEEP_EDGE_TOKENS + 16
+    for old, new in zip(chat[:-1], out.messages[:-1], strict=True):
+        assert len(ids([new["content"]])[0]) <= 2 * KEEP_EDGE_TOKENS + 16
+        if new != old:  # cut (some twice): one marker stating the whole loss
+            assert_cut(ids, old["content"], new["content"])
 
 
 def test_last_user_turn_is_never_cut(prompts: list[str], ids: Any) -> None:
@@ -111,3 +136,30 @@ def test_structured_messages_are_kept(prompts: list[str], ids: Any) -> None:
     out = trim_messages(chat, 256, ids)
     assert out.messages[1:4] == [call, tool, tool]
     assert out.messages[-1] == chat[-1]
+
+
+def test_function_results_are_kept(prompts: list[str], ids: Any) -> None:
+    # the legacy functions API: the result is a plain-looking message with a name, and its data
+    # (item 150 here) is what the last question asks about
+    rows = ",".join(f'{{"id": {i}, "price": {i * 3}}}' for i in range(200))
+    result = {"role": "function", "name": "lookup", "content": '{"rows": [' + rows + "]}"}
+    call = {"role": "assistant", "content": None,
+            "function_call": {"name": "lookup", "arguments": "{}"}}
+    chat = [{"role": "user", "content": prompts[-1]}, call, result, dict(result),
+            {"role": "tool", "content": prompts[-2]},
+            {"role": "user", "content": "And what is the price of item 150 exactly?"}]
+    out = trim_messages(chat, 256, ids)
+    assert out.messages[1:] == chat[1:]
+    assert out.saved > 0  # only the first user turn was cut
+
+
+def test_a_turn_cut_twice_states_all_it_lost(ids: Any) -> None:
+    # JSON is dense in tokens: the first cut, estimated by characters, falls short of the budget
+    rows = ",".join(f'{{"id": {i}, "price": {i * 3}}}' for i in range(200))
+    data = '{"rows": [' + rows + "]}"
+    chat = [{"role": "user", "content": data}, {"role": "assistant", "content": "Noted."},
+            {"role": "user", "content": "What is the price of item 150?"}]
+    out = trim_messages(chat, 256, ids)
+    assert out.tokens_after <= 256 < out.tokens_before
+    assert_cut(ids, data, out.messages[0]["content"])
+    assert out.messages[1:] == chat[1:]
