@@ -5,7 +5,8 @@ gateway replica answers for any job. A job moves ``queued`` -> ``claimed`` (one 
 for a batch file) -> ``submitted`` (in an upstream batch) -> ``completed`` | ``failed``. Every
 move is one conditional ``UPDATE … RETURNING``: a claim only takes rows still ``queued``
 (PostgreSQL also skips rows another replica holds locked), so two replicas never put one request
-in two batches. ``lease_until`` bounds a claim and a poll: past it another replica may take over.
+in two batches. ``lease_until`` bounds a claim and a poll: past it another replica may take over;
+the replica working on one renews it (``renew``, ``renew_batch``) until it is done.
 """
 
 from __future__ import annotations
@@ -160,6 +161,17 @@ class JobStore(ABC):
         )
         return sorted((Job.from_row(r) for r in rows), key=lambda j: (j.created_at, j.id))
 
+    async def renew(self, token: str, until: float) -> int:
+        """Extend claim ``token`` to ``until``; returns how many jobs it still holds.
+
+        0 means the claim was lost: its lease lapsed and another replica re-queued the jobs.
+        """
+        rows = await self._run(
+            "UPDATE batch_jobs SET lease_until = ? WHERE status = 'claimed' AND batch_id = ? "
+            "RETURNING id", (until, token)
+        )
+        return len(rows)
+
     async def submitted(self, token: str, batch_id: str) -> int:
         """Claimed jobs are now in upstream batch ``batch_id`` (poll at once); returns how many."""
         rows = await self._run(
@@ -183,6 +195,14 @@ class JobStore(ABC):
             f"AND lease_until < ? RETURNING {_NAMES}", (until, batch_id, now)
         )
         return [Job.from_row(r) for r in rows]
+
+    async def renew_batch(self, batch_id: str, until: float) -> int:
+        """Extend this replica's poll of a batch to ``until``; returns its jobs still open."""
+        rows = await self._run(
+            "UPDATE batch_jobs SET lease_until = ? WHERE status = 'submitted' AND batch_id = ? "
+            "RETURNING id", (until, batch_id)
+        )
+        return len(rows)
 
     async def release_batch(self, batch_id: str, until: float) -> None:
         """End this replica's poll of a batch still running; anyone may poll it after ``until``.

@@ -7,6 +7,11 @@ the open batches no other replica is polling. When a job finishes, its ``Traffic
 the discounted price) is committed first, then its result (or error) to the job store, so a
 client that sees a finished job finds its record.
 
+A replica renews its claim, and its poll, while it works on them (``service.batch_lease``), so a
+slow upload is never taken over; it checks the claim again before creating the batch (the paid
+step), and a batch created under a claim lost anyway (a replica stalled past ``lease_s``) is
+cancelled upstream, logged and counted (step ``claim_lost``).
+
 Delivery limits: a replica that dies after creating an upstream batch but before recording it
 leaves its jobs claimed; after ``lease_s`` they are queued again and sent a second time (the
 Batch API has no idempotency key). A replica that dies between committing a job's record and
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -32,6 +38,7 @@ from router_model.encoder import word_piece_ids
 from router_model.errors import UpstreamError
 from router_model.records import TrafficRecord
 from service.batch_jobs import Job, JobStore
+from service.batch_lease import kept
 from service.batch_upstream import BatchApi, BatchLine, BatchOutcome
 from service.completion_records import baseline_tier
 from service.gateway_config import GatewayConfig, TierConfig
@@ -49,7 +56,8 @@ class BatchMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.jobs = Counter(
             "tierwise_gateway_batch_jobs", "Non-urgent requests by step: queued (this replica "
-            "took it), submitted, completed, failed (this replica settled it).", ["step"],
+            "took it), submitted, completed, failed (this replica settled it), claim_lost (this "
+            "replica lost its claim mid-submission: no batch, or its batch cancelled).", ["step"],
             registry=registry,
         )
         self.saved = Counter(
@@ -135,41 +143,91 @@ class BatchRunner:
         while count and (count >= cfg.max_requests
                          or (oldest is not None and oldest <= now - cfg.window_s)):
             token = "claim-" + uuid.uuid4().hex
-            claimed = await self.jobs.claim(tier.name, cfg.max_requests, token, now + cfg.lease_s)
+            claimed = await self.jobs.claim(tier.name, cfg.max_requests, token,
+                                            time.time() + cfg.lease_s)
             if not claimed:
                 return
-            await self._submit(tier, claimed, token)
+            async with kept(functools.partial(self.jobs.renew, token), cfg.lease_s, token):
+                await self._submit(tier, claimed, token)
             count, oldest = await self.jobs.queued(tier.name)
 
     async def _submit(self, tier: TierConfig, jobs: list[Job], token: str) -> None:
+        """Upload the jobs' batch file and create the batch, while the claim is still held."""
+        api, lease_s = self.apis[tier.name], self.config.batch.lease_s
         lines = [BatchLine(j.id, {**j.request, "model": tier.model}) for j in jobs]
         try:
-            batch_id = await self.apis[tier.name].submit(lines, {"tierwise_claim": token})
+            file_id = await self._upload(api, lines)
+            # the batch is the paid step: never create it for jobs another replica now holds
+            if await self.jobs.renew(token, time.time() + lease_s) < len(jobs):
+                self._claim_lost(tier, len(jobs), "file %s uploaded, no batch created", file_id)
+                return
+            batch_id = await api.create(file_id, {"tierwise_claim": token})
         except UpstreamError as exc:
             logger.warning("batch of %d jobs for tier %s not submitted: %s", len(jobs),
                            tier.name, exc)
+            if await self.jobs.renew(token, time.time() + lease_s) < len(jobs):
+                self._claim_lost(tier, len(jobs), "left to their new holder")
+                return
             for job in jobs:
                 await self._fail(job, f"the batch could not be submitted: {exc}")
             return
         moved = await self.jobs.submitted(token, batch_id)
         self.metrics.jobs.labels("submitted").inc(moved)
         logger.info("batch %s sent to tier %s with %d jobs", batch_id, tier.name, moved)
+        if moved < len(jobs):
+            await self._orphaned(api, tier, batch_id, len(jobs) - moved, moved)
+
+    async def _upload(self, api: BatchApi, lines: list[BatchLine]) -> str:
+        """The upload, within ``upload_timeout_s`` in all (each HTTP read or write has its own)."""
+        limit = self.config.batch.upload_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                return await api.upload(lines)
+        except TimeoutError as exc:
+            raise UpstreamError(f"batch upload took longer than {limit:g} s") from exc
+
+    def _claim_lost(self, tier: TierConfig, count: int, what: str, *args: object) -> None:
+        self.metrics.jobs.labels("claim_lost").inc(count)
+        logger.warning("claim on %d jobs for tier %s lost mid-submission (another replica took "
+                       "them over after lease_s): " + what, count, tier.name, *args)
+
+    async def _orphaned(self, api: BatchApi, tier: TierConfig, batch_id: str, lost: int,
+                        moved: int) -> None:
+        """A batch created after (part of) its claim was lost: those jobs may be sent again.
+
+        With none of its jobs left it is a paid duplicate: cancel it. With some left it is
+        still their batch: keep it (the lost jobs' answers in it are ignored).
+        """
+        self._claim_lost(tier, lost, "batch %s already created", batch_id)
+        if moved:
+            return
+        try:
+            await api.cancel(batch_id)
+        except UpstreamError as exc:
+            logger.error("duplicate batch %s of tier %s not cancelled, cancel it by hand: %s",
+                         batch_id, tier.name, exc)
+            return
+        logger.warning("duplicate batch %s of tier %s cancelled", batch_id, tier.name)
 
     async def _poll(self, batch_id: str, tier_name: str, now: float) -> None:
-        jobs = await self.jobs.lease_batch(batch_id, now, now + self.config.batch.lease_s)
+        lease_s = self.config.batch.lease_s
+        jobs = await self.jobs.lease_batch(batch_id, now, now + lease_s)
         api = self.apis.get(tier_name)
         if not jobs or api is None:
             return
-        try:
-            outcome = await api.outcome(batch_id)
-        except UpstreamError as exc:
-            logger.warning("batch %s not polled: %s", batch_id, exc)
-            outcome = None
+        renew = functools.partial(self.jobs.renew_batch, batch_id)
+        async with kept(renew, lease_s, f"poll of batch {batch_id}"):
+            try:
+                outcome = await api.outcome(batch_id)
+            except UpstreamError as exc:
+                logger.warning("batch %s not polled: %s", batch_id, exc)
+                outcome = None
+            if outcome is not None:
+                for job in jobs:
+                    await self._settle(job, outcome)
         if outcome is None:  # still running: the next poll, by any replica, after an interval
-            await self.jobs.release_batch(batch_id, now + self.config.batch.poll_interval_s)
+            await self.jobs.release_batch(batch_id, time.time() + self.config.batch.poll_interval_s)
             return
-        for job in jobs:
-            await self._settle(job, outcome)
         logger.info("batch %s %s: %d answers, %d errors", batch_id, outcome.state,
                     len(outcome.completions), len(outcome.errors))
 

@@ -2,7 +2,9 @@
 
 The wire format is OpenAI's: ``POST {base_url}/files`` (multipart, ``purpose=batch``), each line
 ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``; ``POST
-{base_url}/batches``; ``GET {base_url}/batches/{id}``; ``GET {base_url}/files/{id}/content``.
+{base_url}/batches``; ``GET {base_url}/batches/{id}``; ``POST {base_url}/batches/{id}/cancel``;
+``GET {base_url}/files/{id}/content``. Uploading and creating are two calls so that the caller can
+check it still holds its jobs before the batch (the part that is paid) is created.
 Any transport failure or error status is an ``UpstreamError``. A result line whose JSON spells a
 lone UTF-16 surrogate is read with U+FFFD in its place (``service.json_text``), as a chat answer.
 """
@@ -80,11 +82,11 @@ class BatchApi:
             raise UpstreamError(f"batch {method} {path}: the answer is not a JSON object")
         return doc
 
-    async def submit(self, lines: Sequence[BatchLine], metadata: dict[str, str]) -> str:
-        """Upload the batch file and create the batch; returns the upstream batch id.
+    async def upload(self, lines: Sequence[BatchLine]) -> str:
+        """Upload a batch file (nothing is paid yet); returns its file id.
 
         Raises:
-            UpstreamError: when the upload or the creation fails.
+            UpstreamError: when the upload fails.
         """
         content = "".join(
             json.dumps({"custom_id": line.custom_id, "method": "POST", "url": CHAT_ENDPOINT,
@@ -95,11 +97,27 @@ class BatchApi:
             "POST", "/files", data={"purpose": "batch"},
             files={"file": ("tierwise-batch.jsonl", content, "application/jsonl")},
         )
+        return _str(upload, "id")
+
+    async def create(self, file_id: str, metadata: dict[str, str]) -> str:
+        """Create the batch of an uploaded file; returns the upstream batch id.
+
+        Raises:
+            UpstreamError: when the creation fails.
+        """
         batch = await self._json("POST", "/batches", json={
-            "input_file_id": _str(upload, "id"), "endpoint": CHAT_ENDPOINT,
+            "input_file_id": file_id, "endpoint": CHAT_ENDPOINT,
             "completion_window": "24h", "metadata": metadata,
         })
         return _str(batch, "id")
+
+    async def cancel(self, batch_id: str) -> None:
+        """Cancel a batch (requests not yet run are not paid).
+
+        Raises:
+            UpstreamError: when the upstream refuses or cannot be reached.
+        """
+        await self._json("POST", f"/batches/{batch_id}/cancel")
 
     async def outcome(self, batch_id: str) -> BatchOutcome | None:
         """The results of a finished batch, None while it still runs.

@@ -182,8 +182,13 @@ class BatchConfig(_Strict):
     #: How often each replica flushes due windows and polls its open batches.
     poll_interval_s: float = Field(default=30.0, gt=0)
     #: How long a replica's claim on queued requests or an open batch holds before another
-    #: replica may take it over (a replica that died mid-submit or mid-poll).
-    lease_s: float = Field(default=300.0, gt=0)
+    #: replica may take it over (a replica that died mid-submit or mid-poll). The replica at work
+    #: renews it every lease_s / 3, so it need not cover an upload (see upload_timeout_s); at
+    #: least 1 s, so that a renewal (one job-store write) lands well before the lease lapses.
+    lease_s: float = Field(default=300.0, ge=1)
+    #: The longest one batch file's upload may take in all (each HTTP read or write also has the
+    #: tier's timeout_s, at least 60 s); a slower upload fails its jobs. Independent of lease_s.
+    upload_timeout_s: float = Field(default=600.0, gt=0)
     #: How long a finished job (its answer) stays fetchable before it is deleted (default 7 days;
     #: OpenAI keeps batch output files for 30 days, clients should fetch well before that).
     retention_s: float = Field(default=7 * 86_400.0, gt=0)

@@ -2,13 +2,16 @@
 
 ``FakeBatchUpstream`` is ``FakeUpstream`` plus OpenAI's batch endpoints on the same real server:
 ``POST /v1/files`` (multipart, ``purpose=batch``), ``POST /v1/batches``, ``GET /v1/batches/{id}``
-(``in_progress`` for ``polls_to_finish - 1`` polls, then final) and ``GET /v1/files/{id}/content``.
-``batch_mode``: ``ok``, ``fail`` (the batch ends ``failed``), ``upload_fail`` (500 on upload);
-``fail_ids`` get an error line instead of an answer.
+(``in_progress`` for ``polls_to_finish - 1`` polls, then final), ``POST /v1/batches/{id}/cancel``
+and ``GET /v1/files/{id}/content``. ``batch_mode``: ``ok``, ``fail`` (the batch ends ``failed``),
+``upload_fail`` (500 on upload); ``fail_ids`` get an error line instead of an answer;
+``upload_delay_s`` and ``create_delay_s`` slow the answer to an upload (the file is stored first, a
+large file on a slow link) and to a batch creation (the batch exists, and is paid, first).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -44,6 +47,10 @@ class FakeBatchUpstream(FakeUpstream):
     lines: list[dict[str, Any]] = field(default_factory=list)
     #: The ``authorization`` header of every upload and batch creation.
     batch_auth: list[str] = field(default_factory=list)
+    upload_delay_s: float = 0.0
+    create_delay_s: float = 0.0
+    #: The ids of the batches cancelled, in order.
+    cancelled: list[str] = field(default_factory=list)
 
     def app(self) -> Starlette:
         return Starlette(routes=[
@@ -52,15 +59,16 @@ class FakeBatchUpstream(FakeUpstream):
             Route("/v1/files/{file_id}/content", self.file_content, methods=["GET"]),
             Route("/v1/batches", self.create_batch, methods=["POST"]),
             Route("/v1/batches/{batch_id}", self.retrieve, methods=["GET"]),
+            Route("/v1/batches/{batch_id}/cancel", self.cancel, methods=["POST"]),
         ])
 
     def reset_batches(self) -> None:
         self.batch_mode, self.polls_to_finish = "ok", 2
+        self.upload_delay_s = self.create_delay_s = 0.0
         for store in (self.fail_ids, self.files, self.batches, self.polls):
             store.clear()
-        self.submitted.clear()
-        self.lines.clear()
-        self.batch_auth.clear()
+        for log in (self.submitted, self.lines, self.batch_auth, self.cancelled):
+            log.clear()
 
     async def upload(self, request: Request) -> Response:
         self.batch_auth.append(request.headers.get("authorization", ""))
@@ -76,6 +84,7 @@ class FakeBatchUpstream(FakeUpstream):
             return _error("need purpose=batch and a file", 400)
         file_id = f"file-{len(self.files) + 1}"
         self.files[file_id] = parts["file"]
+        await asyncio.sleep(self.upload_delay_s)
         return JSONResponse({"id": file_id, "object": "file", "purpose": "batch",
                              "bytes": len(parts["file"]), "created_at": int(time.time())})
 
@@ -95,7 +104,18 @@ class FakeBatchUpstream(FakeUpstream):
                                   "input_file_id": doc["input_file_id"], "status": "validating",
                                   "output_file_id": None, "error_file_id": None,
                                   "_lines": lines}
+        await asyncio.sleep(self.create_delay_s)
         return JSONResponse(_public(self.batches[batch_id]))
+
+    async def cancel(self, request: Request) -> Response:
+        batch = self.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            return _error("no such batch", 404)
+        if batch["status"] not in ("validating", "in_progress"):
+            return _error(f"a {batch['status']} batch cannot be cancelled", 400)
+        batch["status"] = "cancelled"  # OpenAI says "cancelling" first, for up to 10 minutes
+        self.cancelled.append(batch["id"])
+        return JSONResponse(_public(batch))
 
     async def retrieve(self, request: Request) -> Response:
         batch = self.batches.get(request.path_params["batch_id"])

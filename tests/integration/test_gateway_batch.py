@@ -25,6 +25,7 @@ from gateway_support import (  # noqa: F401  (fixtures)
     Gateway,
     Upstreams,
     postgres_url_fixture,
+    wait_until,
 )
 
 from router_model.records import TrafficRecord
@@ -239,6 +240,57 @@ def test_two_replicas_on_one_store_never_submit_a_request_twice(
         assert record is not None and record.cost_usd == pytest.approx(LISTED / 2)
 
 
+def test_a_submission_slower_than_the_lease_is_sent_once(
+    make_batch_gateway: Any, batch_upstreams: Upstreams, shared_store: dict[str, Any]
+) -> None:
+    up = strong(batch_upstreams)
+    up.upload_delay_s = 1.5  # a large batch file on a slow link: longer than the lease
+    batch = {"window_s": 0.05, "poll_interval_s": 0.02, "lease_s": 1.0}
+    gateways = [make_batch_gateway(batch, **shared_store) for _ in range(2)]
+    job = submit(gateways[0], HARD, **NON_URGENT).json()["id"]
+    doc = wait_done(gateways[1], job, time.monotonic() + 15)
+    assert doc["status"] == "completed"
+    # the claim was renewed while the upload ran: the other replica never took the job over
+    assert list(up.batches) == ["batch_1"] and up.submitted == [job] and up.cancelled == []
+    assert record_of(gateways[0], doc["decision_id"]) is not None
+
+
+def take_over_claims(gw: Gateway) -> None:
+    """Re-queue every claimed job, as a replica does once a claim's lease has lapsed."""
+    async def run() -> None:
+        store = open_job_store(gw.config.traffic.url)
+        await store.start()
+        try:
+            assert await store.release_expired(time.time() + 1e6) == 1
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("step", ["upload", "create"])
+def test_a_claim_lost_mid_submission_leaves_no_paid_duplicate(
+    make_batch_gateway: Any, batch_upstreams: Upstreams, step: str
+) -> None:
+    up = strong(batch_upstreams)
+    setattr(up, f"{step}_delay_s", 0.5)
+    gw = make_batch_gateway({"max_requests": 1})
+    job = submit(gw, HARD, **NON_URGENT).json()["id"]
+    wait_until(lambda: len(up.files if step == "upload" else up.batches) == 1, f"{step} sent")
+    take_over_claims(gw)  # as after a stall (GC, lost store) longer than lease_s
+    doc = wait_done(gw, job)
+    assert doc["status"] == "completed"
+    if step == "upload":  # the claim is checked before the batch is created: none was
+        assert list(up.batches) == ["batch_1"] and up.cancelled == []
+    else:  # the batch was created, and paid, under a lost claim: it is cancelled upstream
+        assert list(up.batches) == ["batch_1", "batch_2"] and up.cancelled == ["batch_1"]
+    assert up.submitted[-1] == job
+    with gw.http(None) as http:
+        metrics = http.get("/metrics").text
+    assert 'tierwise_gateway_batch_jobs_total{step="claim_lost"} 1.0' in metrics
+    assert 'tierwise_gateway_batch_jobs_total{step="submitted"} 1.0' in metrics
+
+
 def test_a_queued_request_is_sent_by_whichever_replica_sees_it_due(
     make_batch_gateway: Any, batch_upstreams: Upstreams
 ) -> None:
@@ -247,7 +299,6 @@ def test_a_queued_request_is_sent_by_whichever_replica_sees_it_due(
     make_batch_gateway({"max_requests": 1})  # another replica (or a restart): the batch is full
     doc = wait_done(patient, job)
     assert doc["status"] == "completed" and strong(batch_upstreams).submitted == [job]
-
 
 
 def test_estimated_usage_and_trimming_are_priced_like_answered_requests(

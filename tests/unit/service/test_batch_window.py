@@ -54,7 +54,8 @@ def test_batch_config_is_validated() -> None:
     assert config.batch.enabled and config.batch.window_s == 5
     assert [t.batch_discount for t in config.tiers] == [None, 0.5]
     for bad in ({"batch": {"window_s": 0}}, {"batch": {"max_requests": 50_001}},
-                {"batch": {"later": True}}):
+                {"batch": {"later": True}}, {"batch": {"lease_s": 0.5}},
+                {"batch": {"upload_timeout_s": 0}}):
         with pytest.raises(InvalidData, match="batch"):
             parse_gateway_config({**doc, **bad})
     with pytest.raises(InvalidData, match="batch_discount"):
@@ -94,11 +95,17 @@ def test_sqlite_job_store_claims_each_job_once(tmp_path: Path) -> None:
             assert await store.release_expired(now=500.0) == 0
             assert await store.release_expired(now=2000.0) == 5  # both claims lapsed
             again = await store.claim("strong", 10, "c4", until=5000.0)
+            assert await store.renew("c4", until=6000.0) == 5  # the heartbeat of a slow upload
+            assert await store.release_expired(now=5500.0) == 0  # renewed: not taken over
+            assert await store.renew("c1", until=9000.0) == 0  # a lost claim renews nothing
             assert await store.submitted("c4", "batch_1") == 5 == len(again)
+            assert await store.renew("c4", until=9000.0) == 0  # submitted: the claim is over
             assert await store.open_batches(now=10.0) == [("batch_1", "strong")]
             leased = await store.lease_batch("batch_1", now=10.0, until=20.0)
             assert len(leased) == 5
             assert await store.lease_batch("batch_1", now=11.0, until=21.0) == []  # taken
+            assert await store.renew_batch("batch_1", until=22.0) == 5  # a long poll goes on
+            assert await store.lease_batch("batch_1", now=21.5, until=31.0) == []
             assert await store.open_batches(now=11.0) == []
             await store.release_batch("batch_1", until=30.0)  # still running: poll again later
             assert await store.open_batches(now=25.0) == []
