@@ -3,12 +3,15 @@
 Both layers are scoped per tenant (a hash of the client key), per decided tier and per generation
 parameters (``temperature``, ``max_tokens``, …): a cached answer is never served to another
 client, from another tier, or for other parameters. The exact layer keys on sha256 of the scope
-and the whitespace-normalised messages. The semantic layer embeds the chat with the router's own
-``SentenceEncoder`` (no second model) and serves the most similar stored answer of the same scope
-when the cosine similarity is at least ``similarity``. It runs only when the router's bundle has
-the ``full`` feature set (a ``hand`` bundle or a remote router gives no encoder: exact layer only),
-only for plain-text chats, and only when the whole chat fits the encoder's token window (past it
-the encoder keeps head and tail, and two chats differing in the middle would look identical).
+and the messages with only meaningless whitespace dropped (line endings, blanks at line ends,
+blank lines around the text; ``_normalise``): indentation counts. The semantic layer embeds the
+chat with the router's own ``SentenceEncoder`` (no second model) and serves the most similar
+stored answer of the same scope when the cosine similarity is at least ``similarity``. It runs
+only when the router's bundle has the ``full`` feature set (a ``hand`` bundle or a remote router
+gives no encoder: exact layer only), only for plain-text chats without indented lines (the
+encoder cannot see indentation), and only when the whole chat fits the encoder's token window
+(past it the encoder keeps head and tail, and two chats differing in the middle would look
+identical).
 
 Where entries live is a ``CacheStore``; ``ResponseCache`` owns the keys, scopes, normalisation and
 embedding, the stores only keep and find. By default ``MemoryCacheStore`` (this process: an LRU
@@ -53,6 +56,10 @@ from service.cache_index import VectorIndex
 #: Request members that do not change the answer (everything else is part of the scope).
 _NOT_SCOPE = frozenset({"messages", "model", "stream", "stream_options", "user", "tierwise"})
 _BLANKS = re.compile(r"\s+")
+_LINE_BREAK = re.compile(r"\r\n?")
+_LINE_END_BLANKS = re.compile(r"[^\S\n]+$", re.MULTILINE)
+#: A line that opens with blanks: its indentation may be meaning (code) the encoder cannot see.
+_INDENTED = re.compile(r"^[^\S\n]+\S", re.MULTILINE)
 #: Semantic candidates tried per lookup, most similar first (the rest of a crowded scope waits).
 CANDIDATES = 8
 
@@ -151,8 +158,12 @@ def tenant_of(headers: Mapping[str, str]) -> str:
 
 
 def _normalise(value: Any) -> Any:
+    """The messages as the exact key sees them: only whitespace that never carries meaning is
+    dropped (line endings as ``\\n``, blanks at the end of a line, blank lines before and after
+    the text). Indentation and spaces inside a line are kept: two programs that differ only in
+    indentation are two questions."""
     if isinstance(value, str):
-        return _BLANKS.sub(" ", value).strip()
+        return _LINE_END_BLANKS.sub("", _LINE_BREAK.sub("\n", value)).strip("\n")
     if isinstance(value, list):
         return [_normalise(v) for v in value]
     if isinstance(value, dict):
@@ -161,14 +172,18 @@ def _normalise(value: Any) -> Any:
 
 
 def _chat_text(messages: list[Any]) -> str | None:
-    """The chat as one text for the encoder, None unless every message is plain text."""
+    """The chat as one text for the encoder, None unless every message is plain text without
+    indented lines (the encoder's tokenizer drops whitespace: indented code would look the same
+    at any indentation, so such chats get the exact layer only)."""
     lines = []
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("content"), str):
             return None
         if set(m) - {"role", "content", "name"}:  # tool calls and the like: exact layer only
             return None
-        lines.append(f"{m.get('role')}: {_normalise(m['content'])}")
+        if _INDENTED.search(m["content"]):
+            return None
+        lines.append(f"{m.get('role')}: {_BLANKS.sub(' ', m['content']).strip()}")
     return "\n".join(lines)
 
 
