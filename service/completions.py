@@ -320,11 +320,12 @@ class Completions:
 
 
 def _text_of(doc: dict[str, Any]) -> str:
-    """The answer text of a completion (every choice's message content)."""
-    return "".join(
-        str((c.get("message") or {}).get("content") or "")
-        for c in doc.get("choices") or [] if isinstance(c, dict)
-    )
+    """The answer text of a completion: every choice's message content (``service.upstream``
+    refuses other shapes; here they would count as no text, never as an error)."""
+    choices = doc.get("choices")
+    found = [c.get("message") for c in choices if isinstance(c, dict)] if isinstance(
+        choices, list) else []
+    return "".join(str(m.get("content") or "") for m in found if isinstance(m, dict))
 
 
 async def _chain(answer: Forwarded) -> AsyncIterator[bytes]:
