@@ -14,13 +14,15 @@ or "content_filter"), opens with a refusal, or when the upstream returned token 
 client asked with ``logprobs: true``, or ``request_logprobs`` asked for it and the logprobs are
 then removed from the client's answer) and their mean is below ``min_mean_logprob``. Escalation
 goes straight to the routed tier: one extra call at most, and the routed tier's own cost is then
-observed rather than guessed.
+observed rather than guessed. The draft fails over only among the allowed tiers below the routed
+one (``draft_allowed``); when none of them answers, the routed tier answers as it would without a
+cascade (``reason`` "draft_failed").
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +93,13 @@ def draft_tier(tiers: Sequence[Tier], routed: str, decision: Decision,
     return None
 
 
+def draft_allowed(tiers: Sequence[Tier], routed: str, allowed: Collection[str]) -> tuple[str, ...]:
+    """The tiers a draft may fail over to: the ``allowed`` ones below ``routed``. A draft answered
+    by the routed tier (or one above) is no draft: judged doubtful it would be paid twice."""
+    names = [t.name for t in tiers]
+    return tuple(n for n in names[: names.index(routed)] if n in allowed)
+
+
 def prior(tiers: Sequence[Tier], draft: Tier, decision: Decision) -> float:
     """The router's probability that ``draft`` is adequate: cumulative up to its tier."""
     upto = [t.name for t in tiers[: [t.name for t in tiers].index(draft.name) + 1]]
@@ -139,8 +148,9 @@ class Cascade:
                         cost_of: CostOf) -> tuple[Forwarded | None, CascadeOutcome]:
         """The draft answer when it passes the checks; None when the routed tier must answer.
 
-        ``send`` forwards a body to a tier (with failover), ``cost_of`` prices a thrown-away
-        draft from its completion. Never raises for a failed draft: that is an escalation.
+        ``send`` forwards a body to a tier (failing over only below ``routed``: ``draft_allowed``),
+        ``cost_of`` prices a thrown-away draft from its completion. Never raises for a failed
+        draft: that is an escalation.
         """
         p = prior(self.tiers, draft, decision)
         if p < self.config.min_prior:

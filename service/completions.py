@@ -25,7 +25,7 @@ from router_model.records import TrafficRecord
 from router_model.tiers import Tier
 from service.ab import ArmAssigner
 from service.budget import BudgetKnob
-from service.cascade import Cascade, cascade_wanted, draft_tier
+from service.cascade import Cascade, cascade_wanted, draft_allowed, draft_tier
 from service.completion_records import (
     Call,
     Usage,
@@ -125,8 +125,10 @@ class Completions:
         if decision is None or draft is None:
             return None
 
+        below = draft_allowed(self.tiers, plan.tier, plan.allowed)
+
         async def send(body: dict[str, Any], tier: str) -> Forwarded:
-            return await self.upstreams.send(body, tier, stream=False, allowed=plan.allowed)
+            return await self.upstreams.send(body, tier, stream=False, allowed=below)
 
         async def cost_of(tier: Tier, doc: dict[str, Any]) -> float:
             usage = await self._usage(call, doc.get("usage"), _text_of(doc))

@@ -89,6 +89,24 @@ def test_a_doubtful_draft_escalates_and_both_calls_are_paid(
     assert info["levers"] == pytest.approx(record.levers)
 
 
+@pytest.mark.parametrize(("mode", "finish"), [
+    ("fail", "stop"), ("fail", "length"), ("string_message", "stop")])
+def test_a_failed_draft_never_falls_over_to_the_routed_tier(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path, mode: str, finish: str
+) -> None:
+    # the routed tier's answer is no draft: not "accepted" as one, nor judged and paid twice
+    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0})
+    ups.weak.mode, ups.strong.finish_reason = mode, finish
+    info = ask(gw, TOP)["tierwise"]
+    assert info["cascade"] == {"tried": ["weak", "strong"], "escalated": True,
+                               "reason": "draft_failed"}
+    assert (len(ups.weak.requests), len(ups.strong.requests)) == (1, 1)
+    assert info["tier"] == "strong" and info["failovers"] == 0
+    record = stored(gw, info["decision_id"])
+    assert record.cost_usd == pytest.approx(STRONG_CALL)
+    assert record.levers == pytest.approx({"cascade": 0.0})
+
+
 def test_a_good_draft_answers_alone(make_gateway: Any, ups: Upstreams, fast_bundle: Path) -> None:
     gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0, "request_logprobs": True})
     ups.weak.logprob = -0.2  # confident: above the default -1.0

@@ -8,7 +8,14 @@ import pytest
 
 from router_model.policy import Policy
 from router_model.tiers import Tier
-from service.cascade import CascadeOutcome, answer_problem, cascade_wanted, draft_tier, prior
+from service.cascade import (
+    CascadeOutcome,
+    answer_problem,
+    cascade_wanted,
+    draft_allowed,
+    draft_tier,
+    prior,
+)
 from service.completion_records import Usage, spend
 from service.decisions import Decision
 from service.gateway_config import CascadeConfig
@@ -94,3 +101,11 @@ def test_ledger_escalated_cascade_is_negative() -> None:
     assert money.levers == pytest.approx({"cascade": -0.002})
     routing = money.top_tier_cost_usd - money.cost_usd - sum(money.levers.values())
     assert routing == pytest.approx(0.025 - 0.008)
+
+
+def test_a_draft_fails_over_only_below_the_routed_tier() -> None:
+    names = ("small", "mid", "big")
+    assert draft_allowed(TIERS, "big", names) == ("small", "mid")
+    assert draft_allowed(TIERS, "mid", names) == ("small",)
+    assert draft_allowed(TIERS, "big", ("small", "big")) == ("small",)
+    assert draft_allowed(TIERS, "small", names) == ()
