@@ -107,6 +107,21 @@ def test_a_failed_draft_never_falls_over_to_the_routed_tier(
     assert record.levers == pytest.approx({"cascade": 0.0})
 
 
+@pytest.mark.parametrize("limit", ["max_tokens", "max_completion_tokens"])
+def test_a_draft_stopped_by_the_clients_own_limit_answers(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path, limit: str
+) -> None:
+    # the routed tier would stop at the same limit: escalating pays twice for the same cut
+    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0})
+    ups.weak.finish_reason = ups.strong.finish_reason = "length"
+    doc = ask(gw, TOP, **{limit: 7})
+    info = doc["tierwise"]
+    assert info["cascade"] == {"tried": ["weak"], "escalated": False, "reason": "accepted"}
+    assert (len(ups.weak.requests), len(ups.strong.requests)) == (1, 0)
+    assert doc["choices"][0]["finish_reason"] == "length"
+    assert stored(gw, info["decision_id"]).cost_usd == pytest.approx(WEAK_CALL)
+
+
 def test_a_good_draft_answers_alone(make_gateway: Any, ups: Upstreams, fast_bundle: Path) -> None:
     gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0, "request_logprobs": True})
     ups.weak.logprob = -0.2  # confident: above the default -1.0

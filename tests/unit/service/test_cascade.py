@@ -12,6 +12,7 @@ from service.cascade import (
     CascadeOutcome,
     answer_problem,
     cascade_wanted,
+    client_limited,
     draft_allowed,
     draft_tier,
     prior,
@@ -109,3 +110,11 @@ def test_a_draft_fails_over_only_below_the_routed_tier() -> None:
     assert draft_allowed(TIERS, "mid", names) == ("small",)
     assert draft_allowed(TIERS, "big", ("small", "big")) == ("small",)
     assert draft_allowed(TIERS, "small", names) == ()
+
+
+def test_a_length_stop_the_client_asked_for_is_no_reason_to_escalate() -> None:
+    assert answer_problem(answer(finish="length"), -1.0, limited=True) is None
+    assert answer_problem(answer(finish="content_filter"), -1.0, limited=True) == "truncated"
+    assert answer_problem(answer(text="", finish="length"), -1.0, limited=True) == "empty"
+    assert client_limited({"max_tokens": 7}) and client_limited({"max_completion_tokens": 7})
+    assert not client_limited({"max_tokens": None}) and not client_limited({})
