@@ -1,8 +1,9 @@
 """The gateway's response cache: an exact layer, then a semantic layer on the router's encoder.
 
-Both layers are scoped per tenant (a hash of the client key), per decided tier and per generation
-parameters (``temperature``, ``max_tokens``, …): a cached answer is never served to another
-client, from another tier, or for other parameters. The exact layer keys on sha256 of the scope
+Both layers are scoped per tenant (a hash of the client key), per tier and per generation
+parameters (``temperature``, ``max_tokens``, …): an answer is stored under the tier that gave it
+(a cascade's accepted draft under the draft tier) and served only to a request decided for that
+tier, never to another client, or for other parameters. The exact layer keys on sha256 of the scope
 and the messages with only meaningless whitespace dropped (line endings, blanks at line ends,
 blank lines around the text; ``_normalise``): indentation counts. The semantic layer embeds the
 chat with the router's own ``SentenceEncoder`` (no second model) and serves the most similar
@@ -89,6 +90,20 @@ class CacheKey:
     exact: str
     text: str | None
     vector: NDArray[np.float32] | None = None
+    #: The tier whose answers the key finds: an entry another tier answered is never served.
+    tier: str = ""
+    #: The scope's parts besides the tier (tenant, parameters) and the messages' part of
+    #: ``exact``: what ``on_tier`` needs to key the same request on another tier.
+    parts: tuple[str, str, str] = ("", "", "")
+
+    def on_tier(self, tier: str) -> CacheKey:
+        """The same request's key on ``tier`` (the embedding kept): where that tier's answer is
+        stored."""
+        if tier == self.tier:
+            return self
+        tenant, params, chat = self.parts
+        scope = _digest(tenant, tier, params)
+        return CacheKey(scope, _digest(scope, chat), self.text, self.vector, tier, self.parts)
 
 
 @dataclass(frozen=True)
@@ -313,25 +328,31 @@ class ResponseCache:
 
     def key(self, forward: Mapping[str, Any], tenant: str, tier: str) -> CacheKey:
         """The cache key of a forwarded body, for ``tenant`` on ``tier``."""
-        params = {k: v for k, v in forward.items() if k not in _NOT_SCOPE}
-        scope = _digest(tenant, tier, json.dumps(params, sort_keys=True, default=str))
+        params = json.dumps({k: v for k, v in forward.items() if k not in _NOT_SCOPE},
+                            sort_keys=True, default=str)
         messages = forward.get("messages")
         messages = messages if isinstance(messages, list) else []
-        exact = _digest(scope, json.dumps(_normalise(messages), sort_keys=True, default=str))
-        return CacheKey(scope, exact, _chat_text(messages))
+        chat = json.dumps(_normalise(messages), sort_keys=True, default=str)
+        scope = _digest(tenant, tier, params)
+        return CacheKey(scope, _digest(scope, chat), _chat_text(messages), None, tier,
+                        (tenant, params, chat))
 
     async def lookup(self, key: CacheKey) -> Hit | None:
-        """The stored answer for ``key``: exact first, then the most similar one in scope."""
+        """The stored answer for ``key``: exact first, then the most similar one in scope; only
+        an answer of ``key.tier`` (an entry written before answers were scoped by the tier that
+        gave them may hold another tier's)."""
         stored = await self.backend.exact(key)
         if stored is not None:
-            return _hit("exact", stored, 1.0)
+            return _hit("exact", stored, 1.0) if stored.tier == key.tier else None
         if self.encoder is None or key.text is None:
             return None
         key.vector = await asyncio.to_thread(self._embed, key.text)
         if key.vector is None:
             return None
         found = await self.backend.nearest(key, key.vector)
-        return _hit("semantic", *found) if found is not None else None
+        if found is None or found[0].tier != key.tier:
+            return None
+        return _hit("semantic", *found)
 
     def _embed(self, text: str) -> NDArray[np.float32] | None:
         assert self.encoder is not None
@@ -342,8 +363,11 @@ class ResponseCache:
         return vector
 
     def store(self, key: CacheKey, doc: Mapping[str, Any], cost_usd: float, tier: str) -> None:
-        """Keep a completion (without ``tierwise``) for ``ttl_s``; a shared store writes later."""
+        """Keep a completion (without ``tierwise``) that ``tier`` answered, for ``ttl_s``, under
+        ``tier``'s scope (``key.on_tier``): a cascade's accepted draft is the draft tier's answer,
+        served only to requests decided for that tier. A shared store writes later."""
         kept = copy.deepcopy({k: v for k, v in doc.items() if k != "tierwise"})
+        key = key.on_tier(tier)
         self.backend.put(key, Stored(kept, cost_usd, tier), key.vector)
 
     async def put(self, key: CacheKey, doc: Mapping[str, Any], cost_usd: float,

@@ -95,6 +95,38 @@ def test_code_that_differs_only_in_indentation_is_another_question(
     assert len(upstreams.strong.requests) == 2
 
 
+def test_a_cascade_draft_is_cached_as_the_draft_tiers_answer(
+    make_gateway: Any, upstreams: Upstreams, fast_bundle: Path
+) -> None:
+    gw: Gateway = make_gateway(fast_bundle, cache={"enabled": True}, cascade={"min_prior": 0.0})
+    upstreams.weak.content, upstreams.strong.content = "weak answer", "strong answer"
+
+    def auto(**knob: Any) -> dict[str, Any]:
+        with gw.http() as http:
+            response = http.post("/v1/chat/completions", json={
+                "model": "tierwise-auto", "messages": [{"role": "user", "content": HARD}],
+                "tierwise": knob})
+        assert response.status_code == 200, response.text
+        doc: dict[str, Any] = response.json()
+        return doc
+
+    drafted = auto(quality=1.0, cascade=True)["tierwise"]  # decided strong, the weak draft kept
+    assert (drafted["decided_tier"], drafted["tier"]) == ("strong", "weak")
+    # a request that refused the cascade is answered by strong, never by the weak draft
+    plain = auto(quality=1.0, cascade=False)
+    assert plain["tierwise"]["cache"] is None and plain["tierwise"]["tier"] == "strong"
+    assert plain["choices"][0]["message"]["content"] == "strong answer"
+    assert (len(upstreams.weak.requests), len(upstreams.strong.requests)) == (1, 1)
+    # each answer is served to requests decided for the tier that gave it
+    weak = auto(quality=0.0)
+    assert (weak["tierwise"]["cache"], weak["tierwise"]["tier"]) == ("exact", "weak")
+    assert weak["choices"][0]["message"]["content"] == "weak answer"
+    strong = auto(quality=1.0, cascade=True)
+    assert (strong["tierwise"]["cache"], strong["tierwise"]["tier"]) == ("exact", "strong")
+    assert strong["choices"][0]["message"]["content"] == "strong answer"
+    assert (len(upstreams.weak.requests), len(upstreams.strong.requests)) == (1, 1)
+
+
 def test_entries_expire(make_gateway: Any, upstreams: Upstreams, fast_bundle: Path) -> None:
     gw = cached(make_gateway, fast_bundle, ttl_s=0.3)
     ask(gw, HARD)

@@ -52,6 +52,17 @@ def test_exact_layer_scopes_and_replay() -> None:
     assert tenant_of({"authorization": "Bearer a"}) != tenant_of({"authorization": "Bearer b"})
 
 
+def test_an_answer_is_kept_and_served_under_the_tier_that_gave_it() -> None:
+    cache = ResponseCache(CacheSettings(), encoder=None)
+    strong = cache.key(body(QUESTION), "t", "strong")
+    cache.store(strong, answer("Paris (weak)."), 0.001, "weak")  # e.g. a cascade's draft
+    assert asyncio.run(cache.lookup(strong)) is None
+    hit = look(cache, body(QUESTION), tier="weak")[1]
+    assert hit is not None and hit.tier == "weak"
+    assert strong.on_tier("weak").exact == cache.key(body(QUESTION), "t", "weak").exact
+    assert strong.on_tier("strong") is strong
+
+
 def test_ttl_and_lru_bounds() -> None:
     clock = Clock()
     cache = ResponseCache(CacheSettings(ttl_s=10, max_entries=2), encoder=None, clock=clock)
