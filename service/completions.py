@@ -210,14 +210,14 @@ class Completions:
 
     async def _replay(self, call: Call, hit: Hit) -> Response:
         """A cached answer, forwarded nowhere; recorded as a "cache" row (never a label)."""
-        self.metrics.cache_saved.inc(hit.cost_usd)
         call.hit = hit
         doc = replay(hit)
         record = await self._finish(call, 200, await self._usage(call, doc.get("usage"),
                                                                  _text_of(doc)))
+        saved = record.levers.get("cache", 0.0)  # what this request would have cost upstream
+        self.metrics.cache_saved.inc(saved)
         doc["tierwise"] = {**self.info(call, record), "tier": hit.tier, "model": doc.get("model"),
-                           "cache": hit.layer, "similarity": hit.similarity,
-                           "saved_usd": hit.cost_usd}
+                           "cache": hit.layer, "similarity": hit.similarity, "saved_usd": saved}
         return JSONResponse(doc, headers={**self.headers(call), "x-tierwise-tier": hit.tier,
                                           "x-tierwise-cache": hit.layer})
 

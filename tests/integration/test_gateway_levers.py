@@ -229,3 +229,29 @@ def test_cache_hits_are_recorded_and_never_labels(
     assert gauges["cache"] == pytest.approx(WEAK_CALL)
     assert gauges["routing"] == pytest.approx(total - WEAK_CALL)
     assert gauges["trim"] == gauges["batch"] == gauges["cascade"] == 0.0
+
+
+def test_a_cached_escalated_answer_saves_the_answer_not_the_draft(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path
+) -> None:
+    gw = make_gateway(fast_bundle, cache={"enabled": True}, cascade={"min_prior": 0.0})
+    ups.weak.content = "I'm sorry, but I can't help with that."
+    first = ask(gw, TOP)["tierwise"]
+    assert first["cascade"]["reason"] == "refusal" and first["cost_usd"] == pytest.approx(
+        WEAK_CALL + STRONG_CALL)
+    again = ask(gw, TOP)["tierwise"]
+    assert (again["cache"], again["tier"]) == ("exact", "strong")
+    # without the cache this request would have cost strong's answer, not the draft again
+    hit = stored(gw, again["decision_id"])
+    assert hit.levers == pytest.approx({"cache": STRONG_CALL})
+    assert hit.routing_savings_usd == pytest.approx(0.0)
+    assert again["saved_usd"] == pytest.approx(STRONG_CALL)
+    report = savings(gw)
+    assert report["total"]["levers"]["routing"] == pytest.approx(0.0)
+    assert report["total"]["levers"]["cache"] == pytest.approx(STRONG_CALL)
+    assert report["total"]["levers"]["cascade"] == pytest.approx(-WEAK_CALL)
+    with gw.http() as http:
+        exposed = http.get("/metrics").text
+    saved = [float(line.split()[-1]) for line in exposed.splitlines()
+             if line.startswith("tierwise_gateway_cache_saved_usd_total ")]
+    assert saved == [pytest.approx(STRONG_CALL)]
