@@ -1,18 +1,18 @@
 """The gateway's response cache: an exact layer, then a semantic layer on the router's encoder.
 
 Both layers are scoped per tenant (a hash of the client key), per tier and per generation
-parameters (``temperature``, ``max_tokens``, …): an answer is stored under the tier that gave it
-(a cascade's accepted draft under the draft tier) and served only to a request decided for that
-tier, never to another client, or for other parameters. The exact layer keys on sha256 of the scope
-and the messages with only meaningless whitespace dropped (line endings, blanks at line ends,
-blank lines around the text; ``_normalise``): indentation counts. The semantic layer embeds the
-chat with the router's own ``SentenceEncoder`` (no second model) and serves the most similar
-stored answer of the same scope when the cosine similarity is at least ``similarity``. It runs
-only when the router's bundle has the ``full`` feature set (a ``hand`` bundle or a remote router
-gives no encoder: exact layer only), only for plain-text chats without indented lines (the
-encoder cannot see indentation), and only when the whole chat fits the encoder's token window
-(past it the encoder keeps head and tail, and two chats differing in the middle would look
-identical).
+parameters (``temperature``, ``max_tokens``, …): an answer is stored under the tier that gave it (a
+cascade's accepted draft under the draft tier) and served only to a request decided for that tier,
+never to another client, or for other parameters. The exact layer keys on sha256 of the scope and
+the messages with only meaningless whitespace dropped (line endings, blanks at line ends, blank
+lines around the text, blanks before a one-line text; ``_normalise``): indentation counts. The
+semantic layer embeds the chat with the router's own ``SentenceEncoder`` (no second model) and
+serves the most similar stored answer of the same scope when the cosine similarity is at least
+``similarity``. It runs only when the router's bundle has the ``full`` feature set (a ``hand``
+bundle or a remote router gives no encoder: exact layer only), only for plain-text chats without
+indented lines (the encoder cannot see indentation), and only when the whole chat fits the
+encoder's token window (past it the encoder keeps head and tail, and two chats differing in the
+middle would look identical).
 
 Where entries live is a ``CacheStore``; ``ResponseCache`` owns the keys, scopes, normalisation and
 embedding, the stores only keep and find. By default ``MemoryCacheStore`` (this process: an LRU
@@ -175,10 +175,11 @@ def tenant_of(headers: Mapping[str, str]) -> str:
 def _normalise(value: Any) -> Any:
     """The messages as the exact key sees them: only whitespace that never carries meaning is
     dropped (line endings as ``\\n``, blanks at the end of a line, blank lines before and after
-    the text). Indentation and spaces inside a line are kept: two programs that differ only in
-    indentation are two questions."""
+    the text, blanks before a one-line text). Indentation and spaces inside a line are kept: two
+    programs that differ only in indentation are two questions."""
     if isinstance(value, str):
-        return _LINE_END_BLANKS.sub("", _LINE_BREAK.sub("\n", value)).strip("\n")
+        text = _LINE_END_BLANKS.sub("", _LINE_BREAK.sub("\n", value)).strip("\n")
+        return text if "\n" in text else text.lstrip()
     if isinstance(value, list):
         return [_normalise(v) for v in value]
     if isinstance(value, dict):

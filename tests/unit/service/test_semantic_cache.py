@@ -88,6 +88,9 @@ def test_the_exact_key_keeps_meaningful_whitespace() -> None:
     # line endings, blanks at line ends and blank lines around the text mean nothing
     same = "\r\n" + PROGRAM.replace("\n", "  \r\n") + "\r\n"
     assert look(cache, body(same))[1] is not None
+    # a one-line text has no other line to be indented against: blanks before it mean nothing
+    one_line = cache.key(body("What is 2 + 2?"), "t", "weak")
+    assert cache.key(body("  What is 2 + 2? \n"), "t", "weak").exact == one_line.exact
     # indentation and spacing inside a line do: another program, another question
     dedented = PROGRAM.replace("    print(x)", "print(x)")
     assert look(cache, body(dedented))[1] is None
