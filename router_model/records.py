@@ -122,7 +122,8 @@ class TrafficRecord(BaseModel):
     #: nothing). "cascade" may be negative: the cheap try plus the escalation cost more than the
     #: routed tier alone would have.
     levers: dict[str, float] = Field(default_factory=dict)
-    #: Who asked: the sha256 of the client's ``Authorization`` header (never the key itself).
+    #: Who asked: the sha256 of ``"Bearer " + the client's key`` (never the key itself;
+    #: ``service.semantic_cache.tenant_of``), whatever the header's spelling of the scheme.
     #: Feedback on the decision is taken only from the same key. Empty in records written
     #: before it was kept: those take no feedback.
     tenant: str = Field(default="", max_length=64)

@@ -9,18 +9,22 @@ config's default leaves streams alone.
 Two checks, in order. (1) The router's prior: the probability that the draft tier is adequate
 (the cumulative probability up to it, ``router_model.policy.adequacy``); below ``min_prior`` the
 draft is not worth paying for and the routed tier answers alone. (2) The draft's answer, checked
-without a second model: escalate when a choice is empty, was cut off (``finish_reason`` "length"
-or "content_filter"), opens with a refusal, or when the upstream returned token logprobs (the
-client asked with ``logprobs: true``, or ``request_logprobs`` asked for it and the logprobs are
-then removed from the client's answer) and their mean is below ``min_mean_logprob``. Escalation
+without a second model: escalate when a choice is empty, was cut off (``finish_reason``
+"content_filter", or "length" unless the client set ``max_tokens`` or ``max_completion_tokens``:
+then stopping there is what it asked for, and the routed tier would stop there too), opens with a
+refusal, or when the upstream returned token logprobs (the client asked with ``logprobs: true``,
+or ``request_logprobs`` asked for it and the logprobs are then removed from the client's answer)
+and their mean is below ``min_mean_logprob``. Escalation
 goes straight to the routed tier: one extra call at most, and the routed tier's own cost is then
-observed rather than guessed.
+observed rather than guessed. The draft fails over only among the allowed tiers below the routed
+one (``draft_allowed``); when none of them answers, the routed tier answers as it would without a
+cascade (``reason`` "draft_failed").
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +95,13 @@ def draft_tier(tiers: Sequence[Tier], routed: str, decision: Decision,
     return None
 
 
+def draft_allowed(tiers: Sequence[Tier], routed: str, allowed: Collection[str]) -> tuple[str, ...]:
+    """The tiers a draft may fail over to: the ``allowed`` ones below ``routed``. A draft answered
+    by the routed tier (or one above) is no draft: judged doubtful it would be paid twice."""
+    names = [t.name for t in tiers]
+    return tuple(n for n in names[: names.index(routed)] if n in allowed)
+
+
 def prior(tiers: Sequence[Tier], draft: Tier, decision: Decision) -> float:
     """The router's probability that ``draft`` is adequate: cumulative up to its tier."""
     upto = [t.name for t in tiers[: [t.name for t in tiers].index(draft.name) + 1]]
@@ -106,8 +117,21 @@ def mean_logprob(choice: dict[str, Any]) -> float | None:
     return sum(numbers) / len(numbers) if numbers else None
 
 
-def answer_problem(doc: dict[str, Any], min_mean_logprob: float) -> str | None:
-    """Why a draft completion should be escalated (see the module docstring); None if it passes."""
+def client_limited(forward: dict[str, Any]) -> bool:
+    """Whether the client capped the answer's length (``max_tokens``, ``max_completion_tokens``):
+    then a draft that stopped at the cap ("length") is what the client asked for, and the routed
+    tier would stop there too."""
+    return any(forward.get(k) is not None for k in ("max_tokens", "max_completion_tokens"))
+
+
+def answer_problem(doc: dict[str, Any], min_mean_logprob: float,
+                   limited: bool = False) -> str | None:
+    """Why a draft completion should be escalated (see the module docstring); None if it passes.
+
+    ``limited``: the client set the length cap (``client_limited``), so a "length" finish is no
+    reason to escalate (a "content_filter" one still is).
+    """
+    cut_off = _CUT_OFF - {"length"} if limited else _CUT_OFF
     choices = [c for c in doc.get("choices") or [] if isinstance(c, dict)]
     if not choices:
         return "empty"
@@ -115,7 +139,7 @@ def answer_problem(doc: dict[str, Any], min_mean_logprob: float) -> str | None:
         found = choice.get("message")
         message: dict[str, Any] = found if isinstance(found, dict) else {}
         text = str(message.get("content") or "").strip()
-        if choice.get("finish_reason") in _CUT_OFF:
+        if choice.get("finish_reason") in cut_off:
             return "truncated"
         if not text and not message.get("tool_calls"):
             return "empty"
@@ -139,8 +163,9 @@ class Cascade:
                         cost_of: CostOf) -> tuple[Forwarded | None, CascadeOutcome]:
         """The draft answer when it passes the checks; None when the routed tier must answer.
 
-        ``send`` forwards a body to a tier (with failover), ``cost_of`` prices a thrown-away
-        draft from its completion. Never raises for a failed draft: that is an escalation.
+        ``send`` forwards a body to a tier (failing over only below ``routed``: ``draft_allowed``),
+        ``cost_of`` prices a thrown-away draft from its completion. Never raises for a failed
+        draft: that is an escalation.
         """
         p = prior(self.tiers, draft, decision)
         if p < self.config.min_prior:
@@ -157,7 +182,8 @@ class Cascade:
         if doc is None or not answer.ok:
             problem = "draft_failed"
         else:
-            problem = answer_problem(doc, self.config.min_mean_logprob) or ""
+            problem = answer_problem(doc, self.config.min_mean_logprob,
+                                     client_limited(forward)) or ""
         answered = answer.upstream.tier
         if not problem:
             return answer, CascadeOutcome(routed, (answered.name,), False, "accepted",

@@ -7,7 +7,8 @@ pass-through request) into routing's share and each other lever's, in this order
 trimming (the routed tier on the full prompt → on the trimmed one), cascade (the routed tier
 alone → the calls made). Each step's dollars are the difference between its two sides, so the
 parts add up exactly to ``top_tier_cost_usd - cost_usd``. A cache hit costs nothing and saved
-what its answer cost."""
+what the request would otherwise have cost: its answer's tokens at its tier's prices (not what was
+spent when the answer was bought, which may include a cascade's thrown-away draft)."""
 
 from __future__ import annotations
 
@@ -90,10 +91,15 @@ def spend(answered: Tier, usage: Usage, baseline: Tier, *, trimmed: int = 0,
     return Spend(paid, top, levers)
 
 
-def cache_spend(hit: Hit, usage: Usage, baseline: Tier) -> Spend:
-    """The ledger of a cached answer: nothing paid, its stored cost saved by the cache."""
-    top = baseline.cost(usage.input_tokens, usage.output_tokens)
-    return Spend(0.0, top, {"cache": hit.cost_usd})
+def cache_spend(answered: Tier, usage: Usage, baseline: Tier, *, trimmed: int = 0) -> Spend:
+    """The ledger of a cached answer of ``answered`` with ``usage``: nothing paid; the cache saved
+    what the request would have cost upstream (``usage`` at ``answered``'s prices), trimming its
+    ``trimmed`` tokens, routing the rest, as ``spend`` splits them."""
+    levers = {"cache": answered.cost(usage.input_tokens, usage.output_tokens)}
+    if trimmed:
+        levers["trim"] = trimmed * answered.input_price * PER_TOKEN
+    top = baseline.cost(usage.input_tokens + trimmed, usage.output_tokens)
+    return Spend(0.0, top, levers)
 
 
 def baseline_tier(source: str, tier: str, tiers: Sequence[Tier]) -> Tier:
@@ -121,7 +127,7 @@ def build_record(call: Call, status: int, usage: Usage, tiers: Sequence[Tier],
     baseline = baseline_tier(plan.source, plan.tier, tiers)
     if call.hit is not None:
         tier = next(t for t in tiers if t.name == call.hit.tier)
-        money = cache_spend(call.hit, usage, baseline)
+        money = cache_spend(tier, usage, baseline, trimmed=call.trimmed)
     elif tier is not None:
         money = spend(tier, usage, baseline, trimmed=call.trimmed, cascade=call.cascade)
     else:  # nothing answered; a cascade's draft may still have been paid for

@@ -25,7 +25,7 @@ from router_model.records import TrafficRecord
 from router_model.tiers import Tier
 from service.ab import ArmAssigner
 from service.budget import BudgetKnob
-from service.cascade import Cascade, cascade_wanted, draft_tier
+from service.cascade import Cascade, cascade_wanted, draft_allowed, draft_tier
 from service.completion_records import (
     Call,
     Usage,
@@ -125,8 +125,10 @@ class Completions:
         if decision is None or draft is None:
             return None
 
+        below = draft_allowed(self.tiers, plan.tier, plan.allowed)
+
         async def send(body: dict[str, Any], tier: str) -> Forwarded:
-            return await self.upstreams.send(body, tier, stream=False, allowed=plan.allowed)
+            return await self.upstreams.send(body, tier, stream=False, allowed=below)
 
         async def cost_of(tier: Tier, doc: dict[str, Any]) -> float:
             usage = await self._usage(call, doc.get("usage"), _text_of(doc))
@@ -208,14 +210,14 @@ class Completions:
 
     async def _replay(self, call: Call, hit: Hit) -> Response:
         """A cached answer, forwarded nowhere; recorded as a "cache" row (never a label)."""
-        self.metrics.cache_saved.inc(hit.cost_usd)
         call.hit = hit
         doc = replay(hit)
         record = await self._finish(call, 200, await self._usage(call, doc.get("usage"),
                                                                  _text_of(doc)))
+        saved = record.levers.get("cache", 0.0)  # what this request would have cost upstream
+        self.metrics.cache_saved.inc(saved)
         doc["tierwise"] = {**self.info(call, record), "tier": hit.tier, "model": doc.get("model"),
-                           "cache": hit.layer, "similarity": hit.similarity,
-                           "saved_usd": hit.cost_usd}
+                           "cache": hit.layer, "similarity": hit.similarity, "saved_usd": saved}
         return JSONResponse(doc, headers={**self.headers(call), "x-tierwise-tier": hit.tier,
                                           "x-tierwise-cache": hit.layer})
 
@@ -320,11 +322,12 @@ class Completions:
 
 
 def _text_of(doc: dict[str, Any]) -> str:
-    """The answer text of a completion (every choice's message content)."""
-    return "".join(
-        str((c.get("message") or {}).get("content") or "")
-        for c in doc.get("choices") or [] if isinstance(c, dict)
-    )
+    """The answer text of a completion: every choice's message content (``service.upstream``
+    refuses other shapes; here they would count as no text, never as an error)."""
+    choices = doc.get("choices")
+    found = [c.get("message") for c in choices if isinstance(c, dict)] if isinstance(
+        choices, list) else []
+    return "".join(str(m.get("content") or "") for m in found if isinstance(m, dict))
 
 
 async def _chain(answer: Forwarded) -> AsyncIterator[bytes]:

@@ -44,7 +44,7 @@ from service.http_api import BodyLimit
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.openai_errors import envelope, envelope_for
 from service.router_client import RemoteDecisions
-from service.semantic_cache import CacheSettings, ResponseCache, tenant_of
+from service.semantic_cache import CacheSettings, ResponseCache, bearer_key, tenant_of
 from service.traffic import SavingsReport, TrafficStore, open_store
 from service.upstream import UpstreamPool, build_upstreams
 
@@ -136,8 +136,8 @@ BatchWindowDep = Annotated[BatchWindow, Depends(get_batch_window)]
 
 
 def _bearer(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    # the same parsing as the tenant's (``tenant_of``): the key checked is the key scoped by
+    return bearer_key(request.headers.get("authorization", ""))
 
 
 def require_client(request: Request) -> None:

@@ -71,7 +71,7 @@ class GatewayMetrics:
         )
         self.cache_saved = Counter(
             "tierwise_gateway_cache_saved_usd",
-            "USD not spent upstream: the stored cost of each answer served from the cache.",
+            "USD not spent upstream: what each request answered from the cache would have cost.",
             registry=r,
         )
         self.cache_errors = Counter(

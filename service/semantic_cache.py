@@ -1,14 +1,18 @@
 """The gateway's response cache: an exact layer, then a semantic layer on the router's encoder.
 
-Both layers are scoped per tenant (a hash of the client key), per decided tier and per generation
-parameters (``temperature``, ``max_tokens``, …): a cached answer is never served to another
-client, from another tier, or for other parameters. The exact layer keys on sha256 of the scope
-and the whitespace-normalised messages. The semantic layer embeds the chat with the router's own
-``SentenceEncoder`` (no second model) and serves the most similar stored answer of the same scope
-when the cosine similarity is at least ``similarity``. It runs only when the router's bundle has
-the ``full`` feature set (a ``hand`` bundle or a remote router gives no encoder: exact layer only),
-only for plain-text chats, and only when the whole chat fits the encoder's token window (past it
-the encoder keeps head and tail, and two chats differing in the middle would look identical).
+Both layers are scoped per tenant (a hash of the client key), per tier and per generation
+parameters (``temperature``, ``max_tokens``, …): an answer is stored under the tier that gave it (a
+cascade's accepted draft under the draft tier) and served only to a request decided for that tier,
+never to another client, or for other parameters. The exact layer keys on sha256 of the scope and
+the messages with only meaningless whitespace dropped (line endings, blanks at line ends, blank
+lines around the text, blanks before a one-line text; ``_normalise``): indentation counts. The
+semantic layer embeds the chat with the router's own ``SentenceEncoder`` (no second model) and
+serves the most similar stored answer of the same scope when the cosine similarity is at least
+``similarity``. It runs only when the router's bundle has the ``full`` feature set (a ``hand``
+bundle or a remote router gives no encoder: exact layer only), only for plain-text chats without
+indented lines (the encoder cannot see indentation), and only when the whole chat fits the
+encoder's token window (past it the encoder keeps head and tail, and two chats differing in the
+middle would look identical).
 
 Where entries live is a ``CacheStore``; ``ResponseCache`` owns the keys, scopes, normalisation and
 embedding, the stores only keep and find. By default ``MemoryCacheStore`` (this process: an LRU
@@ -53,6 +57,10 @@ from service.cache_index import VectorIndex
 #: Request members that do not change the answer (everything else is part of the scope).
 _NOT_SCOPE = frozenset({"messages", "model", "stream", "stream_options", "user", "tierwise"})
 _BLANKS = re.compile(r"\s+")
+_LINE_BREAK = re.compile(r"\r\n?")
+_LINE_END_BLANKS = re.compile(r"[^\S\n]+$", re.MULTILINE)
+#: A line that opens with blanks: its indentation may be meaning (code) the encoder cannot see.
+_INDENTED = re.compile(r"^[^\S\n]+\S", re.MULTILINE)
 #: Semantic candidates tried per lookup, most similar first (the rest of a crowded scope waits).
 CANDIDATES = 8
 
@@ -82,6 +90,20 @@ class CacheKey:
     exact: str
     text: str | None
     vector: NDArray[np.float32] | None = None
+    #: The tier whose answers the key finds: an entry another tier answered is never served.
+    tier: str = ""
+    #: The scope's parts besides the tier (tenant, parameters) and the messages' part of
+    #: ``exact``: what ``on_tier`` needs to key the same request on another tier.
+    parts: tuple[str, str, str] = ("", "", "")
+
+    def on_tier(self, tier: str) -> CacheKey:
+        """The same request's key on ``tier`` (the embedding kept): where that tier's answer is
+        stored."""
+        if tier == self.tier:
+            return self
+        tenant, params, chat = self.parts
+        scope = _digest(tenant, tier, params)
+        return CacheKey(scope, _digest(scope, chat), self.text, self.vector, tier, self.parts)
 
 
 @dataclass(frozen=True)
@@ -132,14 +154,32 @@ class CacheStore(Protocol):
     def __len__(self) -> int: ...
 
 
+def bearer_key(authorization: str) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header ("" for any other scheme); the
+    scheme's case and the spaces around the key do not matter (RFC 9110 section 11.1)."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def tenant_of(headers: Mapping[str, str]) -> str:
-    """The tenant of a request: sha256 of its bearer key (the key itself is never kept)."""
-    return hashlib.sha256(headers.get("authorization", "").encode()).hexdigest()
+    """The tenant of a request: sha256 of ``"Bearer " + key`` for the bearer key the gateway
+    checked (``bearer_key``; the key itself is never kept), so every spelling of one key is one
+    tenant, and the canonical spelling hashes as it did when the raw header was hashed (records,
+    jobs and cache entries written before still match). Without a bearer key (auth off): the
+    raw header's hash, as before."""
+    raw = headers.get("authorization", "")
+    key = bearer_key(raw)
+    return hashlib.sha256((f"Bearer {key}" if key else raw).encode()).hexdigest()
 
 
 def _normalise(value: Any) -> Any:
+    """The messages as the exact key sees them: only whitespace that never carries meaning is
+    dropped (line endings as ``\\n``, blanks at the end of a line, blank lines before and after
+    the text, blanks before a one-line text). Indentation and spaces inside a line are kept: two
+    programs that differ only in indentation are two questions."""
     if isinstance(value, str):
-        return _BLANKS.sub(" ", value).strip()
+        text = _LINE_END_BLANKS.sub("", _LINE_BREAK.sub("\n", value)).strip("\n")
+        return text if "\n" in text else text.lstrip()
     if isinstance(value, list):
         return [_normalise(v) for v in value]
     if isinstance(value, dict):
@@ -148,14 +188,18 @@ def _normalise(value: Any) -> Any:
 
 
 def _chat_text(messages: list[Any]) -> str | None:
-    """The chat as one text for the encoder, None unless every message is plain text."""
+    """The chat as one text for the encoder, None unless every message is plain text without
+    indented lines (the encoder's tokenizer drops whitespace: indented code would look the same
+    at any indentation, so such chats get the exact layer only)."""
     lines = []
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("content"), str):
             return None
         if set(m) - {"role", "content", "name"}:  # tool calls and the like: exact layer only
             return None
-        lines.append(f"{m.get('role')}: {_normalise(m['content'])}")
+        if _INDENTED.search(m["content"]):
+            return None
+        lines.append(f"{m.get('role')}: {_BLANKS.sub(' ', m['content']).strip()}")
     return "\n".join(lines)
 
 
@@ -285,25 +329,31 @@ class ResponseCache:
 
     def key(self, forward: Mapping[str, Any], tenant: str, tier: str) -> CacheKey:
         """The cache key of a forwarded body, for ``tenant`` on ``tier``."""
-        params = {k: v for k, v in forward.items() if k not in _NOT_SCOPE}
-        scope = _digest(tenant, tier, json.dumps(params, sort_keys=True, default=str))
+        params = json.dumps({k: v for k, v in forward.items() if k not in _NOT_SCOPE},
+                            sort_keys=True, default=str)
         messages = forward.get("messages")
         messages = messages if isinstance(messages, list) else []
-        exact = _digest(scope, json.dumps(_normalise(messages), sort_keys=True, default=str))
-        return CacheKey(scope, exact, _chat_text(messages))
+        chat = json.dumps(_normalise(messages), sort_keys=True, default=str)
+        scope = _digest(tenant, tier, params)
+        return CacheKey(scope, _digest(scope, chat), _chat_text(messages), None, tier,
+                        (tenant, params, chat))
 
     async def lookup(self, key: CacheKey) -> Hit | None:
-        """The stored answer for ``key``: exact first, then the most similar one in scope."""
+        """The stored answer for ``key``: exact first, then the most similar one in scope; only
+        an answer of ``key.tier`` (an entry written before answers were scoped by the tier that
+        gave them may hold another tier's)."""
         stored = await self.backend.exact(key)
         if stored is not None:
-            return _hit("exact", stored, 1.0)
+            return _hit("exact", stored, 1.0) if stored.tier == key.tier else None
         if self.encoder is None or key.text is None:
             return None
         key.vector = await asyncio.to_thread(self._embed, key.text)
         if key.vector is None:
             return None
         found = await self.backend.nearest(key, key.vector)
-        return _hit("semantic", *found) if found is not None else None
+        if found is None or found[0].tier != key.tier:
+            return None
+        return _hit("semantic", *found)
 
     def _embed(self, text: str) -> NDArray[np.float32] | None:
         assert self.encoder is not None
@@ -314,8 +364,11 @@ class ResponseCache:
         return vector
 
     def store(self, key: CacheKey, doc: Mapping[str, Any], cost_usd: float, tier: str) -> None:
-        """Keep a completion (without ``tierwise``) for ``ttl_s``; a shared store writes later."""
+        """Keep a completion (without ``tierwise``) that ``tier`` answered, for ``ttl_s``, under
+        ``tier``'s scope (``key.on_tier``): a cascade's accepted draft is the draft tier's answer,
+        served only to requests decided for that tier. A shared store writes later."""
         kept = copy.deepcopy({k: v for k, v in doc.items() if k != "tierwise"})
+        key = key.on_tier(tier)
         self.backend.put(key, Stored(kept, cost_usd, tier), key.vector)
 
     async def put(self, key: CacheKey, doc: Mapping[str, Any], cost_usd: float,

@@ -20,11 +20,13 @@ gap between chunks may exceed it (a stream may run longer in all: it is already 
 Past it the attempt is a ``timeout`` failure and fails over. Connecting has its own, shorter
 limit (``failover.connect_timeout_s``).
 
-A success status is not enough: a non-stream answer must be a JSON object, and a stream answer
-must be ``text/event-stream`` with a first chunk, or the attempt is a failure (``invalid_body``,
-counted by the breaker and failed over) like a 5xx: a proxy's HTML page with status 200 is no
-completion. A usable answer whose JSON spells a lone UTF-16 surrogate (``"\\ud800"``) is used
-with U+FFFD in its place (``service.json_text``).
+A success status is not enough: a non-stream answer must be a JSON object shaped like a chat
+completion (``choices``, when present, a list of objects, each one's ``message``, when present, an
+object: ``completion_problem``), and a stream answer must be ``text/event-stream`` with a first
+chunk, or the attempt is a failure (``invalid_body``, counted by the breaker and failed over) like
+a 5xx: a proxy's HTML page with status 200 is no completion, nor is a "message" that is a
+string. A usable answer whose JSON spells a lone UTF-16 surrogate (``"\\ud800"``) is used with
+U+FFFD in its place (``service.json_text``).
 """
 
 from __future__ import annotations
@@ -265,6 +267,9 @@ async def _read(answer: Forwarded, stream: bool) -> str | None:
             doc = None
         if not isinstance(doc, dict):
             return "not a JSON object"
+        problem = completion_problem(doc)
+        if problem is not None:
+            return problem
         if may_spell_surrogate(response.content):
             replace_lone_surrogates(doc)  # valid JSON, but no text: relayed, cached, counted
         answer.doc = doc
@@ -275,6 +280,23 @@ async def _read(answer: Forwarded, stream: bool) -> str | None:
     answer.rest = response.aiter_raw()
     answer.first = await anext(answer.rest, b"")
     return None if answer.first else "an empty event stream"
+
+
+def completion_problem(doc: dict[str, Any]) -> str | None:
+    """What makes a JSON object no chat completion to relay, count and cache (None: nothing).
+
+    Only the members the gateway reads are checked (``choices`` and each choice's ``message``);
+    the rest is the client's to read.
+    """
+    choices = doc.get("choices", [])
+    if not isinstance(choices, list):
+        return "choices is not a list"
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return "a choice is not an object"
+        if "message" in choice and not isinstance(choice["message"], dict):
+            return "a choice's message is not an object"
+    return None
 
 
 def build_upstreams(config: GatewayConfig, keys: Mapping[str, str | None]) -> list[Upstream]:

@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 ANSWER_WORDS = ["The", " answer", " is", " forty", "-two", "."]
+#: The ``message`` of a choice in the modes that send a malformed one, from the answer's text.
+ODD_MESSAGES: dict[str, Callable[[str], Any]] = {
+    "string_message": lambda text: text, "null_message": lambda text: None,
+}
 
 
 @dataclass
@@ -36,7 +40,9 @@ class FakeUpstream:
     ``break_stream`` (a stream that is cut after three chunks), ``html`` (200 with an HTML page,
     streams too, as a misconfigured proxy answers), ``not_object`` (200 with a JSON array),
     ``trickle`` (a JSON answer sent ``trickle_bytes`` at a time every ``trickle_s``; a stream
-    starts ``trickle_s`` late and sends each chunk ``trickle_s`` after the one before).
+    starts ``trickle_s`` late and sends each chunk ``trickle_s`` after the one before),
+    ``string_message`` and ``null_message`` (200 with a completion whose choice's ``message`` is
+    its text as a bare string, or null: no chat completion; streams are answered as usual).
     """
 
     name: str
@@ -87,7 +93,11 @@ class FakeUpstream:
             return StreamingResponse(self._chunks(body), media_type="text/event-stream")
         if self.mode == "stall_body":
             return StreamingResponse(self._stalled(), media_type="application/json")
-        return Response(self.dumps(self.completion(body)), media_type="application/json")
+        doc = self.completion(body)
+        if self.mode in ODD_MESSAGES:
+            choice = doc["choices"][0]
+            choice["message"] = ODD_MESSAGES[self.mode](choice["message"]["content"])
+        return Response(self.dumps(doc), media_type="application/json")
 
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         doc: dict[str, Any] = {

@@ -52,7 +52,7 @@ def test_exact_hit_skips_the_upstream(
 ) -> None:
     gw = cached(make_gateway, fast_bundle)
     first = ask(gw, HARD)
-    again = ask(gw, "  " + HARD.replace(" ", "   ") + "\n")  # same text, other whitespace
+    again = ask(gw, "\n" + HARD + "  \r\n")  # same text, meaningless whitespace around it
     assert len(upstreams.strong.requests) == 1
     assert first["tierwise"]["cache"] is None
     assert again["tierwise"]["cache"] == "exact"
@@ -77,6 +77,54 @@ def test_other_parameters_or_tenant_miss(
     assert other_tenant["tierwise"]["cache"] is None
     assert other_params["tierwise"]["cache"] is None
     assert len(upstreams.strong.requests) == 3
+
+
+@pytest.mark.parametrize("bundle", ["fast_bundle", "full_bundle"])
+def test_code_that_differs_only_in_indentation_is_another_question(
+    make_gateway: Any, upstreams: Upstreams, bundle: str, request: pytest.FixtureRequest
+) -> None:
+    gw = cached(make_gateway, request.getfixturevalue(bundle))  # full: the semantic layer too
+    loop = "What does this Python print?\n\nx = 0\nfor i in range(3):\n    x += 1\n"
+    upstreams.strong.content = "1\n2\n3"
+    inside = ask(gw, loop + "    print(x)\n")
+    upstreams.strong.content = "3"
+    after = ask(gw, loop + "print(x)\n")
+    assert inside["choices"][0]["message"]["content"] == "1\n2\n3"
+    assert after["tierwise"]["cache"] is None
+    assert after["choices"][0]["message"]["content"] == "3"
+    assert len(upstreams.strong.requests) == 2
+
+
+def test_a_cascade_draft_is_cached_as_the_draft_tiers_answer(
+    make_gateway: Any, upstreams: Upstreams, fast_bundle: Path
+) -> None:
+    gw: Gateway = make_gateway(fast_bundle, cache={"enabled": True}, cascade={"min_prior": 0.0})
+    upstreams.weak.content, upstreams.strong.content = "weak answer", "strong answer"
+
+    def auto(**knob: Any) -> dict[str, Any]:
+        with gw.http() as http:
+            response = http.post("/v1/chat/completions", json={
+                "model": "tierwise-auto", "messages": [{"role": "user", "content": HARD}],
+                "tierwise": knob})
+        assert response.status_code == 200, response.text
+        doc: dict[str, Any] = response.json()
+        return doc
+
+    drafted = auto(quality=1.0, cascade=True)["tierwise"]  # decided strong, the weak draft kept
+    assert (drafted["decided_tier"], drafted["tier"]) == ("strong", "weak")
+    # a request that refused the cascade is answered by strong, never by the weak draft
+    plain = auto(quality=1.0, cascade=False)
+    assert plain["tierwise"]["cache"] is None and plain["tierwise"]["tier"] == "strong"
+    assert plain["choices"][0]["message"]["content"] == "strong answer"
+    assert (len(upstreams.weak.requests), len(upstreams.strong.requests)) == (1, 1)
+    # each answer is served to requests decided for the tier that gave it
+    weak = auto(quality=0.0)
+    assert (weak["tierwise"]["cache"], weak["tierwise"]["tier"]) == ("exact", "weak")
+    assert weak["choices"][0]["message"]["content"] == "weak answer"
+    strong = auto(quality=1.0, cascade=True)
+    assert (strong["tierwise"]["cache"], strong["tierwise"]["tier"]) == ("exact", "strong")
+    assert strong["choices"][0]["message"]["content"] == "strong answer"
+    assert (len(upstreams.weak.requests), len(upstreams.strong.requests)) == (1, 1)
 
 
 def test_entries_expire(make_gateway: Any, upstreams: Upstreams, fast_bundle: Path) -> None:

@@ -89,6 +89,39 @@ def test_a_doubtful_draft_escalates_and_both_calls_are_paid(
     assert info["levers"] == pytest.approx(record.levers)
 
 
+@pytest.mark.parametrize(("mode", "finish"), [
+    ("fail", "stop"), ("fail", "length"), ("string_message", "stop")])
+def test_a_failed_draft_never_falls_over_to_the_routed_tier(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path, mode: str, finish: str
+) -> None:
+    # the routed tier's answer is no draft: not "accepted" as one, nor judged and paid twice
+    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0})
+    ups.weak.mode, ups.strong.finish_reason = mode, finish
+    info = ask(gw, TOP)["tierwise"]
+    assert info["cascade"] == {"tried": ["weak", "strong"], "escalated": True,
+                               "reason": "draft_failed"}
+    assert (len(ups.weak.requests), len(ups.strong.requests)) == (1, 1)
+    assert info["tier"] == "strong" and info["failovers"] == 0
+    record = stored(gw, info["decision_id"])
+    assert record.cost_usd == pytest.approx(STRONG_CALL)
+    assert record.levers == pytest.approx({"cascade": 0.0})
+
+
+@pytest.mark.parametrize("limit", ["max_tokens", "max_completion_tokens"])
+def test_a_draft_stopped_by_the_clients_own_limit_answers(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path, limit: str
+) -> None:
+    # the routed tier would stop at the same limit: escalating pays twice for the same cut
+    gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0})
+    ups.weak.finish_reason = ups.strong.finish_reason = "length"
+    doc = ask(gw, TOP, **{limit: 7})
+    info = doc["tierwise"]
+    assert info["cascade"] == {"tried": ["weak"], "escalated": False, "reason": "accepted"}
+    assert (len(ups.weak.requests), len(ups.strong.requests)) == (1, 0)
+    assert doc["choices"][0]["finish_reason"] == "length"
+    assert stored(gw, info["decision_id"]).cost_usd == pytest.approx(WEAK_CALL)
+
+
 def test_a_good_draft_answers_alone(make_gateway: Any, ups: Upstreams, fast_bundle: Path) -> None:
     gw = make_gateway(fast_bundle, cascade={"min_prior": 0.0, "request_logprobs": True})
     ups.weak.logprob = -0.2  # confident: above the default -1.0
@@ -196,3 +229,29 @@ def test_cache_hits_are_recorded_and_never_labels(
     assert gauges["cache"] == pytest.approx(WEAK_CALL)
     assert gauges["routing"] == pytest.approx(total - WEAK_CALL)
     assert gauges["trim"] == gauges["batch"] == gauges["cascade"] == 0.0
+
+
+def test_a_cached_escalated_answer_saves_the_answer_not_the_draft(
+    make_gateway: Any, ups: Upstreams, fast_bundle: Path
+) -> None:
+    gw = make_gateway(fast_bundle, cache={"enabled": True}, cascade={"min_prior": 0.0})
+    ups.weak.content = "I'm sorry, but I can't help with that."
+    first = ask(gw, TOP)["tierwise"]
+    assert first["cascade"]["reason"] == "refusal" and first["cost_usd"] == pytest.approx(
+        WEAK_CALL + STRONG_CALL)
+    again = ask(gw, TOP)["tierwise"]
+    assert (again["cache"], again["tier"]) == ("exact", "strong")
+    # without the cache this request would have cost strong's answer, not the draft again
+    hit = stored(gw, again["decision_id"])
+    assert hit.levers == pytest.approx({"cache": STRONG_CALL})
+    assert hit.routing_savings_usd == pytest.approx(0.0)
+    assert again["saved_usd"] == pytest.approx(STRONG_CALL)
+    report = savings(gw)
+    assert report["total"]["levers"]["routing"] == pytest.approx(0.0)
+    assert report["total"]["levers"]["cache"] == pytest.approx(STRONG_CALL)
+    assert report["total"]["levers"]["cascade"] == pytest.approx(-WEAK_CALL)
+    with gw.http() as http:
+        exposed = http.get("/metrics").text
+    saved = [float(line.split()[-1]) for line in exposed.splitlines()
+             if line.startswith("tierwise_gateway_cache_saved_usd_total ")]
+    assert saved == [pytest.approx(STRONG_CALL)]

@@ -1,6 +1,7 @@
-"""Upstream answers that say 200 but are not usable: a body that is not a JSON object, a stream
-that is not an event stream. They are upstream failures: counted by the breaker, failed over
-(within the request's tiers), and a 502 when no tier is left."""
+"""Upstream answers that say 200 but are not usable: a body that is not a JSON object or whose
+choices are not objects with an object ``message``, a stream that is not an event stream. They are
+upstream failures: counted by the breaker, failed over (within the request's tiers), and a 502
+(recorded) when no tier is left."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def events(response: httpx.Response) -> list[bytes]:
     return [e for e in response.content.split(b"\n\n") if e]
 
 
-@pytest.mark.parametrize("mode", ["html", "not_object"])
-def test_a_body_that_is_not_a_json_object_fails_over(
+@pytest.mark.parametrize("mode", ["html", "not_object", "string_message", "null_message"])
+def test_a_body_that_is_not_a_completion_object_fails_over(
     make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, mode: str
 ) -> None:
     gw = make_gateway(fast_bundle, failover={"failure_threshold": 1, "cooldown_s": 30})
@@ -79,12 +80,13 @@ def test_a_stream_that_is_not_an_event_stream_fails_over(
     assert statuses(gw) == [(200, "strong", 1)]
 
 
-@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("stream", "mode"), [
+    (False, "html"), (True, "html"), (False, "string_message"), (False, "null_message")])
 def test_no_usable_answer_left_is_a_502(
-    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, stream: bool
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, stream: bool, mode: str
 ) -> None:
     gw = make_gateway(fast_bundle)
-    upstreams.weak.mode = "html"
+    upstreams.weak.mode = mode
     response = post(gw, stream=stream, knob={"max_tier": "weak"})
     assert response.status_code == 502, response.text
     error = response.json()["error"]

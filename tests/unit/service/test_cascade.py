@@ -8,8 +8,16 @@ import pytest
 
 from router_model.policy import Policy
 from router_model.tiers import Tier
-from service.cascade import CascadeOutcome, answer_problem, cascade_wanted, draft_tier, prior
-from service.completion_records import Usage, spend
+from service.cascade import (
+    CascadeOutcome,
+    answer_problem,
+    cascade_wanted,
+    client_limited,
+    draft_allowed,
+    draft_tier,
+    prior,
+)
+from service.completion_records import Usage, cache_spend, spend
 from service.decisions import Decision
 from service.gateway_config import CascadeConfig
 from service.gateway_requests import KnobIn
@@ -94,3 +102,32 @@ def test_ledger_escalated_cascade_is_negative() -> None:
     assert money.levers == pytest.approx({"cascade": -0.002})
     routing = money.top_tier_cost_usd - money.cost_usd - sum(money.levers.values())
     assert routing == pytest.approx(0.025 - 0.008)
+
+
+def test_ledger_of_a_cache_hit_credits_what_the_request_would_have_cost() -> None:
+    # mid's answer (8000e-6), whatever was spent when it was bought (a draft included)
+    money = cache_spend(MID, USAGE, TIERS[-1])
+    assert (money.cost_usd, money.top_tier_cost_usd) == (0.0, pytest.approx(0.025))
+    assert money.levers == pytest.approx({"cache": 0.008})
+    # 200 tokens trimmed before the lookup: split as an upstream answer's ledger would be
+    trimmed = cache_spend(MID, USAGE, TIERS[-1], trimmed=200)
+    assert trimmed.top_tier_cost_usd == pytest.approx(0.027)
+    assert trimmed.levers == pytest.approx({"cache": 0.008, "trim": 0.0008})
+    routing = trimmed.top_tier_cost_usd - sum(trimmed.levers.values())
+    assert routing == pytest.approx(0.027 - MID.cost(1200, 500))  # big against mid, untrimmed
+
+
+def test_a_draft_fails_over_only_below_the_routed_tier() -> None:
+    names = ("small", "mid", "big")
+    assert draft_allowed(TIERS, "big", names) == ("small", "mid")
+    assert draft_allowed(TIERS, "mid", names) == ("small",)
+    assert draft_allowed(TIERS, "big", ("small", "big")) == ("small",)
+    assert draft_allowed(TIERS, "small", names) == ()
+
+
+def test_a_length_stop_the_client_asked_for_is_no_reason_to_escalate() -> None:
+    assert answer_problem(answer(finish="length"), -1.0, limited=True) is None
+    assert answer_problem(answer(finish="content_filter"), -1.0, limited=True) == "truncated"
+    assert answer_problem(answer(text="", finish="length"), -1.0, limited=True) == "empty"
+    assert client_limited({"max_tokens": 7}) and client_limited({"max_completion_tokens": 7})
+    assert not client_limited({"max_tokens": None}) and not client_limited({})
