@@ -5,11 +5,11 @@ trained on, with a stand-in pair's scores) arrive one by one in a seeded random 
 every ``mmlu_pro`` prompt, then every ``llmrouter`` prompt (a change of traffic mid-stream). Each
 arrival is routed at the knob the gateway would use (the bundle's default knob until the window
 holds ``--min-samples`` decisions, then ``BudgetKnob.knob()`` capped at the default) and then
-joins the window, exactly as ``service.routing_plan`` does. Printed per phase and per block of ``--block`` arrivals: the
-top tier's realised share against the target, and the share of the stand-in pair's quality gap
-recovered (PGR); beside them what the bundle's default knob does, and the knob fitted in hindsight
-on the whole phase (``tierwise knob --top-share`` on every prompt of it: the best a fixed knob
-can do for the budget, and not available online).
+joins the window, exactly as ``service.routing_plan`` does. Printed per phase and per block of
+``--block`` arrivals: the top tier's realised share against the target, and the share of the
+stand-in pair's quality gap recovered (PGR); beside them what the bundle's default knob does,
+and the knob fitted in hindsight on the whole phase (``tierwise knob --top-share`` on every
+prompt of it: the best a fixed knob can do for the budget, and not available online).
 
     python bench/bench_budget.py [--bundle data/models/routellm_fast] [--top-share 0.3]
 """
