@@ -166,9 +166,9 @@ def _run(service_settings: ServiceSettings, settings: Settings, ref: str,
         route_service = RouteService.from_path(
             service_settings, path, encoder_threads=settings.model.encoder_threads
         )
-    except RouterError as exc:
+    except RouterError as exc:  # what --model names cannot be served: a usage error
         logger.error("cannot serve %s: %s", ref, exc)
-        return 1
+        return 2
     logger.info("serving %s from %s", route_service.manifest.model_version, path)
     if follow is not None and follow.interval_s > 0:
         logger.info("following %s: polling the registry every %.1fs", ref, follow.interval_s)

@@ -33,6 +33,8 @@ DEFAULT_POLL_S = 30.0
 class RegistryClient(Protocol):
     """What following an alias needs from the registry (``training.registry`` provides it)."""
 
+    def check_store(self, tracking_uri: str) -> object: ...
+
     def alias_version(self, tracking_uri: str, name: str, alias: str) -> str | None: ...
 
     def materialize(self, tracking_uri: str, model_uri: str, dest: Path | None = None) -> Path: ...
@@ -94,9 +96,11 @@ class RegistryWatch:
         """Resolve the alias once and download that version (blocking; before serving starts).
 
         Raises:
-            NotFound: when the registry has no such model or alias.
+            NotFound: when the store is missing (nothing is created) or unreachable, or the
+                registry has no such model or alias.
             ArtifactMismatch: when what the registry holds is not a bundle.
         """
+        self._client.check_store(self._tracking_uri)  # says which: missing or unreachable
         version = self._resolve()
         if version is None:
             raise NotFound(f"{self._ref}: no such model or alias in the registry at "
@@ -151,7 +155,15 @@ class RegistryWatch:
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def _resolve(self) -> str | None:
+        """The alias's version, None when absent or when the store is missing or unreachable
+        (probed first: MLflow would create a missing SQLite file, or retry a dead server for
+        minutes)."""
         assert self._ref.alias is not None  # only alias refs are followed
+        try:
+            self._client.check_store(self._tracking_uri)
+        except NotFound as exc:
+            logger.debug("registry not there: %s", exc)
+            return None
         return self._client.alias_version(self._tracking_uri, self._ref.name, self._ref.alias)
 
     def _download(self, version: str) -> Path:

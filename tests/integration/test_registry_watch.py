@@ -9,10 +9,12 @@ import asyncio
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from fake_upstream import closed_port
 from gateway_support import child_env_fixture  # noqa: F401  (fixture)
 from serve_process import run_serve, serving
 
@@ -119,9 +121,28 @@ def test_a_registry_without_champion_is_a_clear_start_up_error(
     registry.log_and_register(uri, name=NAME, bundle_dir=fast_bundle, params={}, metrics={})
     done = run_serve(["--model", f"models:/{NAME}@champion", "--http-port", "0",
                       "--grpc-port", "0"], _env(child_env, uri, "0.2"))
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr
     assert f"models:/{NAME}@champion: no such model or alias" in done.stderr
     assert registry.alias_version(uri, NAME, registry.CHAMPION) is None  # nothing changed
+
+
+@pytest.mark.parametrize("store", ["missing", "unreachable"])
+def test_an_alias_in_a_registry_that_is_not_there_is_a_clear_start_up_error(
+    tmp_path: Path, child_env: dict[str, str], store: str
+) -> None:
+    """The alias path probes the store as a pinned version does: nothing created, no retries."""
+    db = tmp_path / "nowhere" / "mlflow.db"
+    uri = f"sqlite:///{db}" if store == "missing" else f"http://127.0.0.1:{closed_port()}"
+    start = time.monotonic()
+    done = run_serve(["--model", f"models:/{NAME}@champion", "--http-port", "0",
+                      "--grpc-port", "0"], _env(child_env, uri, "0.2"))
+    assert done.returncode == 2, done.stderr
+    if store == "missing":
+        assert "no such file" in done.stderr and "nothing created" in done.stderr
+        assert not db.parent.exists()
+    else:
+        assert "unreachable" in done.stderr
+        assert time.monotonic() - start < 60  # MLflow alone retries for minutes
 
 
 def _watched_service(fast_bundle: Path, tmp_path: Path) -> tuple[str, RegistryWatch, RouteService]:

@@ -82,7 +82,7 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.mark.usefixtures("restore_logging")
 def test_main_refuses_a_missing_bundle(tmp_path: Path) -> None:
-    assert main(["--model", str(tmp_path / "nope"), "--http-port", "0", "--grpc-port", "0"]) == 1
+    assert main(["--model", str(tmp_path / "nope"), "--http-port", "0", "--grpc-port", "0"]) == 2
 
 
 @pytest.mark.usefixtures("restore_logging")
