@@ -57,6 +57,10 @@ def test_exact_hit_skips_the_upstream(
     assert first["tierwise"]["cache"] is None
     assert again["tierwise"]["cache"] == "exact"
     assert again["headers"]["x-tierwise-cache"] == "exact"
+    # the response says what the traffic record says: answered from the cache, by that model
+    assert again["tierwise"]["source"] == again["headers"]["x-tierwise-source"] == "cache"
+    assert again["tierwise"]["model"] == again["headers"]["x-tierwise-model"] == STRONG
+    assert first["headers"]["x-tierwise-source"] == "passthrough"
     assert again["id"] != first["id"]
     assert again["choices"] == first["choices"]
     assert again["tierwise"]["cost_usd"] == 0.0
