@@ -119,6 +119,8 @@ class RetrainConfig:
     require_ci: bool = False
     #: The least frozen-set rows a promotion needs (fewer: the challenger is registered only).
     min_eval_rows: int = MIN_EVAL_ROWS
+    #: The embedding cache of the base and eval rows (None: embed them again), as in training.
+    cache_dir: Path | None = None
 
 
 def traffic_dataset(t: TrafficLabels, idx: NDArray[np.int64], tiers: Sequence[Tier]) -> Dataset:
@@ -159,7 +161,7 @@ def load_base(cfg: RetrainConfig, manifest: Manifest, tiers: Sequence[Tier]) -> 
     Raises:
         InvalidData: when a file is malformed or no base data is known for this bundle.
     """
-    ctx = make_context(manifest.feature_set, None)
+    ctx = make_context(manifest.feature_set, cfg.cache_dir)
     tol = manifest.label_rule.tolerance
     base = build_dataset(load_rows(cfg.base_data), tiers, ctx, tolerance=tol, source="base data")
     if cfg.eval_data is None:
@@ -345,6 +347,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle-out", type=Path, help="write a promoted bundle here (service watch)")
     p.add_argument("--estimator", help="estimator of the challenger (default: the champion's)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-cache", action="store_true",
+                   help="embed the base and eval prompts again instead of reading the embedding "
+                        "cache that training fills")
     return p
 
 
@@ -370,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_slowdown=args.max_slowdown, holdout_fraction=args.holdout_fraction,
             bundle_out=args.bundle_out, estimator=args.estimator,
             seed=t.seed if args.seed is None else args.seed, require_ci=args.require_ci,
-            min_eval_rows=args.min_eval_rows,
+            min_eval_rows=args.min_eval_rows, cache_dir=None if args.no_cache else t.cache_dir,
         )
         run_retrain(cfg)
     except RouterError as exc:

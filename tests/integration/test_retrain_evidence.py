@@ -145,3 +145,20 @@ def test_eval_data_this_retrain_trains_on_is_refused(fast_bundle: Path, tmp_path
     assert data["eval_overlap"] == {"rows": 1, "base": 0, "traffic": 1}
     assert data["traffic_train"] == data["traffic_labeled"] - data["traffic_holdout"] - 1
     assert decision["champion_judged"] == "artifact"
+
+
+def test_base_rows_are_embedded_through_the_training_cache(full_bundle: Path,
+                                                           tmp_path: Path) -> None:
+    """A full-feature champion's base rows go through the embedding cache training fills, so a
+    retrain does not embed the whole base data again (same features with and without it)."""
+    manifest, _ = read_bundle(full_bundle)
+    cfg = RetrainConfig(
+        db="", name="tiny_full", tracking_uri="", out=tmp_path / "out", base_data=(DATA,),
+        eval_data=None, since=None, traffic_weight=2.0, adequate=0.5, margin=1.0,
+        max_slowdown=100.0, holdout_fraction=0.2, bundle_out=None, estimator=None, seed=0,
+        cache_dir=tmp_path / "cache")
+    cached, _ = load_base(cfg, manifest, manifest.tier_ladder())
+    assert any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+    again, _ = load_base(cfg, manifest, manifest.tier_ladder())  # read back from the cache
+    plain, _ = load_base(replace(cfg, cache_dir=None), manifest, manifest.tier_ladder())
+    assert (cached.X == plain.X).all() and (again.X == plain.X).all()
