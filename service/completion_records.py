@@ -92,14 +92,11 @@ def spend(answered: Tier, usage: Usage, baseline: Tier, *, trimmed: int = 0,
 
 
 def cache_spend(answered: Tier, usage: Usage, baseline: Tier, *, trimmed: int = 0) -> Spend:
-    """The ledger of a cached answer of ``answered`` with ``usage``: nothing paid; the cache saved
-    what the request would have cost upstream (``usage`` at ``answered``'s prices), trimming its
-    ``trimmed`` tokens, routing the rest, as ``spend`` splits them."""
-    levers = {"cache": answered.cost(usage.input_tokens, usage.output_tokens)}
-    if trimmed:
-        levers["trim"] = trimmed * answered.input_price * PER_TOKEN
-    top = baseline.cost(usage.input_tokens + trimmed, usage.output_tokens)
-    return Spend(0.0, top, levers)
+    """The ledger of a cached answer of ``answered`` with ``usage``: the ledger ``spend`` writes
+    for that answer from upstream (trimming's and routing's parts alike), with what it would have
+    paid saved by the cache instead: nothing paid."""
+    upstream = spend(answered, usage, baseline, trimmed=trimmed)
+    return Spend(0.0, upstream.top_tier_cost_usd, {**upstream.levers, "cache": upstream.cost_usd})
 
 
 def baseline_tier(source: str, tier: str, tiers: Sequence[Tier]) -> Tier:

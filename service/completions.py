@@ -216,13 +216,13 @@ class Completions:
                                                                  _text_of(doc)))
         saved = record.levers.get("cache", 0.0)  # what this request would have cost upstream
         self.metrics.cache_saved.inc(saved)
-        model = next(t.model for t in self.tiers if t.name == hit.tier)
-        # the record's source is "cache" (record.source): the response says the same
-        doc["tierwise"] = {**self.info(call, record), "source": record.source, "tier": hit.tier,
-                           "model": model, "cache": hit.layer, "similarity": hit.similarity,
-                           "saved_usd": saved}
+        # the response says what the record says: source "cache", the hit's tier and its model
+        doc["tierwise"] = {**self.info(call, record), "source": record.source, "tier": record.tier,
+                           "model": record.model, "cache": hit.layer,
+                           "similarity": hit.similarity, "saved_usd": saved}
         return JSONResponse(doc, headers={**self.headers(call), "x-tierwise-source": record.source,
-                                          "x-tierwise-tier": hit.tier, "x-tierwise-model": model,
+                                          "x-tierwise-tier": record.tier,
+                                          "x-tierwise-model": record.model,
                                           "x-tierwise-cache": hit.layer})
 
     async def _events(self, call: Call, answer: Forwarded) -> AsyncIterator[bytes]:
