@@ -101,7 +101,7 @@ class RegistryWatch:
             ArtifactMismatch: when what the registry holds is not a bundle.
         """
         self._client.check_store(self._tracking_uri)  # says which: missing or unreachable
-        version = self._resolve()
+        version = self._alias_version()
         if version is None:
             raise NotFound(f"{self._ref}: no such model or alias in the registry at "
                            f"{self._tracking_uri}")
@@ -158,12 +158,16 @@ class RegistryWatch:
         """The alias's version, None when absent or when the store is missing or unreachable
         (probed first: MLflow would create a missing SQLite file, or retry a dead server for
         minutes)."""
-        assert self._ref.alias is not None  # only alias refs are followed
         try:
             self._client.check_store(self._tracking_uri)
         except NotFound as exc:
             logger.debug("registry not there: %s", exc)
             return None
+        return self._alias_version()
+
+    def _alias_version(self) -> str | None:
+        """The alias's version from a store already probed (None: no such model or alias)."""
+        assert self._ref.alias is not None  # only alias refs are followed
         return self._client.alias_version(self._tracking_uri, self._ref.name, self._ref.alias)
 
     def _download(self, version: str) -> Path:
