@@ -160,8 +160,9 @@ def eval_overlap(evaluation: Sequence[LabeledRow], base: Sequence[LabeledRow],
     """
     texts = [normalise_prompt(r.prompt) for r in evaluation]
     digests = [prompt_digest(r.prompt) for r in evaluation]
-    in_base = {normalise_prompt(r.prompt) for r in base}
-    in_traffic = {normalise_prompt(r.prompt) for r in traffic}
+    base_texts = [normalise_prompt(r.prompt) for r in base]
+    traffic_texts = [normalise_prompt(r.prompt) for r in traffic]
+    in_base, in_traffic = set(base_texts), set(traffic_texts)
     traffic_ids = {r.id for r in traffic if r.id}
     hits = [(t in in_base, t in in_traffic or d in traffic_ids)
             for t, d in zip(texts, digests, strict=True)]
@@ -169,9 +170,9 @@ def eval_overlap(evaluation: Sequence[LabeledRow], base: Sequence[LabeledRow],
     return Overlap(
         eval_rows=len(evaluation), base=sum(b for b, _ in hits), traffic=sum(t for _, t in hits),
         shared=sum(b or t for b, t in hits),
-        keep_base=tuple(i for i, r in enumerate(base) if normalise_prompt(r.prompt) not in held),
-        keep_traffic=tuple(i for i, r in enumerate(traffic)
-                           if normalise_prompt(r.prompt) not in held and r.id not in held_digests),
+        keep_base=tuple(i for i, t in enumerate(base_texts) if t not in held),
+        keep_traffic=tuple(i for i, (t, r) in enumerate(zip(traffic_texts, traffic, strict=True))
+                           if t not in held and r.id not in held_digests),
     )
 
 
