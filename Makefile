@@ -21,8 +21,8 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check router_model service training tests bench
-	$(BIN)/mypy router_model service training
+	$(BIN)/ruff check router_model service training cli tests bench
+	$(BIN)/mypy router_model service training cli
 	$(BIN)/lint-imports
 
 # rebuild every shipped bundle, its reports and RESULTS.md from data/sources

@@ -1,11 +1,12 @@
-"""The gateway's budget knob (``service.budget``) replayed on real prompts in arrival order.
+"""The gateway's budget knob (``service.gateway.levers.budget``) replayed on real prompts in
+arrival order.
 
 Not a test. The prompts of ``bench_cross_task.py``'s tasks (prompts none of the two-tier bundles
 trained on, with a stand-in pair's scores) arrive one by one in a seeded random order: first
 every ``mmlu_pro`` prompt, then every ``llmrouter`` prompt (a change of traffic mid-stream). Each
 arrival is routed at the knob the gateway would use (the bundle's default knob until the window
 holds ``--min-samples`` decisions, then ``BudgetKnob.knob()`` capped at the default) and then
-joins the window, exactly as ``service.routing_plan`` does. Printed per phase and per block of
+joins the window, exactly as ``service.gateway.planning`` does. Printed per phase and per block of
 ``--block`` arrivals: the top tier's realised share against the target, and the share of the
 stand-in pair's quality gap recovered (PGR); beside them what the bundle's default knob does,
 and the knob fitted in hindsight on the whole phase (``tierwise knob --top-share`` on every
@@ -28,7 +29,7 @@ from numpy.typing import NDArray
 from router_model.policy import choose_tiers, knob_for_top_share
 from router_model.router import ComplexityRouter
 from router_model.settings import DATA_DIR, Settings
-from service.budget import BudgetKnob
+from service.gateway.levers.budget import BudgetKnob
 from training.sources import ensure_converted
 
 
@@ -49,7 +50,7 @@ def replay(proba: NDArray[np.float64], budget: BudgetKnob, default: float) -> ND
     names = budget.ladder
     for i, row in enumerate(proba):
         knob = budget.knob()
-        # capped at the default knob, as service.routing_plan.Planner.budget_knob does
+        # capped at the default knob, as service.gateway.planning.Planner.budget_knob does
         chosen[i] = choose_tiers(row[None, :], default if knob is None else min(knob, default))[0]
         budget.observe(dict(zip(names, row.tolist(), strict=True)), "bench")
     return chosen

@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 
 from router_model.encoder import EMBEDDING_DIM, SentenceEncoder  # noqa: E402
-from service.semantic_cache import CacheKey, CacheSettings, ResponseCache  # noqa: E402
+from service.gateway.levers.cache.response import ResponseCache  # noqa: E402
+from service.gateway.levers.cache.store import CacheKey, CacheSettings  # noqa: E402
 
 SCOPES = 8
 CONCURRENCY = 32

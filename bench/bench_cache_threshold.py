@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from router_model.encoder import MAX_TOKENS, SentenceEncoder  # noqa: E402
-from service.semantic_cache import CacheSettings, ResponseCache  # noqa: E402
+from service.gateway.levers.cache.response import ResponseCache  # noqa: E402
+from service.gateway.levers.cache.store import CacheSettings  # noqa: E402
 
 MMLU = REPO / "data" / "sources" / "routellm" / "mmlu"
 THRESHOLDS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99)

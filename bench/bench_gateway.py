@@ -144,7 +144,7 @@ def start_tierwise(
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     # default log level (INFO): the gateway logs one line per request, as in production
     child = {**env, "BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": CLIENT_KEY}
-    proc = Process([sys.executable, "-m", "router_model.cli", "gateway", "--config", str(path),
+    proc = Process([sys.executable, "-m", "cli.main", "gateway", "--config", str(path),
                     "--port", "0"], child, "tierwise")
     stack.callback(proc.stop)
     port = proc.wait_for(r"gateway listening on http://127.0.0.1:(\d+)").group(1)

@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
          f"{'p99 ms':>8} {'RSS0 MiB':>8} {'RSS1 MiB':>8} {'dRSS':>7}")
     ok = True
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        router = Process([sys.executable, "-m", "router_model.cli", "serve", "--model",
+        router = Process([sys.executable, "-m", "cli.main", "serve", "--model",
                           str(args.model), "--http-port", "0", "--grpc-port", "0"],
                          env, "tierwise serve")
         stack.callback(router.stop)

@@ -98,7 +98,7 @@ def start_gateway(stack: ExitStack, env: dict[str, str], upstream: str, model: P
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     # default log level (INFO): one line per request, as in production
     child = {**env, "BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": CLIENT_KEY}
-    proc = Process([sys.executable, "-m", "router_model.cli", "gateway", "--config", str(path),
+    proc = Process([sys.executable, "-m", "cli.main", "gateway", "--config", str(path),
                     "--port", "0"], child, "gateway")
     stack.callback(proc.stop)
     port = proc.wait_for(r"gateway listening on http://127.0.0.1:(\d+)").group(1)
@@ -136,7 +136,7 @@ def replay_all(url: str, rows: Sequence[LabeledRow], workers: int) -> ReplayResu
 def tierwise(args: Sequence[str], env: dict[str, str]) -> float:
     """Run one ``tierwise`` command to completion; its wall time in seconds."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "router_model.cli", *args], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
                           capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:

@@ -46,7 +46,7 @@ from router_model.features import featurize, hand_features  # noqa: E402
 from router_model.logs import configure_logging  # noqa: E402
 from router_model.router import ComplexityRouter  # noqa: E402
 from router_model.settings import DATA_DIR, ServiceSettings  # noqa: E402
-from service.core import RouteInput, RouteService, load_router  # noqa: E402
+from service.router.core import RouteInput, RouteService, load_router  # noqa: E402
 
 logger = logging.getLogger("bench")
 ROWS: list[tuple[str, str, str]] = []

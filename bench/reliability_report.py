@@ -44,12 +44,14 @@ record lost (`test_gateway_traffic.py`); in-process log scan for keys and prompt
 (`test_gateway_routing.py`).
 
 Found by these tests and fixed: a gRPC request that is not valid protobuf ended with UNKNOWN and
-an ERROR traceback per frame (now INVALID_ARGUMENT, `service/grpc_server.py`); after a PostgreSQL
+an ERROR traceback per frame (now INVALID_ARGUMENT, `service/router/transport/grpc_server.py`);
+after a PostgreSQL
 outage the gateway never recorded again until restarted (now it reconnects,
-`service/traffic_pg.py`); `POST /v1/admin/reload` of a path with a NUL byte was a 500 (now 409,
+`service/store/traffic_pg.py`); `POST /v1/admin/reload` of a path with a NUL byte was a 500 (now
+409,
 `router_model/artifact.py`); an upstream resetting a stream after its first bytes did not count
 as a failure for that upstream's circuit breaker, so such an upstream kept getting streams (now
-it does, `stream_broken`, `service/upstream.py`).
+it does, `stream_broken`, `service/gateway/upstream/pool.py`).
 
 Not covered yet: a PostgreSQL server that drops packets instead of refusing them (each request
 would wait for the reconnect's 5 s connect timeout before answering).

@@ -15,7 +15,7 @@ from serve_process import Server
 from protos.tierwise.v1 import router_pb2 as pb
 from protos.tierwise.v1 import router_pb2_grpc
 from router_model.router import ComplexityRouter
-from service.core import RouteInput, RouteService
+from service.router.core import RouteInput, RouteService
 
 
 async def _drive(call: Callable[[str], Awaitable[object]], prompts: list[str], clients: int,

@@ -29,7 +29,7 @@ def serving(bundle: Path, log: Path) -> Iterator[Server]:
     """``tierwise serve`` as deployed (decision log on, at INFO), SIGTERM on the way out. Its log
     goes to a file: a pipe read by this (busy) process would block the server's writes."""
     env = {**os.environ, "TIERWISE_LOG_LEVEL": "INFO"}
-    cmd = [sys.executable, "-m", "router_model.cli", "serve", "--model", str(bundle),
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--model", str(bundle),
            "--http-port", "0", "--grpc-port", "0"]
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=sink)

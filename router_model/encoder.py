@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,8 +38,15 @@ TOKENIZER_DIR = Path(__file__).parent / "assets" / "minilm_tokenizer"
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 
 
+def _not_torch_notice(record: logging.LogRecord) -> bool:
+    # transformers announces on import that PyTorch is missing; tierwise only ever uses its
+    # tokenizers, so the line is noise on every command
+    return not str(record.msg).startswith("PyTorch was not found")
+
+
 def load_tokenizer() -> Any:
     """Load the committed BERT word-piece tokenizer through ``transformers`` (offline, ~30 ms)."""
+    logging.getLogger("transformers").addFilter(_not_torch_notice)
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(TOKENIZER_DIR))

@@ -1,6 +1,6 @@
 """Records shared by serving and retraining: one ``TrafficRecord`` per gateway request, feedback.
 
-The gateway writes them (``service.traffic``) and retraining reads them; this module is the only
+The gateway writes them (``service.store``) and retraining reads them; this module is the only
 channel between the two sides. ``features`` holds the exact float32 feature vector the router
 scored (``router_model.features``), so retraining needs no prompt text; ``prompt`` is filled only
 when the gateway config allows storing prompts.
@@ -123,7 +123,7 @@ class TrafficRecord(BaseModel):
     #: routed tier alone would have.
     levers: dict[str, float] = Field(default_factory=dict)
     #: Who asked: the sha256 of ``"Bearer " + the client's key`` (never the key itself;
-    #: ``service.semantic_cache.tenant_of``), whatever the header's spelling of the scheme.
+    #: ``service.gateway.tenants.tenant_of``), whatever the header's spelling of the scheme.
     #: Feedback on the decision is taken only from the same key. Empty in records written
     #: before it was kept: those take no feedback.
     tenant: str = Field(default="", max_length=64)

@@ -48,7 +48,7 @@ class ServiceSettings(BaseModel):
     request_timeout_s: float = Field(default=10.0, gt=0)
     #: Poll the served bundle this often (seconds) and reload it when it changes: a bundle
     #: directory's manifest.json (unset: no watch), or for ``models:/NAME@ALIAS`` the version the
-    #: alias names (unset: every 30 s, ``service.registry_watch``). 0 turns either watch off.
+    #: alias names (unset: every 30 s, ``service.router.registry_watch``). 0 turns either watch off.
     watch_interval_s: float = Field(default=0.0, ge=0)
 
 

@@ -49,7 +49,7 @@ from training.traffic import Decision, parse_since, read_decisions
 
 logger = logging.getLogger(__name__)
 
-#: The arm name the gateway records on pass-through requests (``service.routing_plan``).
+#: The arm name the gateway records on pass-through requests (``service.gateway.planning``).
 PASSTHROUGH_ARM = "passthrough"
 
 F64 = NDArray[np.float64]

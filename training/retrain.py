@@ -43,8 +43,8 @@ eight times the default margin). The challenger is always
 registered (alias ``challenger``); a promoted one also gets ``champion`` and, with
 ``--bundle-out``, is written atomically where a running service watches its manifest (the
 service's manifest watch reloads it). A service serving ``models:/NAME@champion`` polls the alias
-and reloads the promoted version by itself (``service.registry_watch``); training never calls the
-service. Every input error exits 2 with nothing registered or written.
+and reloads the promoted version by itself (``service.router.registry_watch``); training never
+calls the service. Every input error exits 2 with nothing registered or written.
 """
 
 from __future__ import annotations

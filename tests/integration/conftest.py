@@ -22,9 +22,9 @@ import uvicorn
 
 from protos.tierwise.v1 import router_pb2_grpc
 from router_model.settings import ServiceSettings
-from service.core import RouteService
-from service.grpc_server import create_grpc_server
-from service.http_api import bind_http_socket, create_app
+from service.router.core import RouteService
+from service.router.transport.grpc_server import create_grpc_server
+from service.router.transport.http_api import bind_http_socket, create_app
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "test-admin-key"

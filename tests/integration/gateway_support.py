@@ -21,10 +21,10 @@ import psycopg
 import pytest
 from fake_upstream import FakeUpstream, ServerThread, start_server
 
-from service.cache_store_pg import TABLE as CACHE_TABLE
-from service.completions import Completions
-from service.gateway import GatewayOptions, create_gateway_app
-from service.gateway_config import GatewayConfig, parse_gateway_config
+from service.gateway.app import GatewayOptions, create_gateway_app
+from service.gateway.completions import Completions
+from service.gateway.config import GatewayConfig, parse_gateway_config
+from service.gateway.levers.cache.store_pg import TABLE as CACHE_TABLE
 
 CLIENT_KEY = "tw-client-key-1"
 ADMIN_KEY = "tw-admin-key"

@@ -49,14 +49,14 @@ class ServeProcess:
 
 def run_serve(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run ``tierwise serve`` to completion (for start-up refusals)."""
-    cmd = [sys.executable, "-m", "router_model.cli", "serve", *args]
+    cmd = [sys.executable, "-m", "cli.main", "serve", *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 @contextmanager
 def serving(args: Sequence[str], env: dict[str, str]) -> Iterator[ServeProcess]:
     """Start ``tierwise serve ARGS --http-port 0 --grpc-port 0``; SIGTERM and wait on exit."""
-    cmd = [sys.executable, "-m", "router_model.cli", "serve", *args,
+    cmd = [sys.executable, "-m", "cli.main", "serve", *args,
            "--http-port", "0", "--grpc-port", "0"]
     with subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stderr is not None

@@ -15,8 +15,9 @@ import pytest
 from gateway_support import postgres_url_fixture  # noqa: F401  (fixture)
 
 from router_model.encoder import EMBEDDING_DIM, SentenceEncoder
-from service.cache_store_pg import PAGE, TABLE, PostgresCacheStore
-from service.semantic_cache import CacheSettings, ResponseCache
+from service.gateway.levers.cache.response import ResponseCache
+from service.gateway.levers.cache.store import CacheSettings
+from service.gateway.levers.cache.store_pg import PAGE, TABLE, PostgresCacheStore
 
 QUESTION = "What is the capital of France?"
 PARAPHRASE = "What's the capital of France?"

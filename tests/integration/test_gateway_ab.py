@@ -17,7 +17,7 @@ from gateway_support import (  # noqa: F401  (fixtures)
     upstreams_fixture,
 )
 
-from service.ab import Arm, ArmAssigner
+from service.gateway.levers.ab import Arm, ArmAssigner
 
 SALT = "exp-2026-11"
 AB = {"salt": SALT, "arms": [{"name": "router", "weight": 0.75},
@@ -123,7 +123,7 @@ def test_bad_splits_are_refused(ab: dict[str, Any]) -> None:
     from gateway_support import config_doc
 
     from router_model.errors import InvalidData
-    from service.gateway_config import parse_gateway_config
+    from service.gateway.config import parse_gateway_config
 
     class _Ups:
         weak_url = strong_url = "http://127.0.0.1:1/v1"

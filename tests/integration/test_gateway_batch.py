@@ -29,8 +29,8 @@ from gateway_support import (  # noqa: F401  (fixtures)
 )
 
 from router_model.records import TrafficRecord
-from service.batch_jobs import Job, open_job_store
-from service.traffic import open_store
+from service.gateway.batch.jobs import Job, open_job_store
+from service.store.backends import open_store
 
 NON_URGENT = {"tierwise": {"urgent": False}}
 #: The fake's usage (11 in, 7 out) at the strong tier's list prices (10 and 30 USD per 1M).

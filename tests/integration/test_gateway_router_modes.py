@@ -29,11 +29,11 @@ from router_model.policy import Policy
 from router_model.records import TrafficRecord
 from router_model.router import ComplexityRouter
 from router_model.settings import ServiceSettings
-from service.core import RouteService
-from service.gateway import GatewayOptions, create_gateway_app
-from service.gateway_config import parse_gateway_config
-from service.gateway_main import main
-from service.grpc_server import create_grpc_server
+from service.gateway.app import GatewayOptions, create_gateway_app
+from service.gateway.config import parse_gateway_config
+from service.gateway.main import main
+from service.router.core import RouteService
+from service.router.transport.grpc_server import create_grpc_server
 
 
 def ask(gw: Gateway, quality: float) -> Any:

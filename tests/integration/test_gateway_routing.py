@@ -29,7 +29,7 @@ from router_model.features import featurize
 from router_model.policy import Policy
 from router_model.records import TrafficRecord
 from router_model.router import ComplexityRouter
-from service.decisions import load_recording_router
+from service.gateway.decisions.local import load_recording_router
 
 
 def chat(text: str) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from gateway_support import (  # noqa: F401  (fixtures)
     upstreams_fixture,
 )
 
-from service.semantic_cache import tenant_of
+from service.gateway.tenants import tenant_of
 
 CANONICAL = {"authorization": f"Bearer {CLIENT_KEY}"}
 SPELLINGS = [{"authorization": f"bearer {CLIENT_KEY}"},

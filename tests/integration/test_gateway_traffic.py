@@ -37,7 +37,8 @@ from gateway_support import (  # noqa: F401  (fixtures)
 
 from router_model.errors import NotFound
 from router_model.records import FeedbackRecord, TrafficRecord
-from service.traffic import COLUMNS, open_store
+from service.store.backends import open_store
+from service.store.traffic import COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,7 +176,7 @@ def test_kill_9_loses_no_answered_record(
     config.write_text(yaml.safe_dump(doc), encoding="utf-8")
     env = {**child_env, KEY_ENV: UPSTREAM_KEY, "TIERWISE_API_KEYS": CLIENT_KEY}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router_model.cli", "gateway", "--config", str(config),
+        [sys.executable, "-m", "cli.main", "gateway", "--config", str(config),
          "--port", "0"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
     )
     lines: queue.Queue[str] = queue.Queue()

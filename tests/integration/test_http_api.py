@@ -16,7 +16,7 @@ from http_support import assert_problem, assert_still_serves
 
 from protos.tierwise.v1 import router_pb2_grpc
 from router_model.settings import ServiceSettings
-from service import convert, schemas
+from service.router.transport import convert, schemas
 
 LIMITS = ServiceSettings()
 
@@ -327,7 +327,7 @@ def test_decision_log_has_one_record_without_prompt_text(
     http: httpx.Client, prompts: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     prompt = prompts[4]
-    with caplog.at_level(logging.INFO, logger="service.core"):
+    with caplog.at_level(logging.INFO, logger="service.router.core"):
         decision_id = http.post("/v1/route", json={"prompt": prompt}).json()["decision_id"]
         # the record is written after the answer is sent (off the client's round trip)
         deadline = time.monotonic() + 5

@@ -20,8 +20,8 @@ from serve_process import run_serve, serving
 
 from router_model.artifact import read_bundle
 from router_model.settings import ServiceSettings
-from service.core import RouteService
-from service.registry_watch import DEFAULT_POLL_S, RegistryRef, RegistryWatch, poll_interval
+from service.router.core import RouteService
+from service.router.registry_watch import DEFAULT_POLL_S, RegistryRef, RegistryWatch, poll_interval
 from training import registry
 
 NAME = "tiny_fast"
@@ -176,7 +176,7 @@ def test_a_vanished_alias_or_refused_version_keeps_the_served_one(
         await service.aclose()
         return moved
 
-    with caplog.at_level(logging.WARNING, logger="service.registry_watch"):
+    with caplog.at_level(logging.WARNING, logger="service.router.registry_watch"):
         assert asyncio.run(scenario()) == [False] * 5
     assert service.manifest.model_version == first and watch.version == "1"
     assert caplog.text.count("alias not found") == 1
@@ -203,7 +203,7 @@ def test_a_champion_with_other_tiers_is_refused(
         await service.aclose()
         return moved
 
-    with caplog.at_level(logging.WARNING, logger="service.registry_watch"):
+    with caplog.at_level(logging.WARNING, logger="service.router.registry_watch"):
         assert asyncio.run(scenario()) is False
     assert service.manifest.model_version == first and service.tiers == tiers
     assert watch.version == "1"

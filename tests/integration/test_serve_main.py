@@ -19,11 +19,12 @@ import grpc
 import httpx
 import pytest
 
+from cli.main import registry_client
 from protos.tierwise.v1 import router_pb2 as pb
 from protos.tierwise.v1 import router_pb2_grpc
 from router_model.settings import ServiceSettings
-from service.__main__ import main, resolve_model
-from service.core import RouteService
+from service.router.core import RouteService
+from service.router.main import main, resolve_model
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"(http|grpc) listening on ([\d.]+):(\d+)")
@@ -33,7 +34,7 @@ def test_serve_answers_both_transports_and_stops_on_sigterm(
     fast_bundle: Path, prompts: list[str]
 ) -> None:
     env = {**os.environ, "TIERWISE_LOG_FORMAT": "json", "TIERWISE_SERVICE__GRACE_SECONDS": "1"}
-    cmd = [sys.executable, "-m", "router_model.cli", "serve", "--model", str(fast_bundle),
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--model", str(fast_bundle),
            "--http-port", "0", "--grpc-port", "0"]
     lines: list[str] = []
     ports: dict[str, str] = {}
@@ -107,7 +108,7 @@ def test_a_registry_uri_is_materialised_then_served(fast_bundle: Path, tmp_path:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     registry.log_and_register(uri, name="tiny", bundle_dir=fast_bundle, params={}, metrics={},
                               alias="champion")
-    path = resolve_model("models:/tiny@champion", uri)
+    path = resolve_model("models:/tiny@champion", uri, registry_client)
     assert path != fast_bundle and (path / "manifest.json").exists()
     served = RouteService.from_path(ServiceSettings(), path).manifest
     assert served.onnx_sha256 == json.loads(

@@ -14,7 +14,7 @@ from gateway_support import postgres_url_fixture  # noqa: F401  (fixture)
 
 from router_model.records import TrafficRecord
 from router_model.traffic_schema import ADDED, COLUMNS, encode_record
-from service.traffic import open_store
+from service.store.backends import open_store
 from training.ab_report import lever_ledger
 from training.traffic import read_decisions
 

@@ -9,8 +9,8 @@ import mlflow
 import numpy as np
 import pytest
 
+from cli.main import main as cli
 from router_model.artifact import read_bundle
-from router_model.cli import main as cli
 from router_model.features import FEATURE_VERSION
 from router_model.router import ComplexityRouter
 from training import registry

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main as cli
 from router_model.artifact import read_bundle
-from router_model.cli import main as cli
 from training.train import main as train
 
 REPO = Path(__file__).resolve().parents[2]

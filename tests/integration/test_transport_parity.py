@@ -12,7 +12,7 @@ import pytest
 
 from protos.tierwise.v1 import router_pb2 as pb
 from protos.tierwise.v1 import router_pb2_grpc
-from service import convert, schemas
+from service.router.transport import convert, schemas
 
 #: Fields that are the decision; ``decision_id`` and ``latency_ms`` differ by design.
 VARYING = {"decision_id", "latency_ms"}

@@ -56,14 +56,14 @@ class ServerProcess:
 def start_process(
     args: list[str], env: dict[str, str], log: Path, want: set[str], ready: str | None = None
 ) -> ServerProcess:
-    """Run ``python -m router_model.cli ARGS``; return once every port in ``want`` is logged
+    """Run ``python -m cli.main ARGS``; return once every port in ``want`` is logged
     (and the line ``ready``, if given).
 
     Raises:
         RuntimeError: when the process exits or does not get there within 60 s.
     """
     out = log.open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "router_model.cli", *args], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=REPO,
                             env=env, stdout=out, stderr=subprocess.STDOUT)
     out.close()
     server = ServerProcess(proc, log, {})

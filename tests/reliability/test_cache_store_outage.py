@@ -14,7 +14,7 @@ import pytest
 from gateway_support import HARD, Gateway, cache_rows, wait_until
 from test_postgres_outage import Relay, relay  # noqa: F401  (fixture)
 
-from service.cache_store_pg import PostgresCacheStore
+from service.gateway.levers.cache.store_pg import PostgresCacheStore
 
 BODY = {"model": "gpt-4-1106-preview", "messages": [{"role": "user", "content": HARD}]}
 

@@ -22,7 +22,7 @@ from reliability_servers import ROUTER_ADMIN_KEY, ServerProcess
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from service.gateway_requests import ChatBody, FeedbackIn
+from service.gateway.requests import ChatBody, FeedbackIn
 
 MAX_EXAMPLES = 25
 MODELS = ["tierwise-auto", "tierwise-auto", WEAK, STRONG, "weak"]

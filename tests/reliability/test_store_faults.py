@@ -26,8 +26,8 @@ from gateway_support import CLIENT_KEY, EASY, KEY_ENV, UPSTREAM_KEY, Upstreams, 
 from reliability_servers import start_gateway_process
 
 from router_model.errors import InvalidData
-from service.gateway import GatewayOptions, create_gateway_app
-from service.gateway_config import parse_gateway_config
+from service.gateway.app import GatewayOptions, create_gateway_app
+from service.gateway.config import parse_gateway_config
 
 
 def ask(http: httpx.Client, i: int, stream: bool = False) -> httpx.Response:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import router_model
-from router_model.cli import COMMANDS, main
+from cli.main import COMMANDS, main
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.batch_lease import kept
+from service.gateway.batch.lease import kept
 
 
 class Lease:

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from router_model.errors import InvalidData
-from service.batch_jobs import Job, open_job_store
-from service.batch_window import job_document, maybe_non_urgent, non_urgent
-from service.gateway_config import TierConfig, parse_gateway_config
-from service.gateway_requests import ChatBody
-from service.openai_errors import BadRequest
+from service.gateway.batch.jobs import Job, open_job_store
+from service.gateway.batch.window import job_document, maybe_non_urgent, non_urgent
+from service.gateway.config import TierConfig, parse_gateway_config
+from service.gateway.errors import BadRequest
+from service.gateway.requests import ChatBody
 
 
 def body(**tierwise: Any) -> ChatBody:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from router_model.errors import ModelNotReady, Overloaded
-from service.batcher import BatchConfig, MicroBatcher
+from service.router.batcher import BatchConfig, MicroBatcher
 
 UNLUCKY = 1013
 

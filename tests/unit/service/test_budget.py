@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from router_model.policy import choose_tiers, knob_for_share_below_top
-from service.budget import BudgetKnob, below_top
-from service.gateway_config import BudgetConfig
+from service.gateway.config import BudgetConfig
+from service.gateway.levers.budget import BudgetKnob, below_top
 
 LADDER = ("weak", "mid", "strong")
 

@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from router_model.encoder import EMBEDDING_DIM
-from service.cache_index import VectorIndex
+from service.gateway.levers.cache.index import VectorIndex
 
 
 def unit(*weights: float) -> NDArray[np.float32]:

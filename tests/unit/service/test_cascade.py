@@ -8,7 +8,10 @@ import pytest
 
 from router_model.policy import Policy
 from router_model.tiers import Tier
-from service.cascade import (
+from service.gateway.config import CascadeConfig
+from service.gateway.decisions.source import Decision
+from service.gateway.errors import BadRequest
+from service.gateway.levers.cascade import (
     CascadeOutcome,
     answer_problem,
     cascade_wanted,
@@ -17,11 +20,8 @@ from service.cascade import (
     draft_tier,
     prior,
 )
-from service.completion_records import Usage, cache_spend, spend
-from service.decisions import Decision
-from service.gateway_config import CascadeConfig
-from service.gateway_requests import KnobIn
-from service.openai_errors import BadRequest
+from service.gateway.records import Usage, cache_spend, spend
+from service.gateway.requests import KnobIn
 
 SMALL, MID = Tier("small", "s", 1.0, 2.0), Tier("mid", "m", 4.0, 8.0)
 BIG = Tier("big", "b", 10.0, 30.0)

@@ -22,8 +22,8 @@ from router_model.errors import (
 from router_model.policy import Policy
 from router_model.router import ComplexityRouter
 from router_model.settings import ServiceSettings
-from service.core import INLINE_MAX_CHARS, RouteInput, RouteService
-from service.errors import DeadlineExceeded, TiersChanged
+from service.router.core import INLINE_MAX_CHARS, RouteInput, RouteService
+from service.shared.errors import DeadlineExceeded, TiersChanged
 
 REPO = Path(__file__).resolve().parents[3]
 T = TypeVar("T")

@@ -7,8 +7,8 @@ import pytest
 
 import router_model.errors as domain
 from router_model.errors import RouterError
-from service import errors as service_errors
-from service.errors import ERROR_MAP, INTERNAL_DETAIL, problem_for, spec_for
+from service.shared import errors as service_errors
+from service.shared.errors import ERROR_MAP, INTERNAL_DETAIL, problem_for, spec_for
 
 
 def all_subclasses(cls: type[RouterError]) -> set[type[RouterError]]:

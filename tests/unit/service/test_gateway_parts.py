@@ -11,13 +11,13 @@ import httpx
 import pytest
 
 from router_model.errors import InvalidData, InvalidPrompt, NotFound, PromptTooLarge, UpstreamError
-from service.ab import Arm, ArmAssigner
-from service.errors import Unauthorized
-from service.gateway_config import load_gateway_config, parse_gateway_config
-from service.gateway_requests import parse_chat, request_policy, unit_id
-from service.openai_errors import BadRequest, ModelNotFound, envelope_for
-from service.sse import SseTap, with_member
-from service.upstream import CircuitBreaker, UpstreamPool, build_upstreams
+from service.gateway.config import load_gateway_config, parse_gateway_config
+from service.gateway.errors import BadRequest, ModelNotFound, envelope_for
+from service.gateway.levers.ab import Arm, ArmAssigner
+from service.gateway.requests import parse_chat, request_policy, unit_id
+from service.gateway.upstream.pool import CircuitBreaker, UpstreamPool, build_upstreams
+from service.gateway.upstream.sse import SseTap, with_member
+from service.shared.errors import Unauthorized
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -7,8 +7,12 @@ from typing import Any
 
 import pytest
 
-from service.json_text import holds_lone_surrogate, may_spell_surrogate, replace_lone_surrogates
-from service.sse import valid_event
+from service.gateway.json_text import (
+    holds_lone_surrogate,
+    may_spell_surrogate,
+    replace_lone_surrogates,
+)
+from service.gateway.upstream.sse import valid_event
 
 
 @pytest.mark.parametrize(("raw", "may"), [

@@ -12,13 +12,13 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from protos.tierwise.v1 import router_pb2 as pb
-from service import schemas
+from service.router.transport import schemas
 
 MIRRORED = [
     name for name in pb.DESCRIPTOR.message_types_by_name
     if not name.endswith("Request") or name in {"RouteRequest", "RouteBatchRequest"}
 ]
-#: Deliberate differences, each explained in ``service/schemas.py``.
+#: Deliberate differences, each explained in ``service/router/transport/schemas.py``.
 SHORTHANDS = {("ChatMessage", "content")}
 
 

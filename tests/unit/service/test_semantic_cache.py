@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from router_model.encoder import SentenceEncoder
-from service.semantic_cache import CacheSettings, ResponseCache, replay, tenant_of
+from service.gateway.levers.cache.response import ResponseCache, replay
+from service.gateway.levers.cache.store import CacheSettings
+from service.gateway.tenants import tenant_of
 
 QUESTION = "What is the capital of France?"
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from router_model.encoder import load_tokenizer, word_piece_ids
-from service.trimming import KEEP_EDGE_TOKENS, trim_messages
+from service.gateway.levers.trimming import KEEP_EDGE_TOKENS, trim_messages
 
 FIXTURE = Path(__file__).resolve().parents[3] / "data" / "fixtures" / "routellm_small.jsonl"
 SYSTEM = "You are a patient tutor. Answer with the letter of the correct option, then explain."

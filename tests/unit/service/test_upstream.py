@@ -1,4 +1,5 @@
-"""What ``service.upstream`` accepts as a chat completion from a 200 upstream answer."""
+"""What ``service.gateway.upstream.pool`` accepts as a chat completion from a 200 upstream
+answer."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.upstream import completion_problem
+from service.gateway.upstream.pool import completion_problem
 
 MESSAGE = {"role": "assistant", "content": "Paris."}
 

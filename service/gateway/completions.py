@@ -1,0 +1,360 @@
+"""One chat completion through the gateway: pick the tier, forward, count usage and cost, record.
+
+``model: "tierwise-auto"`` asks the router (or a fixed A/B arm); a configured tier's model or name
+passes through unrouted. Only ``model`` is rewritten in the forwarded body (and the ``tierwise``
+extension member removed). The traffic record is committed before the answer leaves: before the
+JSON body is returned, and for streams before the final chunk and ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from router_model.chat import ChatMessage, scored_text
+from router_model.encoder import word_piece_ids
+from router_model.errors import InvalidPrompt, UpstreamError
+from router_model.records import TrafficRecord
+from router_model.tiers import Tier
+from service.gateway.config import GatewayConfig
+from service.gateway.decisions.source import DecisionSource
+from service.gateway.errors import BadRequest, envelope
+from service.gateway.levers.ab import ArmAssigner
+from service.gateway.levers.budget import BudgetKnob
+from service.gateway.levers.cache.response import ResponseCache, replay
+from service.gateway.levers.cache.store import Hit
+from service.gateway.levers.cascade import Cascade, cascade_wanted, draft_allowed, draft_tier
+from service.gateway.levers.trimming import trim_forward
+from service.gateway.metrics import GatewayMetrics
+from service.gateway.planning import Plan, Planner
+from service.gateway.records import (
+    Call,
+    Usage,
+    build_record,
+    usage_of,
+)
+from service.gateway.requests import AUTO_MODEL, ChatBody, parse_chat, to_messages
+from service.gateway.tenants import tenant_of
+from service.gateway.upstream.pool import Forwarded, UpstreamPool
+from service.gateway.upstream.sse import SseTap, data_of, json_event, valid_event, with_member
+from service.store.traffic import TrafficStore
+
+logger = logging.getLogger(__name__)
+
+#: Texts longer than this are tokenised off the event loop when usage must be estimated.
+INLINE_TOKENIZE_CHARS = 20_000
+
+
+@dataclass
+class Completions:
+    """Handles ``POST /v1/chat/completions`` with everything the gateway started."""
+
+    config: GatewayConfig
+    decisions: DecisionSource
+    assigner: ArmAssigner
+    store: TrafficStore
+    metrics: GatewayMetrics
+    upstreams: UpstreamPool
+    tokenizer: Any
+    cache: ResponseCache | None = None
+    budget: BudgetKnob | None = None
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    planner: Planner = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.planner = Planner(self.config, self.decisions, self.assigner, self.budget)
+
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        return self.config.tier_ladder()
+
+    async def handle(
+        self, raw: bytes, headers: Mapping[str, str], plan: Plan | None = None
+    ) -> Response:
+        """Answer one chat completion request (on ``plan`` when it was already decided).
+
+        Raises:
+            BadRequest, ModelNotFound, InvalidPrompt: when the request cannot be used.
+            UpstreamError: when every upstream failed (the failure is recorded first).
+        """
+        start = time.perf_counter()
+        body, doc = parse_chat(raw)
+        messages = to_messages(body.messages)
+        scored = request_text(body, messages)
+        if plan is None:
+            plan = await self.plan(body, headers, messages)
+        call = Call(body, messages, scored, plan, start, tenant=tenant_of(headers))
+        forward = {k: v for k, v in doc.items() if k != "tierwise"}
+        cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)
+        call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
+        self.metrics.trimmed_tokens.inc(call.trimmed)
+        if self.cache is not None and not body.stream:  # streams are neither served nor stored
+            call.cache_key = self.cache.key(forward, call.tenant, plan.tier)
+            hit = await self.cache.lookup(call.cache_key)
+            self.metrics.cache.labels(hit.layer if hit else "miss").inc()
+            if hit is not None:
+                return await self._replay(call, hit)
+        if plan.decision is not None:
+            call.features = asyncio.create_task(self.decisions.features(scored))
+        try:
+            if cascade and plan.source == "router":
+                call.answer = await self._cascade(call, forward)
+            if call.answer is None:
+                call.answer = await self.upstreams.send(forward, plan.tier, stream=body.stream,
+                                                       allowed=plan.allowed)
+        except UpstreamError:
+            await self._finish(call, 502, Usage(0, 0, "upstream"))
+            raise
+        if body.stream and call.answer.ok:
+            return StreamingResponse(
+                self._events(call, call.answer), media_type="text/event-stream",
+                headers={**self.headers(call), "cache-control": "no-cache"},
+            )
+        return await self._json(call, call.answer)
+
+    async def _cascade(self, call: Call, forward: dict[str, Any]) -> Forwarded | None:
+        """The accepted draft of a cascade, or None when the routed tier must answer."""
+        plan, decision = call.plan, call.plan.decision
+        routed = next(t for t in self.tiers if t.name == plan.tier)
+        draft = draft_tier(self.tiers, plan.tier, decision, plan.policy) if decision else None
+        if decision is None or draft is None:
+            return None
+
+        below = draft_allowed(self.tiers, plan.tier, plan.allowed)
+
+        async def send(body: dict[str, Any], tier: str) -> Forwarded:
+            return await self.upstreams.send(body, tier, stream=False, allowed=below)
+
+        async def cost_of(tier: Tier, doc: dict[str, Any]) -> float:
+            usage = await self._usage(call, doc.get("usage"), _text_of(doc))
+            return tier.cost(usage.input_tokens, usage.output_tokens)
+
+        answer, call.cascade = await Cascade(self.config.cascade, self.tiers).first_try(
+            forward, routed, draft, decision, send, cost_of)
+        return answer
+
+    async def plan(
+        self, body: ChatBody, headers: Mapping[str, str], messages: tuple[ChatMessage, ...]
+    ) -> Plan:
+        """The request's plan (``service.gateway.planning``).
+
+        Raises:
+            ModelNotFound, BadRequest, InvalidPrompt: when the request cannot be routed.
+        """
+        return await self.planner.plan(body, headers, messages)
+
+    def headers(self, call: Call) -> dict[str, str]:
+        """The ``x-tierwise-*`` response headers."""
+        answer = call.answer
+        return {
+            "x-tierwise-decision-id": call.plan.decision_id,
+            "x-tierwise-arm": call.plan.arm,
+            "x-tierwise-source": call.plan.source,
+            "x-tierwise-tier": answer.upstream.tier.name if answer else "",
+            "x-tierwise-model": answer.upstream.tier.model if answer else "",
+            "x-tierwise-failovers": str(answer.failovers if answer else 0),
+        }
+
+    def info(self, call: Call, record: TrafficRecord | None = None) -> dict[str, Any]:
+        """The ``tierwise`` member of responses (usage and cost once ``record`` exists)."""
+        plan, answer, d = call.plan, call.answer, call.plan.decision
+        doc: dict[str, Any] = {
+            "decision_id": plan.decision_id, "arm": plan.arm, "source": plan.source,
+            "decided_tier": plan.tier,
+            "tier": answer.upstream.tier.name if answer else None,
+            "model": answer.upstream.tier.model if answer else None,
+            "failovers": answer.failovers if answer else 0,
+            "fail_open": plan.source == "fail_open", "trimmed_tokens": call.trimmed,
+            "router_tier": d.tier if d else None, "cache": None,
+            "cascade": call.cascade.info() if call.cascade else None,
+            "quality": d.quality if d else None,
+            "probabilities": d.probabilities if d else None,
+        }
+        if record is not None:
+            doc.update(
+                input_tokens=record.input_tokens, output_tokens=record.output_tokens,
+                usage_source=record.usage_source, cost_usd=record.cost_usd,
+                top_tier_cost_usd=record.top_tier_cost_usd, savings_usd=record.savings_usd,
+                levers=record.levers, routing_savings_usd=record.routing_savings_usd,
+            )
+        return doc
+
+    async def _json(self, call: Call, answer: Forwarded) -> Response:
+        response = answer.response
+        if not answer.ok:  # the upstream refused the request itself (400, 404, …): pass it on
+            await self._finish(call, response.status_code, Usage(0, 0, "upstream"))
+            return Response(
+                response.content, status_code=response.status_code, headers=self.headers(call),
+                media_type=response.headers.get("content-type", "application/json"),
+            )
+        doc = answer.doc
+        # never for a successful non-stream answer (service.gateway.upstream.pool checks)
+        if doc is None:
+            await self._finish(call, 502, Usage(0, 0, "upstream"))
+            raise UpstreamError(f"upstream {answer.upstream.tier.name} sent no JSON object")
+        if call.cascade is not None and call.cascade.strip_logprobs:
+            for choice in doc.get("choices") or []:
+                if isinstance(choice, dict):
+                    choice.pop("logprobs", None)
+        usage = await self._usage(call, doc.get("usage"), _text_of(doc))
+        doc.setdefault("model", answer.upstream.tier.model)
+        record = await self._finish(call, response.status_code, usage)
+        if self.cache is not None and call.cache_key is not None and not answer.failovers:
+            self.cache.store(call.cache_key, doc, record.cost_usd, answer.upstream.tier.name)
+        doc["tierwise"] = self.info(call, record)
+        return JSONResponse(doc, headers=self.headers(call))
+
+    async def _replay(self, call: Call, hit: Hit) -> Response:
+        """A cached answer, forwarded nowhere; recorded as a "cache" row (never a label)."""
+        call.hit = hit
+        doc = replay(hit)
+        record = await self._finish(call, 200, await self._usage(call, doc.get("usage"),
+                                                                 _text_of(doc)))
+        saved = record.levers.get("cache", 0.0)  # what this request would have cost upstream
+        self.metrics.cache_saved.inc(saved)
+        # the response says what the record says: source "cache", the hit's tier and its model
+        doc["tierwise"] = {**self.info(call, record), "source": record.source, "tier": record.tier,
+                           "model": record.model, "cache": hit.layer,
+                           "similarity": hit.similarity, "saved_usd": saved}
+        return JSONResponse(doc, headers={**self.headers(call), "x-tierwise-source": record.source,
+                                          "x-tierwise-tier": record.tier,
+                                          "x-tierwise-model": record.model,
+                                          "x-tierwise-cache": hit.layer})
+
+    async def _events(self, call: Call, answer: Forwarded) -> AsyncIterator[bytes]:
+        tap, first, done = SseTap(), True, False
+        held: bytes | None = None
+        status, trailer = 200, b""
+        try:
+            async for chunk in _chain(answer):
+                for event in map(valid_event, tap.feed(chunk)):
+                    is_done, has_usage = tap.inspect(event)
+                    done = done or is_done
+                    if done or has_usage:
+                        held = event if has_usage else held
+                        continue
+                    if first and data_of(event) is not None:
+                        event, first = with_member(event, "tierwise", self.info(call)), False
+                    yield event
+            trailer = tap.rest()
+        except httpx.HTTPError as exc:  # the upstream broke off: no failover once bytes went
+            status = 502
+            self.upstreams.broke(answer.upstream, exc)
+            trailer = json_event(envelope("the upstream stream broke", 502, code="upstream_error"))
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away mid-stream
+            if not call.recorded:  # (not the upstream's failure: its breaker is not told)
+                call.recorded = True
+                self._later(self._abandoned(call, tap))
+            raise
+        else:
+            self.upstreams.ended(answer.upstream)
+        finally:
+            await answer.aclose()
+        record = await self._finish(call, status, await self._usage(
+            call, tap.usage, "".join(tap.text)))
+        if held is not None:
+            yield with_member(held, "tierwise", self.info(call, record))
+        if trailer:
+            yield trailer
+        if done:
+            yield b"data: [DONE]\n\n"
+
+    async def _abandoned(self, call: Call, tap: SseTap) -> None:
+        """Record a stream the client left (499) with the usage the upstream reported, else the
+        tokens of the text relayed so far (the last event may not have reached the client)."""
+        await self._finish(call, 499, await self._usage(call, tap.usage, "".join(tap.text)))
+
+    async def _usage(self, call: Call, reported: Any, output_text: str) -> Usage:
+        found = usage_of(reported)
+        if found is not None:
+            return found
+        input_text = "\n".join(m.text for m in call.messages)
+        n_in, n_out = await self._count_tokens([input_text, output_text])
+        return Usage(n_in, n_out, "estimated")
+
+    async def _count_tokens(self, texts: list[str]) -> tuple[int, int]:
+        if sum(len(t) for t in texts) > INLINE_TOKENIZE_CHARS:
+            ids = await asyncio.to_thread(word_piece_ids, self.tokenizer, texts)
+        else:
+            ids = word_piece_ids(self.tokenizer, texts)
+        return len(ids[0]), len(ids[1])
+
+    async def _finish(self, call: Call, status: int, usage: Usage) -> TrafficRecord:
+        """Build, commit (before the caller answers), count and log the request's record."""
+        call.recorded = True
+        record = await self._record(call, status, usage)
+        try:
+            await self.store.record(record)
+        except Exception:  # availability first: the answer still goes out, the loss is counted
+            self.metrics.traffic_errors.inc()
+            logger.exception("traffic record %s was not committed", record.decision_id)
+        self.metrics.observe(record)
+        logger.info(
+            "completion %s arm=%s tier=%s status=%d failovers=%d latency_ms=%.1f",
+            record.decision_id, record.arm, record.tier, record.status, record.failovers,
+            record.latency_ms,
+            extra={"decision_id": record.decision_id, "arm": record.arm, "tier": record.tier,
+                   "model": record.model, "status": record.status, "source": record.source,
+                   "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
+                   "cost_usd": record.cost_usd, "prompt_sha256": record.prompt_sha256},
+        )
+        return record
+
+    async def _record(self, call: Call, status: int, usage: Usage) -> TrafficRecord:
+        features: list[float] = []
+        if call.features is not None:
+            try:
+                features = await call.features
+            except Exception:  # a record without features beats no record
+                logger.exception("features of %s could not be computed", call.plan.decision_id)
+        return build_record(call, status, usage, self.tiers, features,
+                            self.config.traffic.store_prompts)
+
+    def _later(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        """Wait for records still being written for abandoned streams."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _text_of(doc: dict[str, Any]) -> str:
+    """The answer text of a completion: every choice's message content
+    (``service.gateway.upstream.pool``
+    refuses other shapes; here they would count as no text, never as an error)."""
+    choices = doc.get("choices")
+    found = [c.get("message") for c in choices if isinstance(c, dict)] if isinstance(
+        choices, list) else []
+    return "".join(str(m.get("content") or "") for m in found if isinstance(m, dict))
+
+
+async def _chain(answer: Forwarded) -> AsyncIterator[bytes]:
+    if answer.first:
+        yield answer.first
+    if answer.rest is not None:
+        async for chunk in answer.rest:
+            yield chunk
+
+
+def request_text(body: ChatBody, messages: tuple[ChatMessage, ...]) -> str:
+    """The text the router scores; a routed request needs one, a pass-through does not.
+
+    Raises:
+        BadRequest: when a ``tierwise-auto`` request has nothing to score.
+    """
+    try:
+        return scored_text(messages)
+    except InvalidPrompt as exc:
+        if body.model == AUTO_MODEL:
+            raise BadRequest(str(exc), param="messages") from exc
+        return ""

@@ -1,0 +1,3 @@
+"""Forwarding to the tiers' OpenAI-compatible upstreams: failover and breakers (``pool``), SSE
+streams
+(``sse``)."""

@@ -1,0 +1,2 @@
+"""What every service part uses: the error table (``errors``) and the request body limit
+(``body_limit``)."""

@@ -1,0 +1,150 @@
+"""The SQLite backend of the traffic store: one connection on one dedicated thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from router_model.errors import InvalidData, NotFound
+from router_model.records import FeedbackRecord, TrafficRecord
+from router_model.traffic_schema import (
+    ADDED,
+    COLUMNS,
+    FEEDBACK_COLUMNS,
+    NAMES,
+    decode_record,
+    encode_record,
+    feedback_from_row,
+    feedback_values,
+)
+from service.store.sqlite import connect_sqlite
+from service.store.traffic import (
+    SQLITE_SAVINGS_SQL,
+    SavingsReport,
+    TrafficStore,
+    decision_rows,
+    recent_decisions_sql,
+    savings_report,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class SqliteTrafficStore(TrafficStore):
+    """SQLite in WAL mode with ``synchronous=FULL``; every call runs on one dedicated thread."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        if self._executor is None:
+            raise RuntimeError("traffic store is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _open(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="traffic-sqlite")
+        try:
+            await self._call(self._open_sync)
+        except (OSError, sqlite3.Error) as exc:
+            raise InvalidData(f"traffic store {self.path}: cannot open ({exc})") from exc
+
+    def _open_sync(self) -> None:
+        conn = connect_sqlite(self.path)
+        conn.execute("PRAGMA foreign_keys=ON")
+        cols = ", ".join(f"{c.name} {c.sqlite}" for c in COLUMNS)
+        conn.execute(f"CREATE TABLE IF NOT EXISTS traffic ({cols})")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "decision_id TEXT NOT NULL REFERENCES traffic(decision_id), created_at TEXT NOT NULL, "
+            "score REAL, thumbs TEXT, comment TEXT, value REAL NOT NULL)"
+        )
+        conn.execute("CREATE INDEX IF NOT EXISTS traffic_created_at ON traffic(created_at)")
+        conn.execute("CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)")
+        _add_new_columns(conn)
+        self._conn = conn
+
+    async def _close(self) -> None:
+        if self._executor is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._call(conn.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("traffic store is not started")
+        return self._conn
+
+    async def _write_many(self, records: list[TrafficRecord]) -> None:
+        await self._call(self._write_many_sync, records)
+
+    def _write_many_sync(self, records: list[TrafficRecord]) -> None:
+        rows = []
+        for r in records:
+            values = encode_record(r)
+            values["created_at"] = r.created_at.isoformat()
+            rows.append(tuple(values[n] for n in NAMES))
+        sql = f"INSERT INTO traffic ({', '.join(NAMES)}) VALUES ({', '.join('?' * len(NAMES))})"
+        with self._db() as conn:  # one transaction, committed (and fsynced) on exit
+            conn.execute("BEGIN")
+            conn.executemany(sql, rows)
+
+    async def add_feedback(self, feedback: FeedbackRecord, tenant: str) -> None:
+        await self._call(self._add_feedback_sync, feedback, tenant)
+
+    def _add_feedback_sync(self, feedback: FeedbackRecord, tenant: str) -> None:
+        values = list(feedback_values(feedback))
+        values[1] = feedback.created_at.isoformat()
+        with self._db() as conn:
+            conn.execute("BEGIN")
+            cur = conn.execute(
+                f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, value) "
+                "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM traffic WHERE decision_id = ? AND tenant = ?)",
+                (*values, feedback.decision_id, tenant),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no decision with id {feedback.decision_id!r}")
+
+    async def get(self, decision_id: str) -> TrafficRecord | None:
+        row = await self._call(self._fetch_one, decision_id)
+        return decode_record(dict(zip(NAMES, row, strict=True))) if row is not None else None
+
+    def _fetch_one(self, decision_id: str) -> Any:
+        sql = f"SELECT {', '.join(NAMES)} FROM traffic WHERE decision_id = ?"
+        return self._db().execute(sql, (decision_id,)).fetchone()
+
+    async def feedback_for(self, decision_id: str) -> list[FeedbackRecord]:
+        cols = ", ".join(FEEDBACK_COLUMNS)
+        sql = f"SELECT {cols} FROM feedback WHERE decision_id = ? ORDER BY id"
+        rows = await self._call(lambda: self._db().execute(sql, (decision_id,)).fetchall())
+        return [feedback_from_row(r) for r in rows]
+
+    async def savings(self) -> SavingsReport:
+        rows = await self._call(lambda: self._db().execute(SQLITE_SAVINGS_SQL).fetchall())
+        return savings_report(rows)
+
+    async def recent_decisions(self, limit: int) -> list[tuple[str, dict[str, float]]]:
+        sql = recent_decisions_sql("?")
+        return decision_rows(await self._call(
+            lambda: self._db().execute(sql, (limit,)).fetchall()))
+
+
+def _add_new_columns(conn: sqlite3.Connection) -> None:
+    """Add the ``ADDED`` columns an older table lacks (one writer at a time: BEGIN IMMEDIATE)."""
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        present = {row[1] for row in conn.execute("PRAGMA table_info(traffic)")}
+        for column in ADDED:
+            if column.name not in present:
+                logger.info("traffic store: adding column %s to an older table", column.name)
+                conn.execute(f"ALTER TABLE traffic ADD COLUMN {column.name} {column.sqlite}")
