@@ -167,6 +167,17 @@ def _gbt_pca(seed: int) -> Estimator:
     return make_pipeline(columns, trees)
 
 
+def _emb_logreg(seed: int) -> Estimator:
+    # Issue 17's plain baseline: logistic regression (C=1) on the MiniLM embedding alone, the hand
+    # columns dropped. No scaler: the embedding is already unit-length. On the selection protocol
+    # (bench/bench_protocol.py, RESULTS.md) no candidate beat it under the rule, so it ships.
+    n_hand = len(HAND_FEATURE_NAMES)
+    columns = ColumnTransformer(
+        [("emb", "passthrough", list(range(n_hand, n_hand + EMBEDDING_DIM)))]
+    )
+    return make_pipeline(columns, LogisticRegression(C=1.0, max_iter=3000, random_state=seed))
+
+
 def _mlp(seed: int) -> Estimator:
     return make_pipeline(
         StandardScaler(),
@@ -205,6 +216,7 @@ CANDIDATES: Mapping[str, Callable[[int], Estimator]] = MappingProxyType(
         "gbt_pca": _gbt_pca,
         "mlp": _mlp,
         "knn": _knn,
+        "emb_logreg": _emb_logreg,
         "hand_logreg": _hand_logreg,
     }
 )
