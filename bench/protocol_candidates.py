@@ -63,7 +63,7 @@ def train_set(pool: Pool, task: Task, *, with_aux: bool) -> TrainSet:
     )
 
 
-def _proba1(est: Any, X: NDArray[Any]) -> F64:
+def _proba1(est: Any, X: NDArray[Any] | list[str]) -> F64:
     return np.asarray(est.predict_proba(X)[:, 1], dtype=np.float64)
 
 

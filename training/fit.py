@@ -249,7 +249,7 @@ def _weight_params(name: str, est: Estimator, weight: NDArray[Any] | None) -> di
 
 #: Below this many training rows early stopping's validation slice (10%) is too small to say
 #: anything, and the trees' leaf sizes are scaled to the data (``_shrink_to_size``).
-SMALL_DATA_ROWS = 500
+SMALL_DATA_ROWS = 200
 
 
 def _inner_steps(est: Estimator) -> list[Estimator]:
