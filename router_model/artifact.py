@@ -60,6 +60,9 @@ class Manifest(BaseModel):
     onnx_sha256: str
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     git_sha: str = "unknown"
+    #: Why this bundle should not be trusted as it is (``tierwise train`` writes them; empty when
+    #: nothing is wrong), e.g. a held-out APGR interval that includes random routing's 0.5.
+    warnings: list[str] = Field(default_factory=list)
 
     @property
     def model_version(self) -> str:

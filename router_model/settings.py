@@ -14,9 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
-#: The bundle ``tierwise serve`` loads when no model is named: the hand-feature two-tier router,
-#: which generalises best to MMLU domains it never saw (RESULTS.md) and decides in microseconds.
-DEFAULT_BUNDLE = DATA_DIR / "models" / "routellm_fast"
+#: The bundle ``tierwise serve`` loads when no model is named: the two-tier router the selection
+#: protocol picks (``bench/bench_protocol.py``, RESULTS.md "Selection protocol"; issue 17's rule).
+#: ``routellm_fast`` (hand features, microsecond decisions) stays shipped for latency-bound use.
+DEFAULT_BUNDLE = DATA_DIR / "models" / "routellm"
 
 
 class ModelSettings(BaseModel):

@@ -167,6 +167,17 @@ def _gbt_pca(seed: int) -> Estimator:
     return make_pipeline(columns, trees)
 
 
+def _emb_logreg(seed: int) -> Estimator:
+    # Issue 17's plain baseline: logistic regression (C=1) on the MiniLM embedding alone, the hand
+    # columns dropped. No scaler: the embedding is already unit-length. On the selection protocol
+    # (bench/bench_protocol.py, RESULTS.md) no candidate beat it under the rule, so it ships.
+    n_hand = len(HAND_FEATURE_NAMES)
+    columns = ColumnTransformer(
+        [("emb", "passthrough", list(range(n_hand, n_hand + EMBEDDING_DIM)))]
+    )
+    return make_pipeline(columns, LogisticRegression(C=1.0, max_iter=3000, random_state=seed))
+
+
 def _mlp(seed: int) -> Estimator:
     return make_pipeline(
         StandardScaler(),
@@ -205,6 +216,7 @@ CANDIDATES: Mapping[str, Callable[[int], Estimator]] = MappingProxyType(
         "gbt_pca": _gbt_pca,
         "mlp": _mlp,
         "knn": _knn,
+        "emb_logreg": _emb_logreg,
         "hand_logreg": _hand_logreg,
     }
 )
@@ -235,6 +247,43 @@ def _weight_params(name: str, est: Estimator, weight: NDArray[Any] | None) -> di
     }
 
 
+#: Below this many training rows early stopping's validation slice (10%) is too small to say
+#: anything, and the trees' leaf sizes are scaled to the data (``_shrink_to_size``).
+SMALL_DATA_ROWS = 200
+
+
+def _inner_steps(est: Estimator) -> list[Estimator]:
+    """Every step of a pipeline, including the transformers of a ``ColumnTransformer``."""
+    out = []
+    for _, step in _steps(est):
+        out.append(step)
+        if isinstance(step, ColumnTransformer):
+            out.extend(t for _, t, _ in step.transformers if not isinstance(t, str))
+    return out
+
+
+def _shrink_to_size(name: str, step: Estimator, n_rows: int, n_features: int) -> None:
+    """Settings a small training set cannot satisfy, scaled down to it.
+
+    40 rows with ``min_samples_leaf=200`` grow no split (one probability for every prompt), and
+    32 principal components need 32 rows.
+    """
+    if isinstance(step, PCA) and step.n_components is not None:
+        k = min(int(step.n_components), n_features, n_rows)
+        if k < step.n_components:
+            logger.info("candidate %s: %d principal components for %d rows", name, k, n_rows)
+        step.set_params(n_components=max(1, k))
+    if n_rows >= SMALL_DATA_ROWS:
+        return
+    params = step.get_params(deep=False)
+    if params.get("early_stopping") is True:
+        logger.info("candidate %s: %d rows; early stopping off", name, n_rows)
+        step.set_params(early_stopping=False)
+    if isinstance(step, HistGradientBoostingClassifier):
+        leaf = max(2, min(int(step.min_samples_leaf), n_rows // 10))
+        step.set_params(min_samples_leaf=leaf, max_iter=min(int(step.max_iter), 100))
+
+
 def _adapt_to_data(name: str, est: Estimator, y: NDArray[np.int64], n_features: int) -> None:
     """Shrink settings that small or skewed training sets cannot satisfy; set ``gbt_mono``'s
     constraints for this width (none for three or more classes, which HistGradientBoosting's
@@ -247,14 +296,13 @@ def _adapt_to_data(name: str, est: Estimator, y: NDArray[np.int64], n_features: 
         else:
             logger.info("candidate gbt_mono: %d classes; fitted without monotone constraints",
                         classes.size)
-    for _, step in _steps(est):
+    for step in _inner_steps(est):
         params = step.get_params(deep=False)
         # early stopping holds out a stratified split: a class with one row cannot be split
         if params.get("early_stopping") is True and min_count < 2:
             logger.info("candidate %s: a class has one row; early stopping off", name)
             step.set_params(early_stopping=False)
-        if isinstance(step, PCA):
-            step.set_params(n_components=min(KNN_COMPONENTS, n_features, len(y)))
+        _shrink_to_size(name, step, len(y), n_features)
         if isinstance(step, KNeighborsClassifier):
             step.set_params(n_neighbors=min(KNN_NEIGHBORS, len(y)))
 

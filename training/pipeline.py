@@ -153,6 +153,12 @@ def select_candidate(
         ]
     except InvalidData as exc:  # e.g. one group only
         logger.warning("comparing candidates on random folds, not held-out groups (%s)", exc)
+        splits = []
+    # a fold whose training rows hold one label (groups that line up with the labels) fits nothing
+    splits = [s for s in splits if np.unique(ds.labels[s[0]]).size >= 2]
+    if not splits:
+        logger.warning("comparing candidates on random folds: no held-out-group fold trains on "
+                       "two labels")
         splits = [random_split(len(ds.rows), 0.2, seed + 1 + f) for f in range(folds)]
     table: dict[str, dict[str, float]] = {}
     for name in candidates:
@@ -167,7 +173,7 @@ def select_candidate(
             "gate": float(np.nanmean([gate_metric(r, len(tier_names)) for r in reps])),
             "apgr": float(np.nanmean([np.nan if r["apgr"] is None else r["apgr"] for r in reps])),
             "aiq": float(np.nanmean([np.nan if r["aiq"] is None else r["aiq"] for r in reps])),
-            "fit_seconds": seconds / folds,
+            "fit_seconds": seconds / len(splits),
         }
         logger.info("candidate %s: %s", name, table[name])
     best = max(table, key=lambda n: -np.inf if np.isnan(table[n]["gate"]) else table[n]["gate"])

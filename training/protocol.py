@@ -112,6 +112,10 @@ def evaluate_protocols(
     with ``knob``, what that default operating point does there)."""
     reports = {}
     for name, (tr, te) in protocol_splits(ds, recipe, seed).items():
+        if np.unique(ds.labels[tr]).size < 2:  # e.g. groups that line up with the labels
+            logger.warning("%s: no %s figures: its training rows hold one tier's label only",
+                           recipe.name, name)
+            continue
         fitted = fit_calibrated(
             ds.subset(tr), candidate, len(tier_names), seed, balance_tasks=recipe.balance_tasks
         )
@@ -121,3 +125,30 @@ def evaluate_protocols(
         reports[name]["ci95"] = bootstrap_ci(test.scores, test.costs, proba, seed=seed)
         logger.info("%s %s: %s", recipe.name, name, summary(reports[name]))
     return reports
+
+
+def trust_warnings(
+    reports: dict[str, dict[str, Any]], knob: float, cal_proba: Any
+) -> list[str]:
+    """Why a trained bundle should not be trusted as it is (empty when nothing is wrong).
+
+    The held-out split is ``unseen`` when there is one, else ``in_domain``: a router whose
+    APGR interval there includes 0.5 is not shown to order prompts better than random routing.
+    """
+    out = []
+    split = "unseen" if "unseen" in reports else "in_domain"
+    rep = reports.get(split)
+    ci = None if rep is None else (rep.get("ci95") or {}).get("apgr")
+    if rep is None or rep.get("apgr") is None or not ci:
+        out.append("no held-out APGR could be measured: nothing shows this router beats random "
+                   "routing")
+    elif ci[0] <= 0.5 <= ci[1]:
+        out.append(f"held-out ({split}) APGR {rep['apgr']:.3f}, 95% interval [{ci[0]:.3f}, "
+                   f"{ci[1]:.3f}] includes 0.5: not shown to route better than random; "
+                   "label more rows")
+    if np.unique(np.round(np.asarray(cal_proba, dtype=np.float64), 6), axis=0).shape[0] < 2:
+        out.append("the router gives one probability to every calibration prompt: it cannot "
+                   "rank prompts")
+    if knob >= 1.0:
+        out.append("default knob 1.0: without a policy every prompt goes to the top tier")
+    return out

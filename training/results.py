@@ -19,6 +19,9 @@ PUBLISHED = (
     ("TF-IDF + logistic regression (reference, unseen domains)", "MMLU", "0.54", "—", "—"),
 )
 
+#: The selection protocol's table (``bench/bench_protocol.py --markdown``), under ``reports/``.
+PROTOCOL_TABLE = "protocol.md"
+
 #: Below this top-minus-cheapest quality gap PGR divides by almost nothing: APGR is flagged.
 SMALL_GAP = 0.03
 
@@ -84,6 +87,9 @@ def _bundle_section(name: str, reports_dir: Path, manifest: dict[str, Any]) -> l
         f"{manifest.get('threshold')}.",
         "",
     ]
+    lines += [f"**Warning:** {w}." for w in manifest.get("warnings", [])]
+    if manifest.get("warnings"):
+        lines.append("")
     lines += [
         "| split | n | APGR | CPT(50%) | CPT(80%) | AIQ | zero-router AIQ | oracle AIQ "
         "| gap closed | random APGR | default knob: share / PGR |",
@@ -145,6 +151,9 @@ def write_results(reports_dir: Path, models_dir: Path, out: Path) -> Path:
     for bundle in sorted(p for p in models_dir.iterdir() if (p / "manifest.json").exists()):
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
         lines += _bundle_section(bundle.name, reports_dir / bundle.name, manifest)
+    protocol = reports_dir / PROTOCOL_TABLE
+    if protocol.exists():  # written by bench/bench_protocol.py --markdown
+        lines += [protocol.read_text(encoding="utf-8").rstrip(), ""]
     lines += [
         "## Published figures for comparison",
         "",

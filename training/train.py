@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from router_model.artifact import LabelRule, Manifest, TierSpec, write_bundle
-from router_model.errors import RouterError
+from router_model.errors import InvalidData, RouterError
 from router_model.features import FEATURE_VERSION, feature_names
 from router_model.logs import configure_logging
 from router_model.settings import DATA_DIR, REPO_ROOT, Settings
@@ -31,14 +31,20 @@ from training.cli_args import number_in
 from training.data import data_sha256
 from training.dataset import FeatureContext, make_context
 from training.export import export_checked
-from training.fit import CANDIDATES
+from training.fit import CANDIDATES, predict_proba_full
 from training.pipeline import (
     default_knob,
     fit_calibrated,
     select_candidate,
 )
 from training.plots import plot_cost_quality
-from training.protocol import check_trainable, evaluate_protocols, recipe_dataset, summary
+from training.protocol import (
+    check_trainable,
+    evaluate_protocols,
+    recipe_dataset,
+    summary,
+    trust_warnings,
+)
 from training.recipes import HAND_CANDIDATES, SHIPPED, Recipe
 
 logger = logging.getLogger(__name__)
@@ -74,12 +80,16 @@ def _git_sha() -> str:
 
 
 def train_recipe(
-    recipe: Recipe, paths: TrainPaths, ctx: FeatureContext, *, seed: int, compare: bool
+    recipe: Recipe, paths: TrainPaths, ctx: FeatureContext, *, seed: int, compare: bool,
+    strict: bool = False,
 ) -> Path:
     """Train, evaluate, export and register one bundle; returns its directory.
 
+    A bundle that ``trust_warnings`` flags is written with its warnings (logged, in the manifest
+    and reports), or with ``strict`` refused before anything is written.
+
     Raises:
-        InvalidData: when a data or tiers file is malformed.
+        InvalidData: when a data or tiers file is malformed, or ``strict`` and a warning.
         ArtifactMismatch: when the ONNX export disagrees with scikit-learn.
     """
     start = time.perf_counter()
@@ -102,6 +112,12 @@ def train_recipe(
     final = fit_calibrated(ds, candidate, len(tiers), seed, balance_tasks=recipe.balance_tasks)
     knob = default_knob(final, ds)
     reports = evaluate_protocols(ds, recipe, candidate, names, seed, knob)
+    cal = ds.subset(final.cal_idx)
+    warned = trust_warnings(reports, knob, predict_proba_full(final.estimator, cal.X, len(tiers)))
+    if warned and strict:
+        raise InvalidData(f"{recipe.name}: refused (--strict): " + "; ".join(warned))
+    for text in warned:
+        logger.warning("%s: WARNING %s", recipe.name, text)
     onnx_bytes, parity = export_checked(final.estimator, ds.X[final.cal_idx], len(tiers))
     metrics: dict[str, Any] = {k: summary(v) for k, v in reports.items()}
     metrics.update(
@@ -112,6 +128,7 @@ def train_recipe(
         train_seconds=round(time.perf_counter() - start, 1),
     )
     manifest = _manifest(recipe, tiers, candidate, knob, metrics, files, onnx_bytes)
+    manifest = manifest.model_copy(update={"warnings": warned})
     bundle = write_bundle(paths.models_dir / recipe.name, manifest, onnx_bytes)
     plots = _write_reports(paths.reports_dir / recipe.name, recipe.name, reports, manifest)
     if paths.tracking_uri:
@@ -159,7 +176,8 @@ def _write_reports(
     plots = []
     for split, rep in reports.items():
         slug = split.replace(":", "_").replace("->", "_to_").replace("/", "_")
-        (out / f"report_{slug}.json").write_text(json.dumps(rep, indent=1, default=float) + "\n")
+        doc = {**rep, "warnings": manifest.warnings}
+        (out / f"report_{slug}.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
         plots.append(
             plot_cost_quality(
                 rep,
@@ -252,6 +270,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-register", action="store_true", help="do not log to MLflow")
     p.add_argument("--no-cache", action="store_true", help="do not use the embedding cache")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a bundle not shown to beat random routing on held-out rows")
     return p
 
 
@@ -285,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             contexts[recipe.feature_set] = make_context(recipe.feature_set, paths.cache_dir)
         try:
             train_recipe(
-                recipe, paths, contexts[recipe.feature_set], seed=seed, compare=args.compare
+                recipe, paths, contexts[recipe.feature_set], seed=seed, compare=args.compare,
+                strict=args.strict,
             )
         except RouterError as exc:
             logger.error("%s: %s", recipe.name, exc)
