@@ -1,7 +1,7 @@
 """The budget knob: the gateway keeps the top tier's share of routed calls under a ceiling.
 
 A bundle's default knob is calibrated on benchmark rows. On traffic unlike them it can send most
-calls to the top tier (README, "Shipped bundles": 97% of LLMRouter's open-domain prompts with
+calls to the top tier (docs/results.md: 97% of LLMRouter's open-domain prompts with
 ``routellm_fast``). ``tierwise knob --top-share S`` fits the knob offline on a sample of prompts;
 ``budget.top_share: S`` in the gateway config does the same online, on the traffic itself:
 
