@@ -104,3 +104,9 @@ def load_tiers(path: Path) -> tuple[Tier, ...]:
     if not isinstance(doc, dict) or "tiers" not in doc:
         raise InvalidData(f"{path}: expected a mapping with a 'tiers' list")
     return tiers_from_dicts(doc["tiers"], source=str(path))
+
+
+def ladder_order(names: Sequence[str], start: str) -> list[str]:
+    """``start``, then the tiers above it nearest first, then those below it nearest first."""
+    i = list(names).index(start)
+    return [names[i], *names[i + 1 :], *reversed(names[:i])]

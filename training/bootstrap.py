@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from router_model.policy import choose_tiers
-from training.evaluate import F64, _check, _figures, _Frame, _point, sweep_router
+from training.evaluate import F64, Frame, check_outcomes, curve_figures, curve_point, sweep_router
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +81,14 @@ def _curve_figures(
     """One resample's figures from its curve (per knob) and fixed-tier (cost, quality) rows."""
     fixed_cost, fixed_quality = fixed
     span = (float(fixed_cost[0]), float(fixed_cost[-1]))
-    curve = [_point(q, cost[j], quality[j], shares[j], span) for j, q in enumerate(grid)]
-    frame = _Frame(
+    curve = [curve_point(q, cost[j], quality[j], shares[j], span) for j, q in enumerate(grid)]
+    frame = Frame(
         float(fixed_quality[0]),
         float(fixed_quality[-1]),
         float(min(cost.min(), fixed_cost.min())),
         float(max(cost.max(), fixed_cost.max())),
     )
-    return _figures(curve, frame, single=False)
+    return curve_figures(curve, frame, single=False)
 
 
 def resampled_figures(
@@ -102,7 +102,7 @@ def resampled_figures(
         ValueError: on malformed inputs, or counts that are not ``(resamples, n)`` and non-negative
             with a positive total per resample.
     """
-    s, c = _check(scores, costs)
+    s, c = check_outcomes(scores, costs)
     n, k = s.shape
     w = np.asarray(counts)
     if w.ndim != 2 or w.shape[1] != n or (w < 0).any() or (w.sum(axis=1) <= 0).any():
@@ -146,7 +146,7 @@ def bootstrap_ci(
     Raises:
         ValueError: on malformed inputs or ``resamples < 1``.
     """
-    s, _ = _check(scores, costs)
+    s, _ = check_outcomes(scores, costs)
     figs = resampled_figures(scores, costs, proba, resample_counts(len(s), resamples, seed))
     ci: dict[str, list[float] | None] = {}
     for m in METRICS:
@@ -178,7 +178,7 @@ def paired_diff_ci(
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    s, _ = _check(scores, costs)
+    s, _ = check_outcomes(scores, costs)
     counts = resample_counts(len(s), resamples, seed)
     a = resampled_figures(scores, costs, proba_a, counts)[metric]
     b = resampled_figures(scores, costs, proba_b, counts)[metric]

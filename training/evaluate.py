@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from router_model.policy import adequacy, choose_tiers
 
 F64 = NDArray[np.float64]
-_EPS = 1e-12
+EPS = 1e-12
 MAX_SWEEP_POINTS = 200
 
 
@@ -48,7 +48,12 @@ class CurvePoint:
     tier_shares: tuple[float, ...]
 
 
-def _check(scores: F64, costs: F64) -> tuple[F64, F64]:
+def check_outcomes(scores: F64, costs: F64) -> tuple[F64, F64]:
+    """The (n, k) scores and costs as float64 arrays, checked.
+
+    Raises:
+        ValueError: when the shapes differ, hold no prompt or one tier, or values are not finite.
+    """
     s, c = np.asarray(scores, dtype=np.float64), np.asarray(costs, dtype=np.float64)
     if s.ndim != 2 or s.shape != c.shape:
         raise ValueError(f"scores {s.shape} and costs {c.shape} must be the same (n, k) shape")
@@ -59,7 +64,7 @@ def _check(scores: F64, costs: F64) -> tuple[F64, F64]:
     return s, c
 
 
-def _point(
+def curve_point(
     knob: float | None, cost: float, quality: float, shares: F64, span: tuple[float, float]
 ) -> CurvePoint:
     lo, hi = span
@@ -83,13 +88,14 @@ def evaluate_choice(
     Raises:
         ValueError: on malformed or empty inputs, or a choice outside ``[0, k)``.
     """
-    s, c = _check(scores, costs)
+    s, c = check_outcomes(scores, costs)
     n, k = s.shape
     ch = np.asarray(choice)
     if ch.shape != (n,) or not np.issubdtype(ch.dtype, np.integer) or ch.min() < 0 or ch.max() >= k:
         raise ValueError(f"choice must be {n} integers in [0, {k})")
     shares = np.bincount(ch, minlength=k) / n
-    return _point(knob, c[np.arange(n), ch].mean(), s[np.arange(n), ch].mean(), shares, _span(c))
+    rows = np.arange(n)
+    return curve_point(knob, c[rows, ch].mean(), s[rows, ch].mean(), shares, _span(c))
 
 
 def _default_knobs(proba: F64) -> F64:
@@ -110,7 +116,7 @@ def sweep_router(
     Raises:
         ValueError: on malformed inputs or a knob outside [0, 1].
     """
-    s, c = _check(scores, costs)
+    s, c = check_outcomes(scores, costs)
     p = np.asarray(proba, dtype=np.float64)
     if p.shape != s.shape:
         raise ValueError(f"proba {p.shape} must have the shape of scores {s.shape}")
@@ -127,7 +133,7 @@ def random_curve(scores: F64, costs: F64, n_points: int = 21) -> list[CurvePoint
     Raises:
         ValueError: on malformed inputs or fewer than two points.
     """
-    s, c = _check(scores, costs)
+    s, c = check_outcomes(scores, costs)
     if n_points < 2:
         raise ValueError("n_points must be at least 2")
     q0, q1 = s[:, 0].mean(), s[:, -1].mean()
@@ -136,7 +142,8 @@ def random_curve(scores: F64, costs: F64, n_points: int = 21) -> list[CurvePoint
     for p in np.linspace(0.0, 1.0, n_points):
         shares = np.zeros(s.shape[1])
         shares[0], shares[-1] = 1.0 - p, p
-        out.append(_point(float(p), (1 - p) * c0 + p * c1, (1 - p) * q0 + p * q1, shares, (c0, c1)))
+        cost, quality = (1 - p) * c0 + p * c1, (1 - p) * q0 + p * q1
+        out.append(curve_point(float(p), cost, quality, shares, (c0, c1)))
     return out
 
 
@@ -146,7 +153,7 @@ def fixed_points(scores: F64, costs: F64) -> list[CurvePoint]:
     Raises:
         ValueError: on malformed or empty inputs.
     """
-    s, c = _check(scores, costs)
+    s, c = check_outcomes(scores, costs)
     return [evaluate_choice(s, c, np.full(len(s), j, dtype=np.int64)) for j in range(s.shape[1])]
 
 
@@ -156,7 +163,7 @@ def oracle_point(scores: F64, costs: F64) -> CurvePoint:
     Raises:
         ValueError: on malformed or empty inputs.
     """
-    s, c = _check(scores, costs)
+    s, c = check_outcomes(scores, costs)
     best = s == s.max(axis=1, keepdims=True)
     return evaluate_choice(s, c, np.where(best, c, np.inf).argmin(axis=1).astype(np.int64))
 
@@ -205,7 +212,7 @@ def oracle_curve(scores: F64, costs: F64, max_points: int = MAX_SWEEP_POINTS) ->
     Raises:
         ValueError: on malformed or empty inputs.
     """
-    s, c = _check(scores, costs)
+    s, c = check_outcomes(scores, costs)
     n, k = s.shape
     price = np.broadcast_to(np.arange(k, dtype=np.float64), (n, k)) if k == 2 else c
     starts, steps, rates, n_up = _oracle_steps(s, price)
@@ -222,7 +229,7 @@ def oracle_curve(scores: F64, costs: F64, max_points: int = MAX_SWEEP_POINTS) ->
     if kinks.size > max_points:
         kinks = np.round(np.linspace(0, m, max_points)).astype(np.int64)
     keep = np.unique(np.concatenate([[0, n_up, m], kinks]).astype(np.int64))
-    return [_point(None, cost[j], quality[j], counts[j] / n, _span(c)) for j in keep]
+    return [curve_point(None, cost[j], quality[j], counts[j] / n, _span(c)) for j in keep]
 
 
 def _cost_quality(curve: Sequence[CurvePoint]) -> tuple[F64, F64]:
@@ -268,7 +275,7 @@ def pgr(quality: float, weak_quality: float, strong_quality: float) -> float:
         ValueError: when strong and weak quality are equal (no gap to recover).
     """
     gap = strong_quality - weak_quality
-    if abs(gap) <= _EPS:
+    if abs(gap) <= EPS:
         raise ValueError("PGR is undefined when strong and weak quality are equal")
     return (quality - weak_quality) / gap
 
@@ -300,7 +307,7 @@ def cpt(curve: Sequence[CurvePoint], target_pgr: float, weak_quality: float,
         ValueError: on an empty curve or equal strong and weak quality.
     """
     x, g = _pgr_curve(curve, weak_quality, strong_quality)
-    hit = np.flatnonzero(g >= target_pgr - _EPS)
+    hit = np.flatnonzero(g >= target_pgr - EPS)
     if hit.size == 0:
         return None
     j = int(hit[0])
@@ -329,20 +336,22 @@ def aiq(curve: Sequence[CurvePoint], cost_min: float, cost_max: float) -> float:
 
 
 @dataclass(frozen=True)
-class _Frame:  # what every figure of one report is measured against
+class Frame:
+    """What every figure of one report is measured against: the fixed tiers' quality and cost."""
+
     weak: float
     strong: float
     cost_min: float
     cost_max: float
 
 
-def _as_dict(p: CurvePoint) -> dict[str, Any]:
+def point_dict(p: CurvePoint) -> dict[str, Any]:
     return {**asdict(p), "tier_shares": list(p.tier_shares)}
 
 
-def _figures(curve: Sequence[CurvePoint], f: _Frame, single: bool) -> dict[str, Any]:
+def curve_figures(curve: Sequence[CurvePoint], f: Frame, single: bool) -> dict[str, Any]:
     """APGR/CPT/AIQ of a curve; a single point has no area, so its APGR and AIQ are None."""
-    gap = abs(f.strong - f.weak) > _EPS
+    gap = abs(f.strong - f.weak) > EPS
     spread = f.cost_max > f.cost_min
     return {
         "apgr": apgr(curve, f.weak, f.strong) if gap and not single else None,

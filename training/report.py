@@ -11,17 +11,17 @@ import numpy as np
 
 from router_model.policy import choose_tiers
 from training.evaluate import (
-    _EPS,
+    EPS,
     F64,
-    _as_dict,
-    _check,
-    _figures,
-    _Frame,
+    Frame,
+    check_outcomes,
+    curve_figures,
     evaluate_choice,
     fixed_points,
     oracle_curve,
     oracle_point,
     pgr,
+    point_dict,
     random_curve,
     sweep_router,
     zero_router_curve,
@@ -47,7 +47,7 @@ def build_report(
     Raises:
         ValueError: on malformed inputs or tier names that are not unique and one per tier.
     """
-    s, c = _check(scores, costs)
+    s, c = check_outcomes(scores, costs)
     n, k = s.shape
     if len(tier_names) != k or len(set(tier_names)) != k:
         raise ValueError(f"need {k} distinct tier names, got {list(tier_names)}")
@@ -57,29 +57,30 @@ def build_report(
               "oracle": oracle_curve(s, c)}
     best = oracle_point(s, c)
     every = [p for cv in (router, fixed, *curves.values()) for p in cv]
-    f = _Frame(fixed[0].quality, fixed[-1].quality,
+    f = Frame(fixed[0].quality, fixed[-1].quality,
                min(p.cost for p in every), max(p.cost for p in every))
     baselines: dict[str, dict[str, Any]] = {}
     for name, point in zip(tier_names, fixed, strict=True):
-        baselines[f"always_{name}"] = {**_figures([point], f, single=True),
+        baselines[f"always_{name}"] = {**curve_figures([point], f, single=True),
                                        "cost": point.cost, "quality": point.quality}
     for name, cv in curves.items():
-        baselines[name] = {**_figures(cv, f, single=False), "curve": [_as_dict(p) for p in cv]}
+        points = [point_dict(p) for p in cv]
+        baselines[name] = {**curve_figures(cv, f, single=False), "curve": points}
     baselines["oracle"].update(cost=best.cost, quality=best.quality)
-    mine = _figures(router, f, single=False)
+    mine = curve_figures(router, f, single=False)
     zero, top = baselines["zero_router"]["aiq"], baselines["oracle"]["aiq"]
-    ok = mine["aiq"] is not None and zero is not None and top is not None and top - zero > _EPS
+    ok = mine["aiq"] is not None and zero is not None and top is not None and top - zero > EPS
     closed = (mine["aiq"] - zero) / (top - zero) if ok else None
     logger.debug("report on %d prompts, %d tiers: %s", n, k, mine)
     extra: dict[str, Any] = {}
     if default_knob is not None:
         point = evaluate_choice(s, c, choose_tiers(np.asarray(proba), default_knob), default_knob)
-        gained = pgr(point.quality, f.weak, f.strong) if abs(f.strong - f.weak) > _EPS else None
-        extra["at_default_knob"] = {**_as_dict(point), "pgr": gained}
+        gained = pgr(point.quality, f.weak, f.strong) if abs(f.strong - f.weak) > EPS else None
+        extra["at_default_knob"] = {**point_dict(point), "pgr": gained}
     return {
         **mine, **extra, "gap_closed": closed, "n": n, "tier_names": list(tier_names),
         "share_axis": "strong_share" if k == 2 else "cost_share",
         "weak_quality": f.weak, "strong_quality": f.strong, "oracle_quality": best.quality,
         "cost_range": [f.cost_min, f.cost_max],
-        "curve": [_as_dict(p) for p in router], "baselines": baselines,
+        "curve": [point_dict(p) for p in router], "baselines": baselines,
     }

@@ -22,14 +22,13 @@ from router_model.chat import ChatMessage
 from router_model.errors import InvalidPrompt
 from router_model.policy import Policy, resolve_policy
 from router_model.records import DecisionSource as Source
-from router_model.tiers import Tier
+from router_model.tiers import Tier, ladder_order
 from service.gateway.config import GatewayConfig
 from service.gateway.decisions.source import Decision, DecisionSource, RouterUnavailable
 from service.gateway.errors import BadRequest, ModelNotFound
 from service.gateway.levers.ab import ArmAssigner
 from service.gateway.levers.budget import BudgetKnob
 from service.gateway.requests import AUTO_MODEL, ChatBody, request_policy, unit_id
-from service.gateway.upstream.pool import ladder_order
 
 logger = logging.getLogger(__name__)
 

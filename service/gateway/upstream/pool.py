@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 from router_model.errors import UpstreamError
-from router_model.tiers import Tier
+from router_model.tiers import Tier, ladder_order
 from service.gateway.config import FailoverConfig, GatewayConfig
 from service.gateway.json_text import may_spell_surrogate, replace_lone_surrogates
 
@@ -133,12 +133,6 @@ class Forwarded:
 
     async def aclose(self) -> None:
         await self.response.aclose()
-
-
-def ladder_order(names: Sequence[str], start: str) -> list[str]:
-    """``start``, then the tiers above it nearest first, then those below it nearest first."""
-    i = list(names).index(start)
-    return [names[i], *names[i + 1 :], *reversed(names[:i])]
 
 
 def retryable_status(status: int) -> bool:
