@@ -31,7 +31,7 @@ from router_model.records import FeedbackRecord
 from router_model.settings import DEFAULT_BUNDLE, ServiceSettings
 from service.gateway.batch.jobs import JobStore, open_job_store
 from service.gateway.batch.runner import BatchMetrics, BatchRunner, batch_apis
-from service.gateway.batch.window import FALLBACK_HEADER, BatchWindow, maybe_non_urgent
+from service.gateway.batch.window import FALLBACK_HEADER, BatchWindow, non_urgent
 from service.gateway.completions import Completions
 from service.gateway.config import GatewayConfig
 from service.gateway.decisions.local import LocalDecisions
@@ -43,7 +43,7 @@ from service.gateway.levers.budget import BudgetKnob
 from service.gateway.levers.cache.response import ResponseCache
 from service.gateway.levers.cache.store import CacheSettings
 from service.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from service.gateway.requests import AUTO_MODEL, FeedbackIn, invalid, parse_json
+from service.gateway.requests import AUTO_MODEL, FeedbackIn, invalid, parse_json, read_chat
 from service.gateway.tenants import bearer_key, tenant_of
 from service.gateway.upstream.pool import UpstreamPool, build_upstreams
 from service.shared.body_limit import BodyLimit
@@ -186,13 +186,13 @@ async def chat_completions(
 
     Non-urgent requests are queued for the tier's batch endpoint when it has one (202, job id).
     """
-    raw, fallback, plan = await request.body(), None, None
-    if maybe_non_urgent(raw, request.headers):
-        deferral = await window.defer(raw, request.headers)
+    chat, fallback, plan = read_chat(await request.body(), request.headers), None, None
+    if non_urgent(chat.body, request.headers):
+        deferral = await window.defer(chat, request.headers)
         if deferral.response is not None:
             return deferral.response
         fallback, plan = deferral.fallback, deferral.plan
-    response = await completions.handle(raw, request.headers, plan)
+    response = await completions.handle(chat, request.headers, plan)
     if fallback is not None:
         response.headers[FALLBACK_HEADER] = fallback
     return response
@@ -289,8 +289,9 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
                                                budget.__len__)
             stack.push_async_callback(completions.aclose)
             jobs = await _batch_runner(app, stack, store, http, tokenizer)
-            app.state.batch_window = BatchWindow(config, jobs, completions,
-                                                 app.state.batch_metrics)
+            app.state.batch_window = BatchWindow(
+                config, jobs, completions.planner, completions.decisions, tokenizer,
+                app.state.batch_metrics)
             app.state.completions = completions
             logger.info("gateway ready: %d tiers, traffic in %s", len(config.tiers),
                         config.traffic.url.split("@")[-1])

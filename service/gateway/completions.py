@@ -18,14 +18,13 @@ from typing import Any
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from router_model.chat import ChatMessage, scored_text
 from router_model.encoder import word_piece_ids
-from router_model.errors import InvalidPrompt, UpstreamError
+from router_model.errors import UpstreamError
 from router_model.records import TrafficRecord
 from router_model.tiers import Tier
 from service.gateway.config import GatewayConfig
 from service.gateway.decisions.source import DecisionSource
-from service.gateway.errors import BadRequest, envelope
+from service.gateway.errors import envelope
 from service.gateway.levers.ab import ArmAssigner
 from service.gateway.levers.budget import BudgetKnob
 from service.gateway.levers.cache.response import ResponseCache, replay
@@ -40,8 +39,7 @@ from service.gateway.records import (
     build_record,
     usage_of,
 )
-from service.gateway.requests import AUTO_MODEL, ChatBody, parse_chat, to_messages
-from service.gateway.tenants import tenant_of
+from service.gateway.requests import ChatRequest
 from service.gateway.upstream.pool import Forwarded, UpstreamPool
 from service.gateway.upstream.sse import SseTap, data_of, json_event, valid_event, with_member
 from service.store.traffic import TrafficStore
@@ -76,7 +74,7 @@ class Completions:
         return self.config.tier_ladder()
 
     async def handle(
-        self, raw: bytes, headers: Mapping[str, str], plan: Plan | None = None
+        self, chat: ChatRequest, headers: Mapping[str, str], plan: Plan | None = None
     ) -> Response:
         """Answer one chat completion request (on ``plan`` when it was already decided).
 
@@ -85,13 +83,11 @@ class Completions:
             UpstreamError: when every upstream failed (the failure is recorded first).
         """
         start = time.perf_counter()
-        body, doc = parse_chat(raw)
-        messages = to_messages(body.messages)
-        scored = request_text(body, messages)
+        body, scored = chat.body, chat.scored
         if plan is None:
-            plan = await self.plan(body, headers, messages)
-        call = Call(body, messages, scored, plan, start, tenant=tenant_of(headers))
-        forward = {k: v for k, v in doc.items() if k != "tierwise"}
+            plan = await self.planner.plan(body, headers, chat.messages)
+        call = Call(body, chat.messages, scored, plan, start, tenant=chat.tenant)
+        forward = chat.forward()
         cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)
         call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
         self.metrics.trimmed_tokens.inc(call.trimmed)
@@ -139,16 +135,6 @@ class Completions:
         answer, call.cascade = await Cascade(self.config.cascade, self.tiers).first_try(
             forward, routed, draft, decision, send, cost_of)
         return answer
-
-    async def plan(
-        self, body: ChatBody, headers: Mapping[str, str], messages: tuple[ChatMessage, ...]
-    ) -> Plan:
-        """The request's plan (``service.gateway.planning``).
-
-        Raises:
-            ModelNotFound, BadRequest, InvalidPrompt: when the request cannot be routed.
-        """
-        return await self.planner.plan(body, headers, messages)
 
     def headers(self, call: Call) -> dict[str, str]:
         """The ``x-tierwise-*`` response headers."""
@@ -344,17 +330,3 @@ async def _chain(answer: Forwarded) -> AsyncIterator[bytes]:
     if answer.rest is not None:
         async for chunk in answer.rest:
             yield chunk
-
-
-def request_text(body: ChatBody, messages: tuple[ChatMessage, ...]) -> str:
-    """The text the router scores; a routed request needs one, a pass-through does not.
-
-    Raises:
-        BadRequest: when a ``tierwise-auto`` request has nothing to score.
-    """
-    try:
-        return scored_text(messages)
-    except InvalidPrompt as exc:
-        if body.model == AUTO_MODEL:
-            raise BadRequest(str(exc), param="messages") from exc
-        return ""

@@ -18,14 +18,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from router_model.chat import ChatMessage, ContentPart
+from router_model.chat import ChatMessage, ContentPart, scored_text
+from router_model.errors import InvalidPrompt
 from router_model.policy import Policy
 from service.gateway.errors import BadRequest
 from service.gateway.json_text import holds_lone_surrogate
+from service.gateway.tenants import tenant_of
 
 AUTO_MODEL = "tierwise-auto"
 QUALITY_HEADER = "x-tierwise-quality"
@@ -174,6 +177,52 @@ def parse_chat(raw: bytes) -> tuple[ChatBody, dict[str, Any]]:
         BadRequest: when the body is not JSON or a member has the wrong type.
     """
     return parse_json(raw, ChatBody)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat completion request, parsed once: what the batch window, the planner, the levers
+    and the completion all take."""
+
+    body: ChatBody
+    #: The whole document as the client sent it (``tierwise`` included); see ``forward``.
+    doc: dict[str, Any]
+    messages: tuple[ChatMessage, ...]
+    #: The text the router scores ("" for a pass-through request without one).
+    scored: str
+    #: Who asked (``tenants.tenant_of``).
+    tenant: str
+
+    def forward(self) -> dict[str, Any]:
+        """A fresh copy of the document to forward upstream (without ``tierwise``; levers such
+        as trimming change their copy, never the request)."""
+        return {k: v for k, v in self.doc.items() if k != "tierwise"}
+
+
+def read_chat(raw: bytes, headers: Mapping[str, str]) -> ChatRequest:
+    """Parse a chat completion request once.
+
+    Raises:
+        BadRequest: when the body is not a usable chat request, or a ``tierwise-auto`` request
+            has nothing to score.
+    """
+    body, doc = parse_chat(raw)
+    messages = to_messages(body.messages)
+    return ChatRequest(body, doc, messages, request_text(body, messages), tenant_of(headers))
+
+
+def request_text(body: ChatBody, messages: tuple[ChatMessage, ...]) -> str:
+    """The text the router scores; a routed request needs one, a pass-through does not.
+
+    Raises:
+        BadRequest: when a ``tierwise-auto`` request has nothing to score.
+    """
+    try:
+        return scored_text(messages)
+    except InvalidPrompt as exc:
+        if body.model == AUTO_MODEL:
+            raise BadRequest(str(exc), param="messages") from exc
+        return ""
 
 
 def to_messages(messages: Sequence[MessageIn]) -> tuple[ChatMessage, ...]:

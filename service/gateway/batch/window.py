@@ -26,12 +26,12 @@ from router_model.errors import NotFound
 from router_model.router import prompt_digest
 from service.gateway.batch.jobs import Job, JobStore
 from service.gateway.batch.runner import BatchMetrics
-from service.gateway.completions import Completions, request_text
 from service.gateway.config import GatewayConfig, TierConfig
+from service.gateway.decisions.source import DecisionSource
 from service.gateway.errors import BadRequest
 from service.gateway.levers.trimming import trim_forward
-from service.gateway.planning import Plan
-from service.gateway.requests import ChatBody, parse_chat, to_messages
+from service.gateway.planning import Plan, Planner
+from service.gateway.requests import ChatBody, ChatRequest
 from service.gateway.tenants import tenant_of
 
 logger = logging.getLogger(__name__)
@@ -42,15 +42,6 @@ FALLBACK_HEADER = "x-tierwise-batch"
 JOB_PREFIX = "tw-job-"
 _FALSE = frozenset({"false", "0", "no"})
 _TRUE = frozenset({"true", "1", "yes"})
-
-
-def maybe_non_urgent(raw: bytes, headers: Mapping[str, str]) -> bool:
-    """A cheap test that lets every plain request skip a second JSON parse.
-
-    A body that spells the member with JSON escapes is missed: it is then answered
-    synchronously, which is what an urgent request gets (never wrong, only dearer).
-    """
-    return URGENT_HEADER in headers or b'"urgent"' in raw
 
 
 def non_urgent(body: ChatBody, headers: Mapping[str, str]) -> bool:
@@ -88,7 +79,9 @@ class BatchWindow:
 
     config: GatewayConfig
     jobs: JobStore | None
-    completions: Completions
+    planner: Planner
+    decisions: DecisionSource
+    tokenizer: Any
     metrics: BatchMetrics
 
     def batch_tiers(self) -> dict[str, TierConfig]:
@@ -97,14 +90,14 @@ class BatchWindow:
             return {}
         return {t.name: t for t in self.config.tiers if t.batch_discount is not None}
 
-    async def defer(self, raw: bytes, headers: Mapping[str, str]) -> Deferral:
+    async def defer(self, chat: ChatRequest, headers: Mapping[str, str]) -> Deferral:
         """Queue the request when it is non-urgent and its tier has a batch price.
 
         Raises:
             BadRequest: a non-urgent stream, or a request the gateway cannot use at all.
             ModelNotFound, InvalidPrompt: when the request cannot be routed.
         """
-        body, doc = parse_chat(raw)
+        body = chat.body
         if not non_urgent(body, headers):
             return Deferral()
         if body.stream:
@@ -114,20 +107,18 @@ class BatchWindow:
         tiers = self.batch_tiers()
         if not tiers or self.jobs is None:
             return Deferral(fallback="off")
-        messages = to_messages(body.messages)
-        scored = request_text(body, messages)
-        plan = await self.completions.plan(body, headers, messages)
+        scored = chat.scored
+        plan = await self.planner.plan(body, headers, chat.messages)
         tier = tiers.get(plan.tier)
         if tier is None:
             return Deferral(fallback="unsupported", plan=plan)
-        forward = {k: v for k, v in doc.items() if k != "tierwise"}
-        trimmed = await trim_forward(forward, self.config.trim, body.tierwise,
-                                     self.completions.tokenizer)
+        forward = chat.forward()
+        trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
         features: list[float] = []
         if plan.decision is not None:
-            features = await self.completions.decisions.features(scored)
+            features = await self.decisions.features(scored)
         job = Job(
-            id=JOB_PREFIX + uuid.uuid4().hex, tenant=tenant_of(headers), tier=tier.name,
+            id=JOB_PREFIX + uuid.uuid4().hex, tenant=chat.tenant, tier=tier.name,
             status="queued", created_at=time.time(), request=forward,
             draft=self._draft(body, plan, scored, features, trimmed),
         )

@@ -11,7 +11,7 @@ import pytest
 
 from router_model.errors import InvalidData
 from service.gateway.batch.jobs import Job, open_job_store
-from service.gateway.batch.window import job_document, maybe_non_urgent, non_urgent
+from service.gateway.batch.window import job_document, non_urgent
 from service.gateway.config import TierConfig, parse_gateway_config
 from service.gateway.errors import BadRequest
 from service.gateway.requests import ChatBody
@@ -33,12 +33,6 @@ def test_the_marker_comes_from_the_body_then_the_header() -> None:
     with pytest.raises(BadRequest) as err:
         non_urgent(body(), {"x-tierwise-urgent": "tomorrow"})
     assert err.value.param == "x-tierwise-urgent"
-
-
-def test_the_cheap_precheck_never_misses_a_marked_request() -> None:
-    assert maybe_non_urgent(b'{"tierwise": {"urgent": false}}', {})
-    assert maybe_non_urgent(b"{}", {"x-tierwise-urgent": "false"})
-    assert not maybe_non_urgent(b'{"model": "m", "messages": []}', {})
 
 
 def tier(**changes: Any) -> dict[str, Any]:
