@@ -5,7 +5,7 @@ intervals over the test rows; this prints how much the figures move with the see
 calibration split, early stopping, the trees' column sampling), the mean and range of APGR per
 protocol split. For the two-tier routellm recipes it adds the validation task of
 ``bench_cross_task.py``, scored by a model fitted on all the recipe's rows (as the shipped bundle
-is). It backs the README's seed-averaged comparisons.
+is). It backs docs/training.md's seed-averaged comparisons.
 
     python bench/bench_seeds.py --recipe routellm_fast --estimators gbt gbt_mono --seeds 6
     python bench/bench_seeds.py --recipe routellm_fast --estimators gbt_mono --balance-tasks
