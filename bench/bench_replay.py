@@ -234,8 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{args.workers} clients; chat + feedback per prompt); arms {result.by_arm}")
 
         child = {**quiet, "TIERWISE_TRAINING__MLFLOW_TRACKING_URI": uri}
+        # a quick run's arms hold a few dozen labels, below ab-report's default floor of 30
+        floor = ["--min-labeled", "5"] if args.quick else []
         took = tierwise(["ab-report", "--db", db, "--out", str(tmp / "ab"), "--seed",
-                         str(args.seed)], child)
+                         str(args.seed), *floor], child)
         report = json.loads((tmp / "ab" / "report.json").read_text())
         emit(f"ab-report ({took:.1f}s):")
         print_ab(report)
