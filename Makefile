@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	@echo "installing tierwise and its dependencies into $(VENV) (about 100 s the first time)..."
+	$(BIN)/pip install -e ".[dev]"
 	touch $(STAMP)
 
 # serve the bundled default router (HTTP :8080, gRPC :50051)

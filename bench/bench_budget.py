@@ -13,6 +13,7 @@ and the knob fitted in hindsight on the whole phase (``tierwise knob --top-share
 prompt of it: the best a fixed knob can do for the budget, and not available online).
 
     python bench/bench_budget.py [--bundle data/models/routellm_fast] [--top-share 0.3]
+    python bench/bench_budget.py --quick     # 300 arrivals per phase, a window of 200: seconds
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def replay(proba: NDArray[np.float64], budget: BudgetKnob, default: float) -> ND
     return chosen
 
 
+#: ``--quick``: arrivals per phase.
+QUICK_ARRIVALS = 300
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", type=Path, default=DATA_DIR / "models" / "routellm_fast")
@@ -64,9 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-samples", type=int, default=200)
     p.add_argument("--block", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labeled-dir", type=Path, default=None, help="default: settings")
+    p.add_argument("--quick", action="store_true",
+                   help="300 arrivals per phase, window 200, knob from 50 (a smoke run)")
     args = p.parse_args(argv)
+    cap = QUICK_ARRIVALS if args.quick else None
+    if args.quick:
+        args.window, args.min_samples, args.block = 200, 50, 100
     paths = Settings().training
-    ensure_converted(paths.sources_dir, paths.labeled_dir)
+    labeled = args.labeled_dir or paths.labeled_dir
+    ensure_converted(paths.sources_dir, labeled)
     router = ComplexityRouter.from_artifact(args.bundle)
     if len(router.tiers) != 2:
         out(f"{args.bundle}: {len(router.tiers)} tiers; the stand-in scores have two")
@@ -74,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     phases = []
     for task in ("mmlu_pro", "llmrouter"):
-        _, _, prompts, scores = task_rows(task, paths.labeled_dir)
-        order = rng.permutation(len(prompts))
+        _, _, prompts, scores = task_rows(task, labeled)
+        order = rng.permutation(len(prompts))[:cap]
         proba = router.predict_proba([prompts[i] for i in order])
         phases.append((task, scores[order], proba))
     budget = BudgetKnob(args.top_share, args.window, args.min_samples,

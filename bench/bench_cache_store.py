@@ -133,7 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=None, help="a server to create a database on")
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--lookups", type=int, default=2_000)
+    parser.add_argument("--quick", action="store_true",
+                        help="200 entries, 50 lookups (a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.entries, args.lookups = min(args.entries, 200), min(args.lookups, 50)
     base = CacheSettings(similarity=0.95, max_entries=args.entries)
     asyncio.run(measure("in-process (MemoryCacheStore)", base, args.entries, args.lookups))
     if args.postgres_url:

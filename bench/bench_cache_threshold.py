@@ -136,10 +136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--per-domain", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true",
+                        help="two subjects that hold repeats, 10 questions each (a smoke run)")
     args = parser.parse_args(argv)
     encoder = SentenceEncoder.load()
     cache = ResponseCache(CacheSettings(max_entries=1), encoder)
     by_domain = load()
+    if args.quick:
+        repeats = [d for d, ps in by_domain.items() if len(ps) != len(set(ps))]
+        by_domain = {d: by_domain[d] for d in repeats[:2]}
+        args.per_domain = min(args.per_domain, 10)
     positives(encoder, cache, [p for ps in by_domain.values() for p in ps])
     negatives(encoder, cache, by_domain, args.per_domain, np.random.default_rng(args.seed))
     hard_negatives(encoder, cache, by_domain)

@@ -26,6 +26,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,19 +140,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                    default="routellm_fast")
     p.add_argument("--estimators", nargs="+", default=None, help="default: the recipe's own")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--labeled-dir", type=Path, default=None, help="default: settings")
+    p.add_argument("--quick", action="store_true",
+                   help="one training seed (a smoke run, no figures)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     recipe = SHIPPED[args.recipe]
+    if args.quick:
+        args.seeds = 1
     paths = Settings().training
-    ensure_converted(paths.sources_dir, paths.labeled_dir)
+    labeled = args.labeled_dir or paths.labeled_dir
+    ensure_converted(paths.sources_dir, labeled)
     ctx = make_context(recipe.feature_set, paths.cache_dir)
-    tiers, ds = recipe_dataset(recipe, paths.labeled_dir, DATA_DIR / "tiers", ctx)
+    tiers, ds = recipe_dataset(recipe, labeled, DATA_DIR / "tiers", ctx)
     splits = protocol_splits(ds, recipe, paths.seed)
     estimators = args.estimators or list(recipe.candidates)
     out(f"{recipe.name} ({recipe.feature_set} features), APGR, mean over {args.seeds} seeds")
     domains(ds, *splits["unseen"], estimators, args.seeds)
     gsm8k(ds, *splits["task:mmlu->gsm8k"], estimators, args.seeds)
-    prompts, scores = load_task(paths.labeled_dir / "mmlu_pro.jsonl", WEAK, STRONG)
+    prompts, scores = load_task(labeled / "mmlu_pro.jsonl", WEAK, STRONG)
     feats = featurize(prompts, ctx.featurizer)
     out(f"validation task ({len(prompts)} rows)")
     costs = estimate_costs(feats.n_tokens, tiers)

@@ -88,18 +88,28 @@ def task_rows(name: str, labeled: Path) -> tuple[str, str, list[str], NDArray[np
             *load_llmrouter(labeled / "llmrouter.jsonl", seen, LLMROUTER_WEAK, LLMROUTER_STRONG))
 
 
+#: ``--quick``: rows per task.
+QUICK_ROWS = 200
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     models = DATA_DIR / "models"
     p.add_argument("--bundles", type=Path, nargs="+",
                    default=[models / "routellm_fast", models / "routellm"])
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    p.add_argument("--labeled-dir", type=Path, default=None, help="default: settings")
+    p.add_argument("--quick", action="store_true",
+                   help=f"the first {QUICK_ROWS} rows of each task (a smoke run, no figures)")
     args = p.parse_args(argv)
     paths = Settings().training
-    ensure_converted(paths.sources_dir, paths.labeled_dir)
+    labeled = args.labeled_dir or paths.labeled_dir
+    ensure_converted(paths.sources_dir, labeled)
     routers = [ComplexityRouter.from_artifact(b) for b in args.bundles]
     for task in args.tasks:
-        weak, strong, prompts, scores = task_rows(task, paths.labeled_dir)
+        weak, strong, prompts, scores = task_rows(task, labeled)
+        if args.quick:
+            prompts, scores = prompts[:QUICK_ROWS], scores[:QUICK_ROWS]
         out(f"{task}: {len(prompts)} rows; {weak} right on {scores[:, 0].mean():.3f}, "
             f"{strong} on {scores[:, 1].mean():.3f}")
         out(f"{'bundle':<36} {'APGR':>6} {'95% CI':>15} {'CPT(50%)':>9} {'95% CI':>15}"

@@ -231,7 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--traffic-dir", type=Path, default=None,
                         help="where the traffic DB goes (default: a temp dir on disk)")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true",
+                        help="10 requests per path, no LiteLLM (a smoke run, no figures)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.litellm = 10, Path("/nonexistent-litellm-venv")
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
         return 0

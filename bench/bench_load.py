@@ -142,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--max-requests", type=int, default=20_000, help="per client and target")
     parser.add_argument("--model", type=Path, default=REPO / "data" / "models" / "routellm_fast")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 clients, 1 s, 20 requests each per target (a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.clients, args.seconds, args.max_requests = 2, 1.0, 20
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
     texts = fixture_prompts()
     emit(f"bench_load: {args.clients} clients x {args.seconds:.0f} s (<= {args.max_requests} "

@@ -15,6 +15,10 @@ the stored features alone) run as the commands they are. Prints the A/B verdict,
 and each step's time; not a test.
 
     python bench/bench_replay.py [--model data/models/routellm_fast] [--n 3000] [--workers 4]
+    python bench/bench_replay.py --quick     # the fixture's 120 rows, 60 replayed: seconds
+
+The champion is registered as ``<bundle>_replay``: ``tierwise train`` refuses a shipped bundle's
+name.
 
 The labeled files come from ``data/sources`` (``tierwise convert``; converted here when missing).
 """
@@ -56,6 +60,7 @@ ARMS = [{"name": "router", "weight": 0.5},
         {"name": "always_weak", "tier": "weak", "weight": 0.25},
         {"name": "always_strong", "tier": "strong", "weight": 0.25}]
 logger = logging.getLogger("bench_replay")
+QUICK_DATA = REPO / "data" / "fixtures" / "routellm_small.jsonl"
 
 
 def split_rows(rows: list[LabeledRow], n: int, seed: int) -> tuple[list[LabeledRow], ...]:
@@ -69,18 +74,22 @@ def split_rows(rows: list[LabeledRow], n: int, seed: int) -> tuple[list[LabeledR
 
 def train_champion(reference: Path, base: Path, tmp: Path, env: dict[str, str],
                    seed: int) -> Path:
-    """``reference``'s recipe trained by ``tierwise train`` on ``base`` only; the bundle path."""
+    """``reference``'s recipe trained by ``tierwise train`` on ``base`` only; the bundle path.
+
+    The bundle is named ``<reference>_replay``: a shipped bundle's own name is refused.
+    """
     manifest = read_bundle(reference)[0]
+    name = f"{manifest.name}_replay"
     tiers = tmp / "tiers.yaml"
     tiers.write_text(yaml.safe_dump({"tiers": [
         {"name": t.name, "model": t.model, "input_price": t.input_price,
          "output_price": t.output_price} for t in manifest.tiers]}), encoding="utf-8")
-    tierwise(["train", "--data", str(base), "--tiers", str(tiers), "--name", manifest.name,
+    tierwise(["train", "--data", str(base), "--tiers", str(tiers), "--name", name,
               "--feature-set", manifest.feature_set, "--estimator", manifest.estimator,
               "--tolerance", str(manifest.label_rule.tolerance), "--models-dir",
               str(tmp / "models"), "--reports-dir", str(tmp / "reports"), "--no-register",
               "--no-cache", "--seed", str(seed)], env)
-    return tmp / "models" / manifest.name
+    return tmp / "models" / name
 
 
 def start_gateway(stack: ExitStack, env: dict[str, str], upstream: str, model: Path,
@@ -149,8 +158,10 @@ def print_ab(report: dict[str, Any]) -> None:
          "tier mix")
     for arm, a in report["arms"].items():
         mix = ", ".join(f"{t} {v:.0%}" for t, v in a["tier_mix"].items())
+        # an arm below ab-report's --min-labeled has no quality: "not enough data"
+        quality = "n/a" if a["quality"] is None else f"{a['quality']:.3f}"
         emit(f"  {arm:<15} {a['requests']:8d} {a['labeled']:8d} "
-             f"{a['cost_per_request_usd']:12.6f} {a['quality']:8.3f} {mix}")
+             f"{a['cost_per_request_usd']:12.6f} {quality:>8} {mix}")
     for arm, c in report["comparisons"].items():
         emit(f"  verdict vs {arm}: {c['verdict']}")
 
@@ -180,7 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=3000, help="rows to replay")
     parser.add_argument("--workers", type=int, default=4, help="concurrent replay clients")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true",
+                        help="the 120-row fixture, 60 rows replayed by 2 clients (a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.data = args.data or [QUICK_DATA]
+        args.n, args.workers = min(args.n, 60), min(args.workers, 2)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = Settings()
@@ -218,8 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{args.workers} clients; chat + feedback per prompt); arms {result.by_arm}")
 
         child = {**quiet, "TIERWISE_TRAINING__MLFLOW_TRACKING_URI": uri}
+        # a quick run's arms hold a few dozen labels, below ab-report's default floor of 30
+        floor = ["--min-labeled", "5"] if args.quick else []
         took = tierwise(["ab-report", "--db", db, "--out", str(tmp / "ab"), "--seed",
-                         str(args.seed)], child)
+                         str(args.seed), *floor], child)
         report = json.loads((tmp / "ab" / "report.json").read_text())
         emit(f"ab-report ({took:.1f}s):")
         print_ab(report)

@@ -325,7 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=200, help="samples per latency figure")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--quick", action="store_true",
+                        help="5 samples per figure, 2 clients for 1 s (a smoke run, no figures)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.clients, args.seconds = 5, 2, 1.0
     logging.basicConfig(level=logging.WARNING)
     router = load_router(args.model)
     service = RouteService(ServiceSettings(), router)

@@ -5,7 +5,7 @@ intervals over the test rows; this prints how much the figures move with the see
 calibration split, early stopping, the trees' column sampling), the mean and range of APGR per
 protocol split. For the two-tier routellm recipes it adds the validation task of
 ``bench_cross_task.py``, scored by a model fitted on all the recipe's rows (as the shipped bundle
-is). It backs the README's seed-averaged comparisons.
+is). It backs docs/training.md's seed-averaged comparisons.
 
     python bench/bench_seeds.py --recipe routellm_fast --estimators gbt gbt_mono --seeds 6
     python bench/bench_seeds.py --recipe routellm_fast --estimators gbt_mono --balance-tasks
@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from bench_cross_task import STRONG, WEAK, load_task  # a sibling script
@@ -44,14 +45,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--recipe", choices=sorted(SHIPPED), default="routellm_fast")
     p.add_argument("--estimators", nargs="+", default=None, help="default: the recipe's own")
     p.add_argument("--seeds", type=int, default=6)
+    p.add_argument("--labeled-dir", type=Path, default=None, help="default: settings")
+    p.add_argument("--quick", action="store_true",
+                   help="one training seed (a smoke run, no figures)")
     p.add_argument("--balance-tasks", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     recipe = replace(SHIPPED[args.recipe], balance_tasks=args.balance_tasks)
+    if args.quick:
+        args.seeds = 1
     paths = Settings().training
-    ensure_converted(paths.sources_dir, paths.labeled_dir)
+    labeled = args.labeled_dir or paths.labeled_dir
+    ensure_converted(paths.sources_dir, labeled)
     ctx = make_context(recipe.feature_set, paths.cache_dir)
-    tiers, ds = recipe_dataset(recipe, paths.labeled_dir, DATA_DIR / "tiers", ctx)
+    tiers, ds = recipe_dataset(recipe, labeled, DATA_DIR / "tiers", ctx)
     names = [t.name for t in tiers]
     # column -> (training rows, test features, scores, costs); the splits are the shipped ones
     # (seed 0), the training seed varies
@@ -61,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test = ds.subset(te)
         columns[name] = (ds.subset(tr), test.X, test.scores, test.costs)
     if recipe.name.startswith("routellm"):
-        prompts, scores = load_task(paths.labeled_dir / "mmlu_pro.jsonl", WEAK, STRONG)
+        prompts, scores = load_task(labeled / "mmlu_pro.jsonl", WEAK, STRONG)
         feats = featurize(prompts, ctx.featurizer)
         columns["validation task"] = (ds, feats.matrix, scores,
                                       estimate_costs(feats.n_tokens, tiers))

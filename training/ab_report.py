@@ -271,7 +271,9 @@ def _min_labeled(value: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tierwise ab-report", description=__doc__)
+    # the docstring is reST; --help shows it as plain text
+    p = argparse.ArgumentParser(
+        prog="tierwise ab-report", description=(__doc__ or "").replace("``", ""))
     p.add_argument("--db", help="traffic store URL (sqlite:///PATH or postgresql://…)")
     p.add_argument("--since", help="only requests at or after this ISO 8601 time")
     p.add_argument("--out", type=Path, required=True, help="where report.json/.md/.png go")

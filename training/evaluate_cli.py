@@ -75,7 +75,9 @@ def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tierwise evaluate``."""
-    p = argparse.ArgumentParser(prog="tierwise evaluate", description=__doc__)
+    # the docstring is reST; --help shows it as plain text
+    p = argparse.ArgumentParser(
+        prog="tierwise evaluate", description=(__doc__ or "").replace("``", ""))
     p.add_argument("--model", type=Path, required=True, help="bundle directory")
     p.add_argument("--data", type=Path, required=True, help="labeled JSONL file")
     p.add_argument("--out", type=Path, required=True, help="output directory")

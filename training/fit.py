@@ -90,7 +90,7 @@ def _gbt(seed: int) -> Estimator:
 #: reasoning verbs, constraints, negations, numbered statements). A prior, not a fit: unconstrained
 #: trees on MMLU learn quirks such as "a long reading passage is easy", which does not carry to
 #: other tasks. Chosen on a validation task that no reported figure uses (MMLU-Pro's questions
-#: that did not come from MMLU, Mixtral-8x7B vs gpt-4o; README, "Routing quality").
+#: that did not come from MMLU, Mixtral-8x7B vs gpt-4o; docs/training.md, "Routing quality").
 HARDER_WITH = (
     "log_tokens",
     "log_chars",
@@ -129,7 +129,8 @@ def _gbt_mono(seed: int) -> Estimator:
     # classes are known) on smaller, slower-learning trees than ``gbt``'s: a prior-driven model
     # should not chase one benchmark's quirks. On the validation task (6 seeds, all routellm
     # rows) these settings gave APGR 0.558 (0.527-0.579) against 0.512 (0.452-0.562) with
-    # ``gbt``'s, at 0.592 against 0.603 on held-out MMLU domains (README, "Routing quality").
+    # ``gbt``'s, at 0.592 against 0.603 on held-out MMLU domains (docs/training.md,
+    # "Routing quality").
     return _gbt(seed).set_params(
         learning_rate=0.05,
         max_iter=300,

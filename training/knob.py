@@ -173,8 +173,10 @@ def fit_knob(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tierwise knob``."""
-    p = argparse.ArgumentParser(prog="tierwise knob", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    # the docstring is reST; --help shows it as plain text
+    p = argparse.ArgumentParser(
+        prog="tierwise knob", description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="bundle directory")
     p.add_argument("--prompts", type=Path, required=True,
                    help="JSONL, one object per line with a 'prompt' or OpenAI-format 'messages' "

@@ -66,8 +66,8 @@ SHIPPED: dict[str, Recipe] = {
     # ``gbt_mono`` (``training.fit.HARDER_WITH``): grouped CV over MMLU domains prefers the
     # unconstrained ``gbt`` by ~0.01 APGR, but it measures transfer within one benchmark; on other
     # tasks (the validation task of MMLU-Pro questions not from MMLU, and MMLU -> GSM8K) the
-    # constrained trees route better (README, "Routing quality").
-    # Not task-balanced: README, "Labeled data format", says why.
+    # constrained trees route better (docs/training.md, "Routing quality").
+    # Not task-balanced: docs/training.md, "Labeled data format", says why.
     "routellm_fast": replace(
         _ROUTELLM, name="routellm_fast", feature_set="hand", candidates=("gbt_mono",)
     ),

@@ -72,7 +72,9 @@ def replay(rows: Sequence[LabeledRow], client: httpx.Client, user_prefix: str = 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: replay ``--data`` through ``--gateway``; 2 on bad input."""
-    p = argparse.ArgumentParser(prog="python -m training.replay", description=__doc__)
+    # the docstring is reST; --help shows it as plain text
+    p = argparse.ArgumentParser(
+        prog="python -m training.replay", description=(__doc__ or "").replace("``", ""))
     p.add_argument("--gateway", required=True, help="gateway base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--data", type=Path, required=True, help="labeled JSONL with per-model scores")
     p.add_argument("--key", required=True, help="a client key of the gateway")

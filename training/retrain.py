@@ -317,8 +317,10 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tierwise retrain", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # the docstring is reST; --help shows it as plain text
+    p = argparse.ArgumentParser(
+        prog="tierwise retrain", description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--db", required=True, help="traffic store URL (sqlite:///PATH, postgresql://)")
     p.add_argument("--name", required=True, help="registered model name (its champion is gated)")
     p.add_argument("--out", type=Path, required=True, help="where bundles and the decision go")

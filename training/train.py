@@ -241,7 +241,9 @@ def _bundle_name(value: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tierwise train", description=__doc__)
+    # the docstring is reST; --help shows it as plain text
+    p = argparse.ArgumentParser(
+        prog="tierwise train", description=(__doc__ or "").replace("``", ""))
     p.add_argument("--all", action="store_true", help="rebuild every shipped bundle")
     p.add_argument(
         "--recipe",

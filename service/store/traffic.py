@@ -100,9 +100,12 @@ def savings_report(rows: Sequence[Sequence[Any]]) -> SavingsReport:
         total = add(total, row)
         by_arm[row[0]] = add(by_arm.get(row[0], TierTotals()), row)
         by_tier[row[1]] = add(by_tier.get(row[1], TierTotals()), row)
-    pct = 100.0 * total.savings_usd / total.top_tier_cost_usd if total.top_tier_cost_usd else 0.0
+    # percentages to 2 decimals: float noise (79.99999999999999) is not a figure
+    pct = (round(100.0 * total.savings_usd / total.top_tier_cost_usd, 2)
+           if total.top_tier_cost_usd else 0.0)
     saved = total.savings_usd
-    share = {k: 100.0 * v / saved if saved > 0 else 0.0 for k, v in total.levers.items()}
+    share = {k: round(100.0 * v / saved, 2) if saved > 0 else 0.0
+             for k, v in total.levers.items()}
     return SavingsReport(total=total, savings_pct=pct, lever_share_pct=share, by_arm=by_arm,
                          by_tier=by_tier)
 

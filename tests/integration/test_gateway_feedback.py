@@ -63,13 +63,13 @@ def test_only_the_key_that_made_a_decision_can_label_it(
     assert labels(gw) == [(decision, 1.0)]
 
 
-def test_the_readme_documents_the_feedback_body(make_gateway: Any, fast_bundle: Path) -> None:
-    # the README's examples, with a real decision id, are accepted as written
+def test_the_docs_document_the_feedback_body(make_gateway: Any, fast_bundle: Path) -> None:
+    # docs/gateway.md's examples, with a real decision id, are accepted as written
     import json
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("Feedback: `POST /v1/feedback`"):]
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text()
+    section = doc[doc.index("Feedback: `POST /v1/feedback`"):]
     block = re.search(r"```json\n(.*?)```", section, re.S)
     assert block is not None
     examples = [json.loads(line) for line in block.group(1).splitlines()]

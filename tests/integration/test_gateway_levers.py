@@ -139,8 +139,8 @@ def test_a_good_draft_answers_alone(make_gateway: Any, ups: Upstreams, fast_bund
     report = savings(gw)
     assert report["total"]["savings_usd"] == pytest.approx(STRONG_CALL - WEAK_CALL)
     assert report["total"]["levers"]["cascade"] == pytest.approx(STRONG_CALL - WEAK_CALL)
-    assert report["lever_share_pct"]["cascade"] == pytest.approx(100.0)
-    assert report["lever_share_pct"]["routing"] == pytest.approx(0.0)
+    assert report["lever_share_pct"]["cascade"] == pytest.approx(100.0, abs=0.05)
+    assert report["lever_share_pct"]["routing"] == pytest.approx(0.0, abs=0.05)
 
 
 def test_logprobs_are_only_judged_when_someone_asked_for_them(
@@ -221,7 +221,7 @@ def test_cache_hits_are_recorded_and_never_labels(
     assert report["total"]["savings_usd"] == pytest.approx(total)
     assert report["total"]["levers"]["cache"] == pytest.approx(WEAK_CALL)
     assert report["total"]["levers"]["routing"] == pytest.approx(total - WEAK_CALL)
-    assert report["lever_share_pct"]["cache"] == pytest.approx(100 * WEAK_CALL / total)
+    assert report["lever_share_pct"]["cache"] == pytest.approx(100 * WEAK_CALL / total, abs=0.05)
     with gw.http() as http:
         exposed = http.get("/metrics").text
     gauges = {line.split('"')[1]: float(line.split()[-1]) for line in exposed.splitlines()

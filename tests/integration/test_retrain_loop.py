@@ -103,7 +103,10 @@ def test_replay_ab_report_retrain(
                              "100"]) == 0
         decision = json.loads((tmp_path / "rt2" / "retrain_decision.json").read_text())
         new = decision["challenger_model_version"]
-        assert new != before
+        # model_version names the content: when the first retrain promoted, this one refits the
+        # same data with the same seed and may register the same content (new == before), so
+        # what holds on any machine is that version 3 is registered, named by the alias and served
+        assert new.startswith("tiny_fast:") and before
         sp.wait_until(lambda: sp.model()["model_version"] == new, "the promoted challenger")
     assert decision["promoted"] and decision["challenger_version"] == "3"
     assert registry.alias_version(uri, "tiny_fast", registry.CHAMPION) == "3"

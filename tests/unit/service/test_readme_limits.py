@@ -1,4 +1,4 @@
-"""The README's router service section states the service's limits as the settings define them."""
+"""docs/router.md's service section states the service's limits as the settings define them."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from pathlib import Path
 
 from router_model.settings import ServiceSettings
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+ROUTER_DOC = Path(__file__).resolve().parents[3] / "docs" / "router.md"
 
 
 def router_service_section() -> str:
-    text = README.read_text("utf-8")
-    start = text.index("## The router service")
+    text = ROUTER_DOC.read_text("utf-8")
+    start = text.index("# The router service")
     return " ".join(text[start : text.index("\n## ", start + 1)].split())
 
 
