@@ -43,6 +43,7 @@ from service.gateway.records import (
 from service.gateway.requests import AUTO_MODEL, ChatBody, parse_chat, to_messages
 from service.gateway.tenants import tenant_of
 from service.gateway.upstream.pool import Forwarded, UpstreamPool
+from service.gateway.upstream.refusals import sealed_refusal
 from service.gateway.upstream.sse import SseTap, data_of, json_event, valid_event, with_member
 from service.store.traffic import TrafficStore
 
@@ -188,12 +189,12 @@ class Completions:
 
     async def _json(self, call: Call, answer: Forwarded) -> Response:
         response = answer.response
-        if not answer.ok:  # the upstream refused the request itself (400, 404, …): pass it on
-            await self._finish(call, response.status_code, Usage(0, 0, "upstream"))
-            return Response(
-                response.content, status_code=response.status_code, headers=self.headers(call),
-                media_type=response.headers.get("content-type", "application/json"),
-            )
+        if not answer.ok:  # a refusal (400, 401, 404, …): the gateway's own error, body logged
+            upstream = answer.upstream
+            status, error = sealed_refusal(upstream.tier.name, response.status_code,
+                                           response.content, upstream.api_key)
+            await self._finish(call, status, Usage(0, 0, "upstream"))
+            return JSONResponse(error, status_code=status, headers=self.headers(call))
         doc = answer.doc
         # never for a successful non-stream answer (service.gateway.upstream.pool checks)
         if doc is None:
