@@ -5,12 +5,13 @@ Build it once in each ``main()`` and pass sections or plain values down.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
@@ -50,6 +51,18 @@ class ServiceSettings(BaseModel):
     #: directory's manifest.json (unset: no watch), or for ``models:/NAME@ALIAS`` the version the
     #: alias names (unset: every 30 s, ``service.router.registry_watch``). 0 turns either watch off.
     watch_interval_s: float = Field(default=0.0, ge=0)
+    #: Directories an admin reload may load a bundle from (``TIERWISE_SERVICE__BUNDLE_ROOTS``,
+    #: comma-separated or a JSON list); the bundle must lie under one, symlinks resolved.
+    bundle_roots: Annotated[tuple[Path, ...], NoDecode] = (DATA_DIR / "models",)
+
+    @field_validator("bundle_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
 
 
 class GatewaySettings(BaseModel):

@@ -53,3 +53,54 @@ def test_upstream_error_bodies_are_sealed(
     assert "bad key Bearer [masked]" in caplog.text
     observed(f"client statuses {seen}; no part of the key in any answer; upstream body logged "
              "with the key masked")
+
+
+BAD_PARAMS: list[tuple[str, dict[str, Any] | bytes]] = [
+    ("temperature NaN", b'{"model": "weak", "messages": [{"role": "user", "content": "hi"}], '
+                        b'"temperature": NaN}'),
+    ("top_p Infinity", b'{"model": "weak", "messages": [{"role": "user", "content": "hi"}], '
+                       b'"top_p": Infinity}'),
+    ("seed -Infinity", b'{"model": "weak", "messages": [{"role": "user", "content": "hi"}], '
+                       b'"seed": -Infinity}'),
+    ("max_tokens -1", {**CHAT, "max_tokens": -1}),
+    ("n 0", {**CHAT, "n": 0}),
+    ("n -3", {**CHAT, "n": -3}),
+    ("temperature 3", {**CHAT, "temperature": 3}),
+    ("temperature '1'", {**CHAT, "temperature": "1"}),
+    ("top_p 1.5", {**CHAT, "top_p": 1.5}),
+    ("presence_penalty -2.5", {**CHAT, "presence_penalty": -2.5}),
+    ("stop x5", {**CHAT, "stop": ["a", "b", "c", "d", "e"]}),
+    ("logit_bias 200", {**CHAT, "logit_bias": {"50256": 200}}),
+    ("max_tokens true", {**CHAT, "max_tokens": True}),
+    ("allowed_tiers []", {**CHAT, "model": "tierwise-auto", "tierwise": {"allowed_tiers": []}}),
+]
+
+
+@pytest.mark.reliability(
+    scenario="OpenAI parameters out of type or range, unknown members",
+    action=f"{len(BAD_PARAMS)} bodies with NaN / Infinity, negative max_tokens and n, "
+           "temperature and top_p out of range, a string temperature, 5 stop sequences, "
+           "a logit bias of 200, allowed_tiers []; then a body with api_key, base_url and "
+           "x_provider_switch members",
+    expected="each refused with 400 in the OpenAI envelope, nothing forwarded; the unknown "
+             "members are dropped (answered 200, the upstream never sees them)")
+def test_openai_parameters_are_checked(
+    make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, observed: Any
+) -> None:
+    gw = make_gateway(fast_bundle)
+    refused = []
+    for name, body in BAD_PARAMS:
+        r = _post(gw, body)
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["error"]["type"] == "invalid_request_error"
+        refused.append(name)
+    assert upstreams.weak.requests == upstreams.strong.requests == []
+    extra = {"api_key": "sk-client-smuggled", "base_url": "http://127.0.0.1:9/v1",
+             "x_provider_switch": True, "temperature": 0.2, "metadata": {"k": "v"}}
+    r = _post(gw, {**CHAT, **extra})
+    assert r.status_code == 200, r.text
+    sent = upstreams.weak.requests[-1]
+    assert not {"api_key", "base_url", "x_provider_switch", "tierwise"} & set(sent)
+    assert sent["temperature"] == 0.2 and sent["metadata"] == {"k": "v"}
+    observed(f"{len(refused)}/{len(BAD_PARAMS)} refused 400, 0 forwarded; unknown members "
+             f"dropped: the upstream got {sorted(sent)}")

@@ -7,7 +7,6 @@ import json
 import logging
 import socket
 from http import HTTPStatus
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -124,16 +123,17 @@ async def get_model(service: RouteServiceDep) -> schemas.ModelInfo:
     "/v1/admin/reload",
     tags=["admin"],
     dependencies=[Depends(require_admin)],
-    responses=_problems(401, 404, 409, 422),
+    responses=_problems(401, 403, 404, 409, 422),
 )
 async def reload_model(
     body: schemas.ReloadRequest, service: RouteServiceDep
 ) -> schemas.ReloadResponse:
     """Load the bundle directory at ``path`` and serve it; a refused bundle (409) changes nothing.
 
-    404 when no admin key is configured (the endpoint is off), 401 without the right bearer key.
+    404 when no admin key is configured (the endpoint is off), 401 without the right bearer key,
+    403 when ``path`` is not under a configured bundle root (``TIERWISE_SERVICE__BUNDLE_ROOTS``).
     """
-    previous = await service.reload(Path(body.path))
+    previous = await service.admin_reload(body.path)
     model = convert.model_info_model(service.manifest, service.tiers)
     return schemas.ReloadResponse(previous_model_version=previous, model=model)
 
