@@ -29,6 +29,32 @@ class ModelSettings(BaseModel):
     encoder_threads: int = Field(default=0, ge=0)
 
 
+class ServerLimits(BaseModel):
+    """What one HTTP (and, for the router, gRPC) server process holds open, as proxies set it.
+
+    Safe defaults; ``TIERWISE_SERVICE__SERVER__*`` and ``TIERWISE_GATEWAY__SERVER__*`` change
+    them (``service.shared.server_limits``).
+    """
+
+    #: A connection's request headers must be complete this long after it opened (or after its
+    #: previous answer), else it is closed: slowloris and idle half-open connections.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: An idle keep-alive connection is closed after this long (uvicorn ``timeout_keep_alive``).
+    keep_alive_s: float = Field(default=5.0, gt=0)
+    #: Request line plus headers larger than this get 431 and the connection is closed.
+    max_header_bytes: int = Field(default=32_768, ge=1024)
+    #: Open connections per process: one more is closed as soon as it is accepted.
+    max_connections: int = Field(default=2048, ge=1)
+    #: Requests in flight per process; one more gets 503 with ``Retry-After`` (health and
+    #: metrics are exempt).
+    max_in_flight: int = Field(default=256, ge=1)
+    retry_after_s: int = Field(default=1, ge=1)
+    #: gRPC: concurrent streams per connection, keepalive pings, idle connections closed.
+    grpc_max_concurrent_streams: int = Field(default=100, ge=1)
+    grpc_keepalive_s: float = Field(default=60.0, gt=0)
+    grpc_max_connection_idle_s: float = Field(default=300.0, gt=0)
+
+
 class ServiceSettings(BaseModel):
     """The router microservice."""
 
@@ -54,6 +80,7 @@ class ServiceSettings(BaseModel):
     #: Directories an admin reload may load a bundle from (``TIERWISE_SERVICE__BUNDLE_ROOTS``,
     #: comma-separated or a JSON list); the bundle must lie under one, symlinks resolved.
     bundle_roots: Annotated[tuple[Path, ...], NoDecode] = (DATA_DIR / "models",)
+    server: ServerLimits = ServerLimits()
 
     @field_validator("bundle_roots", mode="before")
     @classmethod
@@ -74,6 +101,7 @@ class GatewaySettings(BaseModel):
     admin_key: SecretStr | None = None
     #: Serve without client keys (``--no-auth``); otherwise TIERWISE_API_KEYS must be set.
     no_auth: bool = False
+    server: ServerLimits = ServerLimits()
 
 
 class TrainingSettings(BaseModel):

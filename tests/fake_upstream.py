@@ -186,8 +186,9 @@ class ServerThread:
         self.thread.join(timeout=15)
 
 
-def start_server(app: Any, *, lifespan: str = "off") -> ServerThread:
+def start_server(app: Any, *, lifespan: str = "off", **options: Any) -> ServerThread:
     """Serve ``app`` on a pre-bound ``127.0.0.1:0`` socket from a thread; returns once it is up.
+    ``options`` are more ``uvicorn.Config`` arguments.
 
     Raises:
         RuntimeError: when the app does not start (for example its lifespan hook raised).
@@ -195,7 +196,7 @@ def start_server(app: Any, *, lifespan: str = "off") -> ServerThread:
     sock = socket.create_server(("127.0.0.1", 0))
     # accepted sockets inherit it; without it Nagle + delayed ACK add ~40 ms per keep-alive call
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -28,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 from router_model.encoder import load_tokenizer
 from router_model.errors import ModelNotReady, NotFound, PromptTooLarge, RouterError
 from router_model.records import FeedbackRecord
-from router_model.settings import DEFAULT_BUNDLE, ServiceSettings
+from router_model.settings import DEFAULT_BUNDLE, ServerLimits, ServiceSettings
 from service.gateway.batch.jobs import JobStore, open_job_store
 from service.gateway.batch.runner import BatchMetrics, BatchRunner, batch_apis
 from service.gateway.batch.window import FALLBACK_HEADER, BatchWindow, maybe_non_urgent
@@ -48,6 +49,7 @@ from service.gateway.tenants import bearer_key, tenant_of
 from service.gateway.upstream.pool import UpstreamPool, build_upstreams
 from service.shared.body_limit import BodyLimit
 from service.shared.errors import Unauthorized
+from service.shared.server_limits import InFlightLimit
 from service.store.backends import open_store
 from service.store.traffic import SavingsReport, TrafficStore
 
@@ -67,6 +69,8 @@ class GatewayOptions:
     #: ``api_key_env`` name -> key, resolved from the environment by ``router_model.settings``.
     upstream_keys: Mapping[str, str | None] = field(default_factory=dict)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    #: Connection and in-flight limits of the gateway's server (``service.shared.server_limits``).
+    server: ServerLimits = field(default_factory=ServerLimits)
 
 
 def decision_source(config: GatewayConfig, options: GatewayOptions) -> DecisionSource:
@@ -338,6 +342,11 @@ def create_gateway_app(config: GatewayConfig, options: GatewayOptions) -> FastAP
     app.add_exception_handler(RequestValidationError, _path_error)
     app.add_exception_handler(Exception, _error)
     app.add_middleware(GatewayBodyLimit, max_bytes=config.limits.max_body_bytes)
+    overloaded = envelope("the gateway has too many requests in flight; retry after the "
+                          "Retry-After seconds", 503, code="overloaded")
+    app.add_middleware(InFlightLimit, limit=options.server.max_in_flight,
+                       retry_after_s=options.server.retry_after_s,
+                       body=json.dumps(overloaded).encode())
     return app
 
 

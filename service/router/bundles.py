@@ -81,15 +81,16 @@ def allowed_bundle(requested: str, roots: Sequence[Path]) -> Path:
     link leads out of the roots. The message names the path asked for, never a file's content.
 
     Raises:
-        BundleNotAllowed: when the path (or a file in it) resolves outside every root, or cannot
-            be resolved at all (a NUL byte, a symlink loop).
+        BundleNotAllowed: when the path (or a file in it) resolves outside every root.
+        ArtifactMismatch: when it cannot be resolved at all (a NUL byte, a symlink loop).
     """
     try:
         real = Path(requested).resolve()
         files = [(real / name).resolve() for name in (MANIFEST_FILE, MODEL_FILE)]
         bases = [root.resolve() for root in roots]
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise BundleNotAllowed(f"{requested[:200]!r}: not a usable path") from exc
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop
+        raise ArtifactMismatch(f"{requested[:200]!r}: not a model bundle (not a usable path: "
+                               f"{type(exc).__name__})") from exc
     for base in bases:
         if all(p.is_relative_to(base) for p in (real, *files)):
             return real

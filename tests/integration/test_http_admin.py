@@ -117,7 +117,7 @@ def test_reload_only_from_bundle_roots(
     st: Any = run_service(fast_bundle, admin_key=admin_key, bundle_roots=(root,))
     auth = {"authorization": f"Bearer {admin_key}"}
     with httpx.Client(base_url=st.http_url, timeout=30) as http:
-        for path in (outside, linked, leaky, root / ".." / "outside", "/etc", "a\0b"):
+        for path in (outside, linked, leaky, root / ".." / "outside", "/etc"):
             response = http.post("/v1/admin/reload", json={"path": str(path)}, headers=auth)
             assert_problem(response, 403, "bundle_not_allowed")
             assert "SECRET" not in response.text

@@ -31,6 +31,7 @@ from service.shared.errors import (
     problem_for,
     spec_for,
 )
+from service.shared.server_limits import InFlightLimit
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +189,12 @@ def create_app(settings: ServiceSettings, route_service: RouteService) -> FastAP
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(ProblemBodyLimit, max_bytes=settings.max_body_bytes)
+    overloaded = problem_body(status=503, title="Overloaded", detail="too many requests in "
+                              "flight; retry after the Retry-After seconds", instance="",
+                              code="overloaded")
+    app.add_middleware(InFlightLimit, limit=settings.server.max_in_flight,
+                       retry_after_s=settings.server.retry_after_s,
+                       body=json.dumps(overloaded).encode())
     return app
 
 
