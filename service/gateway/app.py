@@ -44,6 +44,7 @@ from service.gateway.levers.budget import BudgetKnob
 from service.gateway.levers.cache.response import ResponseCache
 from service.gateway.levers.cache.store import CacheSettings
 from service.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from service.gateway.quotas import Quotas, RateLimited, quota_limits
 from service.gateway.requests import AUTO_MODEL, FeedbackIn, invalid, parse_json
 from service.gateway.tenants import bearer_key, tenant_of
 from service.gateway.upstream.pool import UpstreamPool, build_upstreams
@@ -287,7 +288,8 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             cache = await response_cache(config, decisions, app.state.metrics, stack)
             budget = await budget_knob(config, store)
             completions = Completions(config, decisions, arm_assigner(config), store,
-                                      app.state.metrics, pool, tokenizer, cache, budget)
+                                      app.state.metrics, pool, tokenizer, cache, budget,
+                                      Quotas(quota_limits(config.limits)))
             if budget is not None:
                 app.state.metrics.watch_budget(completions.planner.budget_knob,
                                                budget.__len__)
@@ -362,7 +364,10 @@ async def _error(request: Request, exc: Exception) -> Response:
     if status >= 500:
         logger.error("%s failed: %s", request.url.path, doc["error"]["message"],
                      exc_info=not isinstance(exc, RouterError))
-    return _envelope_response(status, doc, request.app)
+    response = _envelope_response(status, doc, request.app)
+    if isinstance(exc, RateLimited):
+        response.headers["retry-after"] = str(exc.retry_after_s)
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
