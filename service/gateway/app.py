@@ -44,7 +44,7 @@ from service.gateway.levers.budget import BudgetKnob
 from service.gateway.levers.cache.response import ResponseCache
 from service.gateway.levers.cache.store import CacheSettings
 from service.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from service.gateway.quotas import Quotas, RateLimited, quota_limits
+from service.gateway.quotas import RateLimited, open_quotas
 from service.gateway.requests import AUTO_MODEL, FeedbackIn, invalid, parse_json
 from service.gateway.tenants import bearer_key, tenant_of
 from service.gateway.upstream.pool import UpstreamPool, build_upstreams
@@ -289,7 +289,8 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             budget = await budget_knob(config, store)
             completions = Completions(config, decisions, arm_assigner(config), store,
                                       app.state.metrics, pool, tokenizer, cache, budget,
-                                      Quotas(quota_limits(config.limits)))
+                                      await open_quotas(config.limits, config.traffic.url,
+                                                        stack))
             if budget is not None:
                 app.state.metrics.watch_budget(completions.planner.budget_knob,
                                                budget.__len__)

@@ -92,7 +92,7 @@ class Completions:
         start = time.perf_counter()
         tenant = tenant_of(headers)
         if self.quotas is not None:
-            self.quotas.admit(tenant)
+            await self.quotas.admit(tenant)
         # a big body is parsed off the event loop: other requests keep being served meanwhile
         body, doc = (await asyncio.to_thread(parse_chat, raw) if len(raw) > INLINE_PARSE_BYTES
                      else parse_chat(raw))
@@ -310,7 +310,7 @@ class Completions:
             logger.exception("traffic record %s was not committed", record.decision_id)
         self.metrics.observe(record)
         if self.quotas is not None:
-            self.quotas.charge(call.tenant, record.input_tokens + record.output_tokens,
+            await self.quotas.charge(call.tenant, record.input_tokens + record.output_tokens,
                                record.cost_usd)
         logger.info(
             "completion %s arm=%s tier=%s status=%d failovers=%d latency_ms=%.1f",

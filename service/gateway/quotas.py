@@ -8,20 +8,29 @@ request that pushes a tenant over a limit is answered and the next one is refuse
 ``RateLimited`` (429 with ``Retry-After``: the seconds until the window that is full ends, in
 OpenAI's ``rate_limit_exceeded`` shape).
 
-The counts live in this replica's memory: with N replicas behind a balancer a key gets up to N
-times its limits. (Sharing them through the PostgreSQL traffic store is not built yet.)
+When the traffic store is PostgreSQL the counts are shared by every replica
+(``service.store.quota_pg``: one atomic upsert per request); on SQLite they live in this
+replica's memory, and with N replicas behind a balancer a key gets up to N times its limits.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import psycopg
+
 from router_model.errors import Overloaded
+from router_model.traffic_schema import store_location
 from service.gateway.config import LimitsConfig
+from service.store.quota_pg import NO_LIMIT, PgQuotaCounts, Windows
+
+logger = logging.getLogger(__name__)
 
 _MINUTE = 60.0
 _DAY = 86_400.0
@@ -68,10 +77,11 @@ class _Usage:
 
 @dataclass
 class Quotas:
-    """The per-tenant windows of this replica (one event loop: no locking needed)."""
+    """The per-tenant windows: in this replica's memory, or shared (``PgQuotaCounts``)."""
 
     limits: QuotaLimits
     clock: Callable[[], float] = time.time
+    shared: PgQuotaCounts | None = None
     _usage: dict[str, _Usage] = field(default_factory=dict)
 
     def _current(self, tenant: str) -> tuple[_Usage, float]:
@@ -84,31 +94,60 @@ class Quotas:
             usage.day, usage.spend_usd = day, 0.0
         return usage, now
 
-    def admit(self, tenant: str) -> None:
-        """Count one request of ``tenant`` if it is under every limit.
+    def _windows(self, now: float) -> Windows:
+        lim = self.limits
+        return Windows(int(now // _MINUTE), int(now // _DAY),
+                       lim.requests_per_minute or NO_LIMIT, lim.tokens_per_minute or NO_LIMIT)
+
+    async def admit(self, tenant: str) -> None:
+        """Count one request of ``tenant`` if it is under every limit. When the shared store is
+        unreachable the request is admitted (availability first) and the failure logged.
 
         Raises:
             RateLimited: naming the limit that is full and when its window ends.
         """
         if not self.limits.any:
             return
-        usage, now = self._current(tenant)
+        if self.shared is None:
+            usage, now = self._current(tenant)
+            self._check(now, usage.requests, usage.tokens, usage.spend_usd)
+            usage.requests += 1
+            return
+        now = self.clock()
+        w = self._windows(now)
+        try:
+            spent = await self.shared.spend(tenant, w.day) if self.limits.daily_spend_usd else 0.0
+            self._check(now, 0, 0, spent)
+            refused = await self.shared.admit(tenant, w)
+        except psycopg.Error as exc:
+            logger.warning("quota store unreachable, request admitted: %s", type(exc).__name__)
+            return
+        if refused is not None:
+            self._check(now, *refused, spent)
+
+    def _check(self, now: float, requests: int, tokens: int, spent: float) -> None:
         lim = self.limits
         minute_left = _MINUTE - now % _MINUTE
-        if lim.requests_per_minute is not None and usage.requests >= lim.requests_per_minute:
+        if lim.requests_per_minute is not None and requests >= lim.requests_per_minute:
             raise RateLimited(f"rate limit reached: {lim.requests_per_minute} requests per "
                               "minute for this key", minute_left)
-        if lim.tokens_per_minute is not None and usage.tokens >= lim.tokens_per_minute:
+        if lim.tokens_per_minute is not None and tokens >= lim.tokens_per_minute:
             raise RateLimited(f"rate limit reached: {lim.tokens_per_minute} tokens per minute "
                               "for this key", minute_left)
-        if lim.daily_spend_usd is not None and usage.spend_usd >= lim.daily_spend_usd:
+        if lim.daily_spend_usd is not None and spent >= lim.daily_spend_usd:
             raise RateLimited(f"spend limit reached: {lim.daily_spend_usd:g} USD per UTC day "
                               "for this key", _DAY - now % _DAY)
-        usage.requests += 1
 
-    def charge(self, tenant: str, tokens: int, cost_usd: float) -> None:
+    async def charge(self, tenant: str, tokens: int, cost_usd: float) -> None:
         """Add a recorded request's tokens and cost to ``tenant``'s windows."""
         if not self.limits.any:
+            return
+        if self.shared is not None:
+            try:
+                await self.shared.charge(tenant, self._windows(self.clock()), tokens, cost_usd)
+            except psycopg.Error as exc:
+                logger.warning("quota store unreachable, usage not counted: %s",
+                               type(exc).__name__)
             return
         usage, _ = self._current(tenant)
         usage.tokens += tokens
@@ -117,3 +156,18 @@ class Quotas:
             stale = [t for t, u in self._usage.items() if u.minute != usage.minute]
             for t in stale:
                 del self._usage[t]
+
+
+async def open_quotas(limits: LimitsConfig, traffic_url: str, stack: AsyncExitStack) -> Quotas:
+    """The gateway's quotas: shared through PostgreSQL when the traffic store is there.
+
+    Raises:
+        InvalidData: when the PostgreSQL store cannot be opened.
+    """
+    quotas = Quotas(quota_limits(limits))
+    if quotas.limits.any and store_location(traffic_url)[0] == "postgres":
+        shared = PgQuotaCounts(store_location(traffic_url)[1])
+        await shared.open(int(time.time() // _DAY))
+        stack.push_async_callback(shared.close)
+        quotas.shared = shared
+    return quotas

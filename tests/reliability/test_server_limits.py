@@ -83,8 +83,8 @@ def _good_p99(url: str, n: int = 20) -> float:
 
 @pytest.mark.reliability(
     scenario="Idle and slowloris connections that never finish their headers",
-    action="gateway with header_timeout_s 1 and max_connections 200: 100 idle connections and "
-           "100 that send half a request, then 100 more past the cap; a good client meanwhile",
+    action="gateway with header_timeout_s 1 and max_connections 200: 90 idle connections and "
+           "90 that send half a request, then 100 more past the cap; a good client meanwhile",
     expected="the good client is answered while they are open; connections past the cap are "
              "closed at accept; every idle and half-sent connection is closed by the server "
              "after the header timeout, and the good client is answered after")
