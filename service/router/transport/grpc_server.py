@@ -164,12 +164,15 @@ class ReadinessHealth(health_aio.HealthServicer):  # type: ignore[misc]
 
 
 def grpc_limits(limits: ServerLimits) -> list[tuple[str, int]]:
-    """The gRPC core options of ``limits``: streams per connection, keepalive, idle close."""
+    """The gRPC core options of ``limits``: streams per connection, keepalive, idle close,
+    the handshake deadline."""
     return [
         ("grpc.max_concurrent_streams", limits.grpc_max_concurrent_streams),
         ("grpc.keepalive_time_ms", round(limits.grpc_keepalive_s * 1000)),
         ("grpc.keepalive_timeout_ms", round(limits.header_timeout_s * 1000)),
         ("grpc.max_connection_idle_ms", round(limits.grpc_max_connection_idle_s * 1000)),
+        # a connection that never completes its HTTP/2 handshake (idle, half-open) is closed
+        ("grpc.server_handshake_timeout_ms", round(limits.header_timeout_s * 1000)),
         ("grpc.http2.max_pings_without_data", 2),
         ("grpc.max_metadata_size", limits.max_header_bytes),
     ]
