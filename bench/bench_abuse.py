@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -133,24 +134,25 @@ def idle_connections(url: str, n_idle: int, n: int) -> None:
          "closed by the 2 s header timeout |")
 
 
-async def _big_burst(url: str, n_big: int, n: int) -> tuple[list[int], list[float]]:
+async def _big_burst(url: str, n_big: int) -> list[int]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         head = {"authorization": f"Bearer {KEYS[1]}", "content-type": "application/json"}
-        bigs = [asyncio.ensure_future(http.post("/v1/chat/completions", content=BIG,
-                                                headers=head)) for _ in range(n_big)]
-        times = []
-        other = {"authorization": f"Bearer {KEYS[2]}"}
-        for _ in range(n):
-            t = time.perf_counter()
-            await http.post("/v1/chat/completions", json=CHAT, headers=other)
-            times.append((time.perf_counter() - t) * 1000)
-        return [r.status_code for r in await asyncio.gather(*bigs)], times
+        sent = [http.post("/v1/chat/completions", content=BIG, headers=head)
+                for _ in range(n_big)]
+        return [r.status_code for r in await asyncio.gather(*sent)]
 
 
 def big_bodies(url: str, pid: int, n_big: int, n: int) -> None:
     base = latencies(url, KEYS[2], n)
     before = rss_mb(pid)
-    statuses, during = asyncio.run(_big_burst(url, n_big, n))
+    # the big uploads run on their own thread and loop, so the other key's timings are not
+    # the client's own event loop being busy sending 3.9 MB bodies
+    with ThreadPoolExecutor(1) as pool:
+        burst = pool.submit(asyncio.run, _big_burst(url, n_big))
+        during = []
+        while not burst.done() or len(during) < n:
+            during.extend(latencies(url, KEYS[2], 1))
+        statuses = burst.result()
     end = rss_mb(pid)
     time.sleep(2)
     after = rss_mb(pid)
@@ -182,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     idle, big, n = (100, 2, 10) if args.quick else (args.idle, args.big, args.n)
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         upstream = start_upstream(stack, {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
-        rpm = 2 * n + 10  # no key but the limited one reaches it
+        rpm = 4 * n + 10  # no key but the limited one reaches it
         url, pid = start_gateway(stack, upstream, Path(tmp), rpm)
         emit("| scenario | measured | baseline | under abuse |")
         emit("|---|---|---|---|")

@@ -71,6 +71,7 @@ class Completions:
     budget: BudgetKnob | None = None
     quotas: Quotas | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _big_parses: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     planner: Planner = field(init=False)
 
     def __post_init__(self) -> None:
@@ -93,9 +94,7 @@ class Completions:
         tenant = tenant_of(headers)
         if self.quotas is not None:
             await self.quotas.admit(tenant)
-        # a big body is parsed off the event loop: other requests keep being served meanwhile
-        body, doc = (await asyncio.to_thread(parse_chat, raw) if len(raw) > INLINE_PARSE_BYTES
-                     else parse_chat(raw))
+        body, doc = await self._parse(raw)
         messages = to_messages(body.messages)
         scored = request_text(body, messages)
         if len(scored) > self.config.limits.max_scored_chars:
@@ -131,6 +130,14 @@ class Completions:
                 headers={**self.headers(call), "cache-control": "no-cache"},
             )
         return await self._json(call, call.answer)
+
+    async def _parse(self, raw: bytes) -> tuple[ChatBody, dict[str, Any]]:
+        """``parse_chat``; a big body off the event loop, one at a time: the parser holds the
+        GIL, so big bodies parsed side by side would starve the loop (every other request)."""
+        if len(raw) <= INLINE_PARSE_BYTES:
+            return parse_chat(raw)
+        async with self._big_parses:
+            return await asyncio.to_thread(parse_chat, raw)
 
     async def _cascade(self, call: Call, forward: dict[str, Any]) -> Forwarded | None:
         """The accepted draft of a cascade, or None when the routed tier must answer."""
