@@ -51,7 +51,15 @@ outage the gateway never recorded again until restarted (now it reconnects,
 409,
 `router_model/artifact.py`); an upstream resetting a stream after its first bytes did not count
 as a failure for that upstream's circuit breaker, so such an upstream kept getting streams (now
-it does, `stream_broken`, `service/gateway/upstream/pool.py`).
+it does, `stream_broken`, `service/gateway/upstream/pool.py`). Issue 21 (abuse and overload):
+connections that never finished their headers were kept forever and a 2 MB header got no 431
+(now a header timeout, a connection cap and 431, `service/shared/server_limits.py`); upstream
+4xx bodies, echoing the upstream key, reached clients verbatim (now `upstream_error`,
+`service/gateway/upstream/refusals.py`); `temperature: NaN` was forwarded as invalid JSON, and
+`api_key` and other unknown members were forwarded (now refused or dropped,
+`service/gateway/params.py`); admin reload took any path and quoted the file it named (now
+bundle roots only, `service/router/bundles.py`, `router_model/artifact.py`); no per-key limits
+(now `service/gateway/quotas.py`).
 
 Not covered yet: a PostgreSQL server that drops packets instead of refusing them (each request
 would wait for the reconnect's 5 s connect timeout before answering).

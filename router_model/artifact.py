@@ -109,7 +109,10 @@ def read_bundle(path: Path) -> tuple[Manifest, bytes]:
     try:
         manifest = Manifest.model_validate_json(raw)
     except ValidationError as exc:
-        raise ArtifactMismatch(f"{path}: invalid manifest.json: {exc}") from exc
+        # where and what kind, never the input: the file may be anything (a link to a secret)
+        where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['type']}"
+                          for e in exc.errors(include_url=False, include_input=False)[:5])
+        raise ArtifactMismatch(f"{path}: invalid manifest.json ({where})") from None
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     if digest != manifest.onnx_sha256:
         raise ArtifactMismatch(f"{path}: model.onnx sha256 {digest[:12]} does not match manifest")

@@ -5,12 +5,13 @@ Build it once in each ``main()`` and pass sections or plain values down.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
@@ -27,6 +28,32 @@ class ModelSettings(BaseModel):
     #: ``models:/<name>@champion`` (or any models:/ URI) to materialise from MLflow instead.
     registry_uri: str | None = None
     encoder_threads: int = Field(default=0, ge=0)
+
+
+class ServerLimits(BaseModel):
+    """What one HTTP (and, for the router, gRPC) server process holds open, as proxies set it.
+
+    Safe defaults; ``TIERWISE_SERVICE__SERVER__*`` and ``TIERWISE_GATEWAY__SERVER__*`` change
+    them (``service.shared.server_limits``).
+    """
+
+    #: A connection's request headers must be complete this long after it opened (or after its
+    #: previous answer), else it is closed: slowloris and idle half-open connections.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: An idle keep-alive connection is closed after this long (uvicorn ``timeout_keep_alive``).
+    keep_alive_s: float = Field(default=5.0, gt=0)
+    #: Request line plus headers larger than this get 431 and the connection is closed.
+    max_header_bytes: int = Field(default=32_768, ge=1024)
+    #: Open connections per process: one more is closed as soon as it is accepted.
+    max_connections: int = Field(default=2048, ge=1)
+    #: Requests in flight per process; one more gets 503 with ``Retry-After`` (health and
+    #: metrics are exempt).
+    max_in_flight: int = Field(default=256, ge=1)
+    retry_after_s: int = Field(default=1, ge=1)
+    #: gRPC: concurrent streams per connection, keepalive pings, idle connections closed.
+    grpc_max_concurrent_streams: int = Field(default=100, ge=1)
+    grpc_keepalive_s: float = Field(default=60.0, gt=0)
+    grpc_max_connection_idle_s: float = Field(default=300.0, gt=0)
 
 
 class ServiceSettings(BaseModel):
@@ -51,6 +78,19 @@ class ServiceSettings(BaseModel):
     #: directory's manifest.json (unset: no watch), or for ``models:/NAME@ALIAS`` the version the
     #: alias names (unset: every 30 s, ``service.router.registry_watch``). 0 turns either watch off.
     watch_interval_s: float = Field(default=0.0, ge=0)
+    #: Directories an admin reload may load a bundle from (``TIERWISE_SERVICE__BUNDLE_ROOTS``,
+    #: comma-separated or a JSON list); the bundle must lie under one, symlinks resolved.
+    bundle_roots: Annotated[tuple[Path, ...], NoDecode] = (DATA_DIR / "models",)
+    server: ServerLimits = ServerLimits()
+
+    @field_validator("bundle_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
 
 
 class GatewaySettings(BaseModel):
@@ -62,6 +102,7 @@ class GatewaySettings(BaseModel):
     admin_key: SecretStr | None = None
     #: Serve without client keys (``--no-auth``); otherwise TIERWISE_API_KEYS must be set.
     no_auth: bool = False
+    server: ServerLimits = ServerLimits()
 
 
 class TrainingSettings(BaseModel):

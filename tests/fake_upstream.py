@@ -36,7 +36,9 @@ class FakeUpstream:
     """One upstream's behaviour; change ``mode`` between requests.
 
     Modes: ``ok``, ``fail`` (500), ``ratelimit`` (429), ``stall`` (sleeps ``stall_s`` before
-    answering), ``bad_request`` (400), ``stall_body`` (200 headers, then a stalled body),
+    answering), ``bad_request`` (400), ``bad_key`` (401 echoing the Authorization
+    header, as providers do), ``leaky_400`` (400 whose message echoes it), ``stall_body`` (200
+    headers, then a stalled body),
     ``break_stream`` (a stream that is cut after three chunks), ``html`` (200 with an HTML page,
     streams too, as a misconfigured proxy answers), ``not_object`` (200 with a JSON array),
     ``trickle`` (a JSON answer sent ``trickle_bytes`` at a time every ``trickle_s``; a stream
@@ -78,6 +80,14 @@ class FakeUpstream:
         if self.mode == "bad_request":
             return JSONResponse({"error": {"message": "bad", "type": "invalid_request_error",
                                            "param": None, "code": "bad"}}, 400)
+        if self.mode == "bad_key":  # as a provider answers a wrong key: it echoes the header
+            echo = request.headers.get("authorization", "")
+            return JSONResponse({"error": {"message": f"bad key {echo}",
+                                           "type": "invalid_request_error"}}, 401)
+        if self.mode == "leaky_400":  # a parameter refusal whose text echoes the key
+            echo = request.headers.get("authorization", "")
+            return JSONResponse({"error": {"message": f"temperature too high ({echo})",
+                                           "param": "temperature", "code": "bad"}}, 400)
         if self.mode == "stall":
             await asyncio.sleep(self.stall_s)
         if self.mode == "html":
@@ -176,8 +186,9 @@ class ServerThread:
         self.thread.join(timeout=15)
 
 
-def start_server(app: Any, *, lifespan: str = "off") -> ServerThread:
+def start_server(app: Any, *, lifespan: str = "off", **options: Any) -> ServerThread:
     """Serve ``app`` on a pre-bound ``127.0.0.1:0`` socket from a thread; returns once it is up.
+    ``options`` are more ``uvicorn.Config`` arguments.
 
     Raises:
         RuntimeError: when the app does not start (for example its lifespan hook raised).
@@ -185,7 +196,7 @@ def start_server(app: Any, *, lifespan: str = "off") -> ServerThread:
     sock = socket.create_server(("127.0.0.1", 0))
     # accepted sockets inherit it; without it Nagle + delayed ACK add ~40 ms per keep-alive call
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -28,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 from router_model.encoder import load_tokenizer
 from router_model.errors import ModelNotReady, NotFound, PromptTooLarge, RouterError
 from router_model.records import FeedbackRecord
-from router_model.settings import DEFAULT_BUNDLE, ServiceSettings
+from router_model.settings import DEFAULT_BUNDLE, ServerLimits, ServiceSettings
 from service.gateway.batch.jobs import JobStore, open_job_store
 from service.gateway.batch.runner import BatchMetrics, BatchRunner, batch_apis
 from service.gateway.batch.window import FALLBACK_HEADER, BatchWindow, non_urgent
@@ -43,11 +44,13 @@ from service.gateway.levers.budget import BudgetKnob
 from service.gateway.levers.cache.response import ResponseCache
 from service.gateway.levers.cache.store import CacheSettings
 from service.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from service.gateway.requests import AUTO_MODEL, FeedbackIn, invalid, parse_json, read_chat
+from service.gateway.quotas import RateLimited, open_quotas
+from service.gateway.requests import AUTO_MODEL, FeedbackIn, invalid, parse_json
 from service.gateway.tenants import bearer_key, tenant_of
 from service.gateway.upstream.pool import UpstreamPool, build_upstreams
 from service.shared.body_limit import BodyLimit
 from service.shared.errors import Unauthorized
+from service.shared.server_limits import InFlightLimit
 from service.store.backends import open_store
 from service.store.traffic import SavingsReport, TrafficStore
 
@@ -67,6 +70,8 @@ class GatewayOptions:
     #: ``api_key_env`` name -> key, resolved from the environment by ``router_model.settings``.
     upstream_keys: Mapping[str, str | None] = field(default_factory=dict)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    #: Connection and in-flight limits of the gateway's server (``service.shared.server_limits``).
+    server: ServerLimits = field(default_factory=ServerLimits)
 
 
 def decision_source(config: GatewayConfig, options: GatewayOptions) -> DecisionSource:
@@ -186,7 +191,8 @@ async def chat_completions(
 
     Non-urgent requests are queued for the tier's batch endpoint when it has one (202, job id).
     """
-    chat, fallback, plan = read_chat(await request.body(), request.headers), None, None
+    chat = await completions.read(await request.body(), request.headers)
+    fallback, plan = None, None
     if non_urgent(chat.body, request.headers):
         deferral = await window.defer(chat, request.headers)
         if deferral.response is not None:
@@ -283,7 +289,9 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             cache = await response_cache(config, decisions, app.state.metrics, stack)
             budget = await budget_knob(config, store)
             completions = Completions(config, decisions, arm_assigner(config), store,
-                                      app.state.metrics, pool, tokenizer, cache, budget)
+                                      app.state.metrics, pool, tokenizer, cache, budget,
+                                      await open_quotas(config.limits, config.traffic.url,
+                                                        stack))
             if budget is not None:
                 app.state.metrics.watch_budget(completions.planner.budget_knob,
                                                budget.__len__)
@@ -339,6 +347,11 @@ def create_gateway_app(config: GatewayConfig, options: GatewayOptions) -> FastAP
     app.add_exception_handler(RequestValidationError, _path_error)
     app.add_exception_handler(Exception, _error)
     app.add_middleware(GatewayBodyLimit, max_bytes=config.limits.max_body_bytes)
+    overloaded = envelope("the gateway has too many requests in flight; retry after the "
+                          "Retry-After seconds", 503, code="overloaded")
+    app.add_middleware(InFlightLimit, limit=options.server.max_in_flight,
+                       retry_after_s=options.server.retry_after_s,
+                       body=json.dumps(overloaded).encode())
     return app
 
 
@@ -354,7 +367,10 @@ async def _error(request: Request, exc: Exception) -> Response:
     if status >= 500:
         logger.error("%s failed: %s", request.url.path, doc["error"]["message"],
                      exc_info=not isinstance(exc, RouterError))
-    return _envelope_response(status, doc, request.app)
+    response = _envelope_response(status, doc, request.app)
+    if isinstance(exc, RateLimited):
+        response.headers["retry-after"] = str(exc.retry_after_s)
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -19,7 +19,7 @@ import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from router_model.encoder import word_piece_ids
-from router_model.errors import UpstreamError
+from router_model.errors import PromptTooLarge, UpstreamError
 from router_model.records import TrafficRecord
 from router_model.tiers import Tier
 from service.gateway.config import GatewayConfig
@@ -33,14 +33,17 @@ from service.gateway.levers.cascade import Cascade, cascade_wanted, draft_allowe
 from service.gateway.levers.trimming import trim_forward
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.planning import Plan, Planner
+from service.gateway.quotas import Quotas
 from service.gateway.records import (
     Call,
     Usage,
     build_record,
     usage_of,
 )
-from service.gateway.requests import ChatRequest
+from service.gateway.requests import ChatRequest, read_chat
+from service.gateway.tenants import tenant_of
 from service.gateway.upstream.pool import Forwarded, UpstreamPool
+from service.gateway.upstream.refusals import sealed_refusal
 from service.gateway.upstream.sse import SseTap, data_of, json_event, valid_event, with_member
 from service.store.traffic import TrafficStore
 
@@ -48,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: Texts longer than this are tokenised off the event loop when usage must be estimated.
 INLINE_TOKENIZE_CHARS = 20_000
+#: Bodies larger than this are parsed and validated off the event loop (~1 ms of loop time).
+INLINE_PARSE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -63,7 +68,9 @@ class Completions:
     tokenizer: Any
     cache: ResponseCache | None = None
     budget: BudgetKnob | None = None
+    quotas: Quotas | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _big_parses: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     planner: Planner = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,6 +121,28 @@ class Completions:
                 headers={**self.headers(call), "cache-control": "no-cache"},
             )
         return await self._json(call, call.answer)
+
+    async def read(self, raw: bytes, headers: Mapping[str, str]) -> ChatRequest:
+        """The request parsed once, after its tenant's quota admits it (``quotas``).
+
+        A big body is parsed off the event loop, one at a time: the parser holds the GIL, so
+        big bodies parsed side by side would starve the loop (every other request).
+
+        Raises:
+            RateLimited: when the tenant is over a quota.
+            BadRequest, PromptTooLarge: when the request cannot be used.
+        """
+        if self.quotas is not None:
+            await self.quotas.admit(tenant_of(headers))
+        if len(raw) <= INLINE_PARSE_BYTES:
+            chat = read_chat(raw, headers)
+        else:
+            async with self._big_parses:
+                chat = await asyncio.to_thread(read_chat, raw, headers)
+        if len(chat.scored) > self.config.limits.max_scored_chars:
+            raise PromptTooLarge(f"the scored text has {len(chat.scored)} characters, limit "
+                                 f"{self.config.limits.max_scored_chars}")
+        return chat
 
     async def _cascade(self, call: Call, forward: dict[str, Any]) -> Forwarded | None:
         """The accepted draft of a cascade, or None when the routed tier must answer."""
@@ -174,12 +203,12 @@ class Completions:
 
     async def _json(self, call: Call, answer: Forwarded) -> Response:
         response = answer.response
-        if not answer.ok:  # the upstream refused the request itself (400, 404, …): pass it on
-            await self._finish(call, response.status_code, Usage(0, 0, "upstream"))
-            return Response(
-                response.content, status_code=response.status_code, headers=self.headers(call),
-                media_type=response.headers.get("content-type", "application/json"),
-            )
+        if not answer.ok:  # a refusal (400, 401, 404, …): the gateway's own error, body logged
+            upstream = answer.upstream
+            status, error = sealed_refusal(upstream.tier.name, response.status_code,
+                                           response.content, upstream.api_key)
+            await self._finish(call, status, Usage(0, 0, "upstream"))
+            return JSONResponse(error, status_code=status, headers=self.headers(call))
         doc = answer.doc
         # never for a successful non-stream answer (service.gateway.upstream.pool checks)
         if doc is None:
@@ -282,6 +311,9 @@ class Completions:
             self.metrics.traffic_errors.inc()
             logger.exception("traffic record %s was not committed", record.decision_id)
         self.metrics.observe(record)
+        if self.quotas is not None:
+            await self.quotas.charge(call.tenant, record.input_tokens + record.output_tokens,
+                               record.cost_usd)
         logger.info(
             "completion %s arm=%s tier=%s status=%d failovers=%d latency_ms=%.1f",
             record.decision_id, record.arm, record.tier, record.status, record.failovers,

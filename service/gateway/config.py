@@ -111,9 +111,16 @@ class ABConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    """Request limits; larger requests are refused with 413 before any work."""
+    """Request limits: larger requests are refused with 413 before any work; per client key,
+    requests and tokens per minute and spend per UTC day (429, ``service.gateway.quotas``)."""
 
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    #: The scored text (``completions.request_text``) past this many characters is a 413, as at
+    #: the router (``TIERWISE_SERVICE__MAX_PROMPT_CHARS``), before trimming or tokenising.
+    max_scored_chars: int = Field(default=200_000, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    daily_spend_usd: float | None = Field(default=None, gt=0)
 
 
 class FailoverConfig(_Strict):

@@ -18,6 +18,7 @@ from router_model.logs import configure_logging
 from router_model.settings import Settings, env_secrets
 from service.gateway.app import GatewayOptions, create_gateway_app
 from service.gateway.config import GatewayConfig, load_gateway_config
+from service.shared.server_limits import uvicorn_options
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _options(config: GatewayConfig, settings: Settings, no_auth: bool) -> Gatewa
         require_auth=not no_auth,
         admin_key=admin.get_secret_value() if admin is not None else None,
         upstream_keys={k: v.get_secret_value() for k, v in upstream.items() if v is not None},
-        service=settings.service,
+        service=settings.service, server=settings.gateway.server,
     )
 
 
@@ -121,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("gateway listening on http://%s:%d", host, sock.getsockname()[1])
     server = _Server(uvicorn.Config(
         create_gateway_app(config, options), log_config=None, access_log=False, lifespan="on",
+        **uvicorn_options(settings.gateway.server),
     ))
     started = asyncio.run(serve(server, sock))
     if not started:

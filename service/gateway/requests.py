@@ -1,21 +1,24 @@
 """What the gateway reads from a client request: the chat body, the knob, the A/B unit id.
 
-Only the members the gateway uses are validated (strictly: wrong types are 400s, as at OpenAI);
-every other member is forwarded untouched. Every string of a body, keys included, must be valid
-Unicode: JSON can spell a lone UTF-16 surrogate (``"\\ud800"``), which no UTF-8 encoder,
+The members the gateway uses and OpenAI's sampling parameters are validated (strictly: wrong
+types and out-of-range values are 400s, as at OpenAI; ``service.gateway.params``); other members
+of OpenAI's reference are forwarded untouched, unknown ones dropped. NaN and Infinity, which
+Python's json reads but JSON has not, are refused. Every string of a body, keys included, must be
+valid Unicode: JSON can spell a lone UTF-16 surrogate (``"\\ud800"``), which no UTF-8 encoder,
 database or protobuf takes, so such a body is refused whole (400) before anything is routed or
 recorded. So is a body nesting arrays and objects deeper than ``MAX_JSON_DEPTH``: the parser and
 the code that copies or hashes a body recurse, and a client must not choose how deep.
 
 The per-request knob comes from the ``tierwise`` body member (``{"quality": 0.8, "min_tier":
-"weak", "max_tier": "strong", "allowed_tiers": [], "trim": true, "cascade": true}``, sent with
-the OpenAI SDK as ``extra_body={"tierwise": {...}}``) or, for ``quality`` only, from the
-``x-tierwise-quality`` header; the body wins when both are given.
+"weak", "max_tier": "strong", "allowed_tiers": ["weak", "strong"], "trim": true, "cascade":
+true}``, sent with the OpenAI SDK as ``extra_body={"tierwise": {...}}``) or, for ``quality``
+only, from the ``x-tierwise-quality`` header; the body wins when both are given.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +31,10 @@ from router_model.errors import InvalidPrompt
 from router_model.policy import Policy
 from service.gateway.errors import BadRequest
 from service.gateway.json_text import holds_lone_surrogate
+from service.gateway.params import FORWARDED_MEMBERS, OpenAIParams
 from service.gateway.tenants import tenant_of
+
+logger = logging.getLogger(__name__)
 
 AUTO_MODEL = "tierwise-auto"
 QUALITY_HEADER = "x-tierwise-quality"
@@ -64,7 +70,8 @@ class KnobIn(BaseModel):
     quality: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     min_tier: str | None = None
     max_tier: str | None = None
-    allowed_tiers: list[str] = Field(default_factory=list)
+    #: None: every tier; an empty list would allow none, so it is refused (min_length).
+    allowed_tiers: list[str] | None = Field(default=None, min_length=1)
     #: Trim redundant context before forwarding (None: the config's ``trim.enabled``).
     trim: bool | None = None
     #: Try a cheaper tier first, escalating when unsure (None: the config's ``cascade.enabled``).
@@ -74,8 +81,8 @@ class KnobIn(BaseModel):
     urgent: bool | None = None
 
 
-class ChatBody(BaseModel):
-    """The members of ``POST /v1/chat/completions`` the gateway reads."""
+class ChatBody(OpenAIParams):
+    """The members of ``POST /v1/chat/completions`` the gateway reads or checks."""
 
     model_config = ConfigDict(extra="allow", strict=True)
     model: str = Field(min_length=1)
@@ -102,7 +109,7 @@ def parse_json(raw: bytes, model: type[M]) -> tuple[M, dict[str, Any]]:
         BadRequest: naming the offending member (``param``) when the body is not usable.
     """
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
         _refuse_depth(None)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -116,6 +123,12 @@ def parse_json(raw: bytes, model: type[M]) -> tuple[M, dict[str, Any]]:
         return model.model_validate(doc), doc
     except ValidationError as exc:
         raise invalid(exc) from None
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    """Python's json reads ``NaN``, ``Infinity`` and ``-Infinity``; JSON has no such numbers."""
+    raise BadRequest(f"the request body is not valid JSON ({name} is not a JSON number)",
+                     code="invalid_json")
 
 
 def invalid(exc: ValidationError) -> BadRequest:
@@ -171,12 +184,18 @@ def _refuse_depth(member: str | int | None) -> NoReturn:
 
 
 def parse_chat(raw: bytes) -> tuple[ChatBody, dict[str, Any]]:
-    """The chat request and its full document (forwarded with ``model`` rewritten).
+    """The chat request and its document less unknown members (``service.gateway.params``:
+    dropped, never forwarded); the ``tierwise`` member is kept for the caller to strip.
 
     Raises:
-        BadRequest: when the body is not JSON or a member has the wrong type.
+        BadRequest: when the body is not JSON or a member has the wrong type or range.
     """
-    return parse_json(raw, ChatBody)
+    body, doc = parse_json(raw, ChatBody)
+    dropped = [k for k in doc if k not in FORWARDED_MEMBERS and k != "tierwise"]
+    if dropped:
+        logger.info("dropped unknown request members %s", [k[:40] for k in dropped[:10]])
+        doc = {k: v for k, v in doc.items() if k not in dropped}
+    return body, doc
 
 
 @dataclass(frozen=True)
@@ -260,7 +279,7 @@ def request_policy(
                 param=QUALITY_HEADER, code="invalid_value",
             )
     for param, name in [("tierwise.min_tier", knob.min_tier), ("tierwise.max_tier", knob.max_tier),
-                        *(("tierwise.allowed_tiers", n) for n in knob.allowed_tiers)]:
+                        *(("tierwise.allowed_tiers", n) for n in knob.allowed_tiers or ())]:
         if name is not None and name not in tiers:
             raise BadRequest(
                 f"{param}: unknown tier {name!r}; tiers are {list(tiers)}",
@@ -268,7 +287,8 @@ def request_policy(
             )
     return Policy(
         quality=quality if quality is not None else default_quality,
-        min_tier=knob.min_tier, max_tier=knob.max_tier, allowed_tiers=tuple(knob.allowed_tiers),
+        min_tier=knob.min_tier, max_tier=knob.max_tier,
+        allowed_tiers=tuple(knob.allowed_tiers or ()),
     )
 
 

@@ -1,16 +1,18 @@
 """Loading a bundle for serving: reuse the open encoder and tokenizer, refuse bad ladders and,
-on a reload, a ladder whose tier names differ from the served one."""
+on a reload, a ladder whose tier names differ from the served one; where an admin reload may
+load from (``allowed_bundle``)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
-from router_model.artifact import read_bundle
+from router_model.artifact import MANIFEST_FILE, MODEL_FILE, read_bundle
 from router_model.encoder import EncoderConfig, SentenceEncoder
 from router_model.errors import ArtifactMismatch, InvalidData
 from router_model.router import ComplexityRouter
-from service.shared.errors import TiersChanged
+from service.shared.errors import BundleNotAllowed, TiersChanged
 
 logger = logging.getLogger(__name__)
 
@@ -61,3 +63,37 @@ def _check_same_tiers(path: Path, names: list[str], previous: ComplexityRouter) 
             f"{path}: its tiers {names} differ from the served tiers {served}; "
             "changing tiers needs a restart (the served bundle is kept)"
         )
+
+
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """Inode, mtime and size of a file (None when it cannot be read): a watched file's change."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def allowed_bundle(requested: str, roots: Sequence[Path]) -> Path:
+    """The real path of a bundle an admin asked to load, if it lies under one of ``roots``.
+
+    Symlinks are resolved first, for the directory and for each file the loader reads, so no
+    link leads out of the roots. The message names the path asked for, never a file's content.
+
+    Raises:
+        BundleNotAllowed: when the path (or a file in it) resolves outside every root.
+        ArtifactMismatch: when it cannot be resolved at all (a NUL byte, a symlink loop).
+    """
+    try:
+        real = Path(requested).resolve()
+        files = [(real / name).resolve() for name in (MANIFEST_FILE, MODEL_FILE)]
+        bases = [root.resolve() for root in roots]
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop
+        raise ArtifactMismatch(f"{requested[:200]!r}: not a model bundle (not a usable path: "
+                               f"{type(exc).__name__})") from exc
+    for base in bases:
+        if all(p.is_relative_to(base) for p in (real, *files)):
+            return real
+    raise BundleNotAllowed(
+        f"{requested[:200]!r} is not under a configured bundle root "
+        "(TIERWISE_SERVICE__BUNDLE_ROOTS), or a symlink in it leads out of one")

@@ -28,7 +28,7 @@ from router_model.router import ComplexityRouter, RouteDecision, check_prompt, p
 from router_model.settings import ServiceSettings
 from router_model.tiers import Tier
 from service.router.batcher import BatchConfig, MicroBatcher
-from service.router.bundles import load_router
+from service.router.bundles import allowed_bundle, file_stamp, load_router
 from service.router.metrics import ServiceMetrics
 from service.shared.errors import DeadlineExceeded, error_code
 
@@ -71,14 +71,6 @@ class _Served:
 
     router: ComplexityRouter
     tiers: tuple[Tier, ...]
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class RouteService:
@@ -214,16 +206,22 @@ class RouteService:
             await self._notify(True)
         return previous
 
+    async def admin_reload(self, requested: str) -> str | None:
+        """``reload`` of a path an admin sent, once found under the bundle roots. Raises:
+            BundleNotAllowed (``service.router.bundles.allowed_bundle``), ArtifactMismatch.
+        """
+        return await self.reload(allowed_bundle(requested, self._settings.bundle_roots))
+
     async def watch(self, path: Path, interval_s: float) -> None:
         """Reload ``path`` whenever its manifest.json changes (runs until cancelled).
 
         A refused bundle is logged and the served one kept; the next change is tried again.
         """
         manifest = path / MANIFEST_FILE
-        seen = _stamp(manifest)
+        seen = file_stamp(manifest)
         while True:
             await asyncio.sleep(interval_s)
-            stamp = _stamp(manifest)
+            stamp = file_stamp(manifest)
             if stamp is None or stamp == seen:
                 continue  # unchanged, or mid-replacement (write_bundle renames directories)
             seen = stamp

@@ -27,6 +27,7 @@ from service.router.registry_watch import (
 )
 from service.router.transport.grpc_server import create_grpc_server
 from service.router.transport.http_api import bind_http_socket, create_app
+from service.shared.server_limits import uvicorn_options
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ async def serve(
     config = uvicorn.Config(
         create_app(settings, route_service), log_config=None, access_log=False, lifespan="off",
         timeout_graceful_shutdown=max(1, round(settings.grace_seconds)),
+        **uvicorn_options(settings.server),
     )
     http = _HttpServer(config)
     http_task = asyncio.create_task(http.serve(sockets=[sock]))

@@ -46,6 +46,13 @@ class TiersChanged(ArtifactMismatch):
     code: ClassVar[str] = "tiers_changed"
 
 
+class BundleNotAllowed(RouterError):
+    """An admin reload named a path outside the configured bundle roots (or one whose files
+    lead out of them through a symlink)."""
+
+    code: ClassVar[str] = "bundle_not_allowed"
+
+
 class Unauthorized(RouterError):
     """An admin request without the right bearer key."""
 
@@ -73,6 +80,7 @@ ERROR_MAP: dict[type[RouterError], ErrorSpec] = {
     DeadlineExceeded: ErrorSpec(504, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded"),
     NotFound: ErrorSpec(404, grpc.StatusCode.NOT_FOUND, "Not found"),
     Unauthorized: ErrorSpec(401, grpc.StatusCode.UNAUTHENTICATED, "Unauthorized"),
+    BundleNotAllowed: ErrorSpec(403, grpc.StatusCode.PERMISSION_DENIED, "Bundle path not allowed"),
     UpstreamError: ErrorSpec(502, grpc.StatusCode.UNAVAILABLE, "Upstream error"),
     InvalidData: ErrorSpec(422, grpc.StatusCode.INVALID_ARGUMENT, "Invalid data"),
     RouterError: ErrorSpec(500, grpc.StatusCode.INTERNAL, "Internal error"),

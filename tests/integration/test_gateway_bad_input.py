@@ -130,11 +130,11 @@ def test_nesting_within_the_limit_is_forwarded(
     make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
 ) -> None:
     gw = make_gateway(fast_bundle, cache={"enabled": True})
-    raw = json.dumps(chat_body()).replace('"model"', f'"metadata": {nested(99)}, "model"')
+    raw = json.dumps(chat_body()).replace('"model"', f'"prediction": {nested(99)}, "model"')
     response = post(gw, "/v1/chat/completions", raw.encode())
     assert response.status_code == 200, response.text
     sent = [*upstreams.weak.requests, *upstreams.strong.requests]
-    assert json.dumps(sent[0]["metadata"], separators=(",", ":")) == nested(99)
+    assert json.dumps(sent[0]["prediction"], separators=(",", ":")) == nested(99)
 
 
 @pytest.mark.parametrize("depth", [2000, 150])

@@ -291,14 +291,15 @@ def test_bad_inputs_get_the_openai_envelope(make_gateway: Any, fast_bundle: Path
     assert rows(gw) == []  # refused requests reach no upstream and leave no record
 
 
-def test_upstream_request_errors_pass_through(
+def test_upstream_request_errors_are_the_gateways_own(
     make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
 ) -> None:
     gw = make_gateway(fast_bundle)
     upstreams.weak.mode = "bad_request"
     with pytest.raises(openai.BadRequestError) as err:
         gw.client().chat.completions.create(model="weak", messages=chat(EASY))
-    assert err.value.code == "bad"
+    assert err.value.code == "upstream_error"
+    assert "refused the request: bad" in err.value.message
     assert len(upstreams.strong.requests) == 0  # a 400 is the request's fault: no failover
     assert rows(gw)[-1]["status"] == 400
 

@@ -107,7 +107,10 @@ def test_fail_open_uses_an_allowed_tier_when_the_router_is_dead(
 def test_fail_open_on_a_prompt_too_long_to_score_keeps_to_max_tier(
     make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
 ) -> None:
-    gw = make_gateway(fast_bundle, default_tier="strong")
+    # the gateway's own cap (limits.max_scored_chars, 413 by default at the router's 200,000)
+    # raised, so the router is the one that cannot score it
+    gw = make_gateway(fast_bundle, default_tier="strong",
+                      limits={"max_scored_chars": 1_000_000})
     response = post(gw, {"max_tier": "weak"}, text="word " * 40_001)  # > 200,000 characters
     assert response.status_code == 200, response.text
     assert response.headers["x-tierwise-source"] == "fail_open"

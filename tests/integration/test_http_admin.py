@@ -13,8 +13,12 @@ from http_support import assert_problem
 
 
 @pytest.fixture()
-def reload_service(run_service: Any, fast_bundle: Path, admin_key: str) -> Any:
-    st: Any = run_service(fast_bundle, admin_key=admin_key)
+def reload_service(
+    run_service: Any, fast_bundle: Path, admin_key: str, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    # every bundle these tests make lies under pytest's base temporary directory
+    roots = (tmp_path_factory.getbasetemp(),)
+    st: Any = run_service(fast_bundle, admin_key=admin_key, bundle_roots=roots)
     return st
 
 
@@ -93,3 +97,33 @@ def test_reload_is_off_without_an_admin_key(run_service: Any, fast_bundle: Path)
         response = http.post("/v1/admin/reload", json={"path": str(fast_bundle)},
                              headers={"authorization": "Bearer anything"})
         assert_problem(response, 404, "not_found")
+
+
+def test_reload_only_from_bundle_roots(
+    run_service: Any, fast_bundle: Path, admin_key: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    inside = renamed_copy(fast_bundle, root / "v2", "inside")
+    outside = renamed_copy(fast_bundle, tmp_path / "outside", "outside")
+    linked = root / "linked"
+    linked.symlink_to(outside, target_is_directory=True)
+    leaky = renamed_copy(fast_bundle, root / "leaky", "leaky")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:SECRET-LINE", "utf-8")
+    (leaky / "manifest.json").unlink()
+    (leaky / "manifest.json").symlink_to(secret)
+    inner_secret = renamed_copy(fast_bundle, root / "junk", "junk")
+    (inner_secret / "manifest.json").write_text("root:x:0:0:SECRET-LINE", "utf-8")
+    st: Any = run_service(fast_bundle, admin_key=admin_key, bundle_roots=(root,))
+    auth = {"authorization": f"Bearer {admin_key}"}
+    with httpx.Client(base_url=st.http_url, timeout=30) as http:
+        for path in (outside, linked, leaky, root / ".." / "outside", "/etc"):
+            response = http.post("/v1/admin/reload", json={"path": str(path)}, headers=auth)
+            assert_problem(response, 403, "bundle_not_allowed")
+            assert "SECRET" not in response.text
+        response = http.post("/v1/admin/reload", json={"path": str(inner_secret)}, headers=auth)
+        assert_problem(response, 409, "artifact_mismatch")
+        assert "SECRET" not in response.text and "root:x" not in response.text
+        response = http.post("/v1/admin/reload", json={"path": str(inside)}, headers=auth)
+        assert response.status_code == 200, response.text
+        assert response.json()["model"]["model_version"].startswith("inside:")

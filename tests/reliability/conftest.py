@@ -95,7 +95,8 @@ def router_process(
     import os
 
     env = {**os.environ, "TIERWISE_SERVICE__ADMIN_KEY": ROUTER_ADMIN_KEY,
-           "TIERWISE_LOG_FORMAT": "json"}
+           "TIERWISE_LOG_FORMAT": "json",
+           "TIERWISE_SERVICE__BUNDLE_ROOTS": str(tmp_path_factory.getbasetemp())}
     log = tmp_path_factory.mktemp("router_process") / "serve.log"
     server = start_router(fast_bundle, env, log)
     yield server

@@ -170,8 +170,9 @@ class UpstreamPool:
         """Forward ``body`` (its ``model`` set per tier) starting at ``tier``; fail over among the
         ``allowed`` tiers as needed.
 
-        A non-retryable error status (400, 401, 404, …) is returned as the answer: the request,
-        not the upstream, is at fault, and another tier would refuse it too.
+        A non-retryable error status (400, 401, 404, …) is returned as the answer: another tier
+        would refuse it too. Its body never reaches the client as it is
+        (``service.gateway.upstream.refusals``).
 
         Raises:
             UpstreamError: when every allowed upstream in the order failed or had its breaker

@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 
 from protos.tierwise.v1 import router_pb2 as pb
 from protos.tierwise.v1 import router_pb2_grpc
-from router_model.settings import ServiceSettings
+from router_model.settings import ServerLimits, ServiceSettings
 from service.router.core import RouteService
 from service.router.transport import convert
 from service.shared.errors import error_code, public_detail, spec_for
@@ -163,6 +163,21 @@ class ReadinessHealth(health_aio.HealthServicer):  # type: ignore[misc]
         await super().Watch(request, context)
 
 
+def grpc_limits(limits: ServerLimits) -> list[tuple[str, int]]:
+    """The gRPC core options of ``limits``: streams per connection, keepalive, idle close,
+    the handshake deadline."""
+    return [
+        ("grpc.max_concurrent_streams", limits.grpc_max_concurrent_streams),
+        ("grpc.keepalive_time_ms", round(limits.grpc_keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", round(limits.header_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", round(limits.grpc_max_connection_idle_s * 1000)),
+        # a connection that never completes its HTTP/2 handshake (idle, half-open) is closed
+        ("grpc.server_handshake_timeout_ms", round(limits.header_timeout_s * 1000)),
+        ("grpc.http2.max_pings_without_data", 2),
+        ("grpc.max_metadata_size", limits.max_header_bytes),
+    ]
+
+
 def create_grpc_server(
     settings: ServiceSettings, route_service: RouteService
 ) -> tuple[grpc.aio.Server, int]:
@@ -178,7 +193,9 @@ def create_grpc_server(
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.so_reuseport", 0),
-        ]
+            *grpc_limits(settings.server),
+        ],
+        maximum_concurrent_rpcs=settings.server.max_in_flight,
     )
     router_pb2_grpc.add_RouterServicer_to_server(  # type: ignore[no-untyped-call]
         RouterServicer(route_service), server

@@ -7,7 +7,6 @@ import json
 import logging
 import socket
 from http import HTTPStatus
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -32,6 +31,7 @@ from service.shared.errors import (
     problem_for,
     spec_for,
 )
+from service.shared.server_limits import InFlightLimit
 
 logger = logging.getLogger(__name__)
 
@@ -124,16 +124,17 @@ async def get_model(service: RouteServiceDep) -> schemas.ModelInfo:
     "/v1/admin/reload",
     tags=["admin"],
     dependencies=[Depends(require_admin)],
-    responses=_problems(401, 404, 409, 422),
+    responses=_problems(401, 403, 404, 409, 422),
 )
 async def reload_model(
     body: schemas.ReloadRequest, service: RouteServiceDep
 ) -> schemas.ReloadResponse:
     """Load the bundle directory at ``path`` and serve it; a refused bundle (409) changes nothing.
 
-    404 when no admin key is configured (the endpoint is off), 401 without the right bearer key.
+    404 when no admin key is configured (the endpoint is off), 401 without the right bearer key,
+    403 when ``path`` is not under a configured bundle root (``TIERWISE_SERVICE__BUNDLE_ROOTS``).
     """
-    previous = await service.reload(Path(body.path))
+    previous = await service.admin_reload(body.path)
     model = convert.model_info_model(service.manifest, service.tiers)
     return schemas.ReloadResponse(previous_model_version=previous, model=model)
 
@@ -188,6 +189,12 @@ def create_app(settings: ServiceSettings, route_service: RouteService) -> FastAP
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(ProblemBodyLimit, max_bytes=settings.max_body_bytes)
+    overloaded = problem_body(status=503, title="Overloaded", detail="too many requests in "
+                              "flight; retry after the Retry-After seconds", instance="",
+                              code="overloaded")
+    app.add_middleware(InFlightLimit, limit=settings.server.max_in_flight,
+                       retry_after_s=settings.server.retry_after_s,
+                       body=json.dumps(overloaded).encode())
     return app
 
 
