@@ -19,7 +19,7 @@ import re
 from collections import Counter
 
 #: Checks in the order they are tried; the first that fails names the miss in ``/metrics``.
-REASONS = ("options", "code", "quoted", "math", "numbers", "entities", "negation", "wording")
+REASONS = ("options", "code", "quoted", "numbers", "math", "entities", "negation", "wording")
 
 _FENCE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
@@ -35,7 +35,7 @@ _INDENTED = re.compile(r"^[^\S\n]+\S", re.MULTILINE)
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 #: A token with digits or math symbols besides letters: "Z_3", "3Z", "x^2", "a+b".
 _SYMBOLIC = re.compile(r"\S*(?:[_^=<>+*/\\|×÷√πΣ∑∫≤≥≠]|\d)\S*")
-_CAPITAL = re.compile(r"\b[A-Z][\w'-]*")
+_CAPITAL = re.compile(r"(?<![^\W_])[A-Z][^\W_]*")
 #: What comes before a capital that opens a sentence (or a line, or the text).
 _OPENER = re.compile(r"(?:^|[.!?:\n])[\s\"'(“]*\Z")
 _NUMBER_WORDS = frozenset(
@@ -105,12 +105,12 @@ def mismatch(stored: str, asked: str) -> str | None:
     if _spans(_QUOTED, stored) != _spans(_QUOTED, asked):
         return "quoted"
     prose_s, prose_a = _prose(stored), _prose(asked)
-    if _spans(_TEX, stored) != _spans(_TEX, asked) or _spans(_SYMBOLIC, prose_s) != _spans(
-            _SYMBOLIC, prose_a):
-        return "math"
     words_s, words_a = _words(prose_s), _words(prose_a)
     if _numbers(prose_s, words_s) != _numbers(prose_a, words_a):
         return "numbers"
+    if _spans(_TEX, stored) != _spans(_TEX, asked) or _spans(_SYMBOLIC, prose_s) != _spans(
+            _SYMBOLIC, prose_a):
+        return "math"
     if not _entities(prose_s, prose_a):
         return "entities"
     if Counter(w for w in words_s if w in _NEGATIONS) != Counter(
@@ -130,7 +130,8 @@ def _numbers(prose: str, words: list[str]) -> tuple[tuple[str, ...], tuple[str, 
 def canonical(text: str) -> str | None:
     """The form reformatted repeats of one user turn share (see the module docstring); None for
     a text with indented lines outside code fences (indentation may be meaning: exact only)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+    text = text if "\n" in text else text.strip()
     if _INDENTED.search(_FENCE.sub("", text)):
         return None
     text = _OPTION.sub(lambda m: f"{(m.group(1) or m.group(2)).upper()}. {m.group(3)}", text)
