@@ -1,18 +1,25 @@
-"""The gateway's response cache: an exact layer, then a semantic layer on the router's encoder.
+"""The gateway's response cache: an exact layer, a canonical layer, then (opt-in) a semantic
+layer on the router's encoder whose candidates must pass an equivalence check (docs/cache.md).
 
-Both layers are scoped per tenant (a hash of the client key), per tier and per generation
-parameters (``temperature``, ``max_tokens``, …): an answer is stored under the tier that gave it (a
+All layers are scoped per tenant (a hash of the client key), per tier, per generation parameters
+(``temperature``, ``max_tokens``, …) and per everything before the last user turn (system prompt,
+earlier turns, the last turn's ``name``): an answer is stored under the tier that gave it (a
 cascade's accepted draft under the draft tier) and served only to a request decided for that tier,
-never to another client, or for other parameters. The exact layer keys on sha256 of the scope and
-the messages with only meaningless whitespace dropped (line endings, blanks at line ends, blank
-lines around the text, blanks before a one-line text; ``_normalise``): indentation counts. The
-semantic layer embeds the chat with the router's own ``SentenceEncoder`` (no second model) and
-serves the most similar stored answer of the same scope when the cosine similarity is at least
-``similarity``. It runs only when the router's bundle has the ``full`` feature set (a ``hand``
-bundle or a remote router gives no encoder: exact layer only), only for plain-text chats without
-indented lines (the encoder cannot see indentation), and only when the whole chat fits the
-encoder's token window (past it the encoder keeps head and tail, and two chats differing in the
-middle would look identical).
+never to another client, for other parameters or after another conversation. The exact layer keys
+on sha256 of the scope and the messages with only meaningless whitespace dropped (line endings,
+blanks at line ends, blank lines around the text, blanks before a one-line text; ``_normalise``):
+indentation counts. The canonical layer keys on the last user turn's ``equivalence.canonical``
+form (case, whitespace, option markers, answer cues; none for indented text outside code fences).
+The semantic layer (``semantic: true``) embeds only the last user turn with the router's own
+``SentenceEncoder`` (no second model), takes the most similar stored turn of the same scope at or
+above ``similarity``, and serves it only when ``equivalence.mismatch`` finds no difference (a
+failed check is a miss, reported to ``on_event`` by reason). It runs only when the router's bundle
+has the ``full`` feature set, only for plain-text turns without indented lines (the encoder cannot
+see indentation), and only when the turn fits the encoder's token window. Each entry keeps its own
+key and last user turn in its ``tierwise`` member (never sent to clients); an entry without them
+is corrupt: dropped and reported, never served. ``remember``/``forget`` let negative feedback on
+an answer evict the entry that gave it (this process's memory of which decision used which entry:
+feedback sent to another replica evicts nothing).
 
 Where entries live is a ``CacheStore``; ``ResponseCache`` owns the keys, scopes, normalisation and
 embedding, the stores only keep and find. By default ``MemoryCacheStore`` (this process: an LRU
