@@ -41,6 +41,9 @@ def test_a_difference_that_changes_the_question_is_a_mismatch(
      "Prove there are infinitely many primes and then derive the prime number theorem."),
     ("Summarise the following text for me.", "Please summarise the following text."),
     (MCQ, MCQ + "  "),
+    # dollar amounts are not a TeX span ("$100 to the firm and $")
+    ("The firm paid $100 to the bank and $35 in fees. Why?",
+     "The firm paid $100 to the bank, and $35 in fees. Why?"),
 ])
 def test_the_same_question_reworded_passes(stored: str, asked: str) -> None:
     assert mismatch(stored, asked) is None

@@ -23,7 +23,9 @@ REASONS = ("options", "code", "quoted", "numbers", "math", "entities", "negation
 
 _FENCE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
-_TEX = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$|\\\(.+?\\\)|\\\[.+?\\\]", re.DOTALL)
+#: TeX: ``$$…$$``, ``\(…\)``, ``\[…\]`` and ``$…$`` (not a dollar amount: "$100 and $35").
+_TEX = re.compile(r"\$\$.+?\$\$|\$(?![\d\s])[^$\n]+?(?<!\s)\$|\\\(.+?\\\)|\\\[.+?\\\]",
+                  re.DOTALL)
 _QUOTED = re.compile(r"\"[^\"\n]+\"|“[^”\n]+”|(?<!\w)'[^'\n]+'(?!\w)|«[^»\n]+»")
 #: A line that opens with an option marker: "A.", "A)", "(a)", "a)", "A:" then the option.
 _OPTION = re.compile(r"^[^\S\n]*(?:\(([A-Ja-j])\)|([A-Ja-j])[.):])[^\S\n]+(.*\S)[^\S\n]*$",
