@@ -248,6 +248,10 @@ def precision(per_kind: int, n_templated: int) -> None:
             results = [client.ask([{"role": "system", "content": SYSTEM}, *user(t)], 0)
                        for t in turns]
             report("templated", results, False)
+            metrics = client.http.get("/metrics").text.splitlines()
+            refused = [m for m in metrics if m.startswith("tierwise_gateway_cache_rejections")]
+            out("semantic candidates refused by the equivalence check (all kinds): "
+                + (", ".join(r.split("reason=")[-1] for r in refused) or "none"))
         finally:
             for server in servers:
                 server.stop()
