@@ -46,7 +46,7 @@ def test_a_request_can_ask_for_exact_or_no_cache(
     assert layer(post(gw, QUESTION.upper(), {"x-tierwise-cache": "exact"})) is None
     assert layer(post(gw, QUESTION, {"x-tierwise-cache": "off"})) is None
     # the body wins over the header
-    assert layer(post(gw, QUESTION.lower(), {"x-tierwise-cache": "off"}, cache="auto")) == (
+    assert layer(post(gw, QUESTION.title(), {"x-tierwise-cache": "off"}, cache="auto")) == (
         "canonical")
     assert len(upstreams.strong.requests) == 5
 
