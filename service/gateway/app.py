@@ -99,11 +99,13 @@ async def response_cache(
     if not config.cache.enabled:
         return None
     settings = CacheSettings(**config.cache.model_dump(exclude={"enabled"}))
-    found = ResponseCache(settings, decisions.encoder(), on_error=metrics.cache_error)
+    found = ResponseCache(settings, decisions.encoder(), on_error=metrics.cache_error,
+                          on_event=metrics.cache_event)
     await found.start()
     stack.push_async_callback(found.aclose)
-    logger.info("response cache on (%s): exact%s", "shared" if settings.url else "in process",
-                " and semantic" if found.semantic else " only")
+    logger.info("response cache on (%s): exact%s%s", "shared" if settings.url else "in process",
+                ", canonical" if settings.canonical else "",
+                ", semantic" if found.semantic else "")
     return found
 
 
@@ -228,13 +230,16 @@ async def list_models(request: Request) -> dict[str, Any]:
 @api.post("/v1/feedback", dependencies=client)
 async def feedback(request: Request, completions: CompletionsDep) -> dict[str, Any]:
     """Store a label (``score`` in [0, 1] or ``thumbs``) for a decision made with the caller's
-    key; 404 for unknown ids and other keys' decisions alike (as for batch jobs)."""
+    key; 404 for unknown ids and other keys' decisions alike (as for batch jobs). A label below
+    0.5 evicts the cache entry that answered (or was stored by) the decision."""
     body, _ = parse_json(await request.body(), FeedbackIn)
     try:
         record = FeedbackRecord.model_validate(body.model_dump())
     except ValidationError as exc:  # one label, not both or neither: the record's own rule
         raise invalid(exc) from None
     await completions.store.add_feedback(record, tenant_of(request.headers))
+    if completions.cache is not None and record.value < 0.5:  # a bad cached answer: evict it
+        await completions.cache.forget(record.decision_id)
     return {"object": "tierwise.feedback", "decision_id": record.decision_id, "value": record.value}
 
 

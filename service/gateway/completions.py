@@ -40,7 +40,7 @@ from service.gateway.records import (
     build_record,
     usage_of,
 )
-from service.gateway.requests import ChatRequest, read_chat
+from service.gateway.requests import ChatRequest, cache_mode, read_chat
 from service.gateway.tenants import tenant_of
 from service.gateway.upstream.pool import Forwarded, UpstreamPool
 from service.gateway.upstream.refusals import sealed_refusal
@@ -98,9 +98,11 @@ class Completions:
         cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)
         call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
         self.metrics.trimmed_tokens.inc(call.trimmed)
-        if self.cache is not None and not body.stream:  # streams are neither served nor stored
+        mode = cache_mode(body, headers)
+        # streams are neither served nor stored; "off" neither looks up nor stores
+        if self.cache is not None and not body.stream and mode != "off":
             call.cache_key = self.cache.key(forward, call.tenant, plan.tier)
-            hit = await self.cache.lookup(call.cache_key)
+            hit = await self.cache.lookup(call.cache_key, mode)
             self.metrics.cache.labels(hit.layer if hit else "miss").inc()
             if hit is not None:
                 return await self._replay(call, hit)
@@ -222,13 +224,16 @@ class Completions:
         doc.setdefault("model", answer.upstream.tier.model)
         record = await self._finish(call, response.status_code, usage)
         if self.cache is not None and call.cache_key is not None and not answer.failovers:
-            self.cache.store(call.cache_key, doc, record.cost_usd, answer.upstream.tier.name)
+            keys = self.cache.store(call.cache_key, doc, record.cost_usd, answer.upstream.tier.name)
+            self.cache.remember(call.plan.decision_id, keys)  # bad feedback on it evicts it
         doc["tierwise"] = self.info(call, record)
         return JSONResponse(doc, headers=self.headers(call))
 
     async def _replay(self, call: Call, hit: Hit) -> Response:
         """A cached answer, forwarded nowhere; recorded as a "cache" row (never a label)."""
         call.hit = hit
+        if self.cache is not None:
+            self.cache.remember(call.plan.decision_id, hit.keys)
         doc = replay(hit)
         record = await self._finish(call, 200, await self._usage(call, doc.get("usage"),
                                                                  _text_of(doc)))

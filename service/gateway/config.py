@@ -134,11 +134,16 @@ class FailoverConfig(_Strict):
 
 
 class CacheConfig(_Strict):
-    """The response cache (``service.gateway.levers.cache.response``): exact, then semantic on the
-    encoder."""
+    """The response cache (``service.gateway.levers.cache.response``, ``docs/cache.md``): exact,
+    then canonical, then (opt-in) semantic on the encoder with an equivalence check."""
 
     enabled: bool = False
-    #: Cosine similarity at or above which a stored answer serves a new chat (semantic layer).
+    #: Reformatted repeats of the last user turn (case, whitespace, option markers) hit.
+    canonical: bool = True
+    #: The semantic layer: off by default (its measured false-hit rate is in docs/cache.md).
+    semantic: bool = False
+    #: Cosine similarity at or above which a stored answer serves a new chat (semantic layer),
+    #: when the equivalence check passes too.
     similarity: float = Field(default=0.95, gt=0, le=1)
     ttl_s: float = Field(default=3600.0, gt=0)
     max_entries: int = Field(default=10_000, ge=1, le=1_000_000)

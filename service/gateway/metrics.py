@@ -83,6 +83,17 @@ class GatewayMetrics:
             "Response cache store failures, by operation (a failed lookup is answered as a miss).",
             ["op"], registry=r,
         )
+        self.cache_rejections = Counter(
+            "tierwise_gateway_cache_rejections",
+            "Semantic cache candidates refused by the equivalence check (a miss), by the check "
+            "that failed (options, code, quoted, math, numbers, entities, negation, wording).",
+            ["reason"], registry=r,
+        )
+        self.cache_evictions = Counter(
+            "tierwise_gateway_cache_evictions",
+            "Response cache entries dropped: negative feedback on their answer (feedback), or "
+            "unreadable when found (corrupt, never served).", ["reason"], registry=r,
+        )
         self.trimmed_tokens = Counter(
             "tierwise_gateway_trimmed_tokens", "Input tokens removed by prompt trimming.",
             registry=r,
@@ -115,6 +126,11 @@ class GatewayMetrics:
     def cache_error(self, op: str) -> None:
         """Count one failed operation of the response cache's store."""
         self.cache_errors.labels(op).inc()
+
+    def cache_event(self, kind: str, reason: str) -> None:
+        """Count one refused semantic candidate ("rejected") or dropped entry ("evicted")."""
+        counter = self.cache_rejections if kind == "rejected" else self.cache_evictions
+        counter.labels(reason).inc()
 
     def watch_budget(self, knob: Callable[[], float | None], window: Callable[[], int]) -> None:
         """Export the budget's knob in force (NaN until its window is full enough) and its

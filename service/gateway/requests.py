@@ -12,7 +12,9 @@ the code that copies or hashes a body recurse, and a client must not choose how 
 The per-request knob comes from the ``tierwise`` body member (``{"quality": 0.8, "min_tier":
 "weak", "max_tier": "strong", "allowed_tiers": ["weak", "strong"], "trim": true, "cascade":
 true}``, sent with the OpenAI SDK as ``extra_body={"tierwise": {...}}``) or, for ``quality``
-only, from the ``x-tierwise-quality`` header; the body wins when both are given.
+only, from the ``x-tierwise-quality`` header; the body wins when both are given. ``"cache":
+"auto" | "exact" | "off"`` (or the ``x-tierwise-cache`` header, the body winning) limits the
+response cache for one request (``docs/cache.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,6 +40,11 @@ logger = logging.getLogger(__name__)
 
 AUTO_MODEL = "tierwise-auto"
 QUALITY_HEADER = "x-tierwise-quality"
+CACHE_HEADER = "x-tierwise-cache"
+#: What a request lets the response cache do: "auto" every layer the config enables, "exact"
+#: the exact layer only, "off" no lookup and no store.
+CacheMode = Literal["auto", "exact", "off"]
+CACHE_MODES: tuple[CacheMode, ...] = ("auto", "exact", "off")
 #: Where the A/B unit id comes from, in order: body ``user``, then these headers.
 USER_HEADERS = ("x-tierwise-user", "x-session-id")
 
@@ -79,6 +86,8 @@ class KnobIn(BaseModel):
     #: False: the request may wait for the upstream's batch endpoint
     #: (``service.gateway.batch.window``).
     urgent: bool | None = None
+    #: What the response cache may do for this request (None: the header, else "auto").
+    cache: CacheMode | None = None
 
 
 class ChatBody(OpenAIParams):
@@ -290,6 +299,24 @@ def request_policy(
         min_tier=knob.min_tier, max_tier=knob.max_tier,
         allowed_tiers=tuple(knob.allowed_tiers or ()),
     )
+
+
+def cache_mode(body: ChatBody, headers: Mapping[str, str]) -> CacheMode:
+    """The request's cache mode: body ``tierwise.cache``, then the header, then "auto".
+
+    Raises:
+        BadRequest: when the header is not one of the modes.
+    """
+    if body.tierwise is not None and body.tierwise.cache is not None:
+        return body.tierwise.cache
+    header = headers.get(CACHE_HEADER)
+    if header is None:
+        return "auto"
+    for mode in CACHE_MODES:
+        if header.strip().lower() == mode:
+            return mode
+    raise BadRequest(f"{CACHE_HEADER} must be one of {list(CACHE_MODES)}, got {header[:20]!r}",
+                     param=CACHE_HEADER, code="invalid_value")
 
 
 def unit_id(body: ChatBody, headers: Mapping[str, str]) -> str | None:

@@ -45,7 +45,8 @@ def replicas(postgres_url: str, encoder: SentenceEncoder) -> Any:
     """
 
     def with_settings(**overrides: Any) -> Any:
-        settings = CacheSettings(**{"url": postgres_url, "refresh_s": 300.0, **overrides})
+        settings = CacheSettings(**{"url": postgres_url, "refresh_s": 300.0, "semantic": True,
+                                    **overrides})
 
         def run(scenario: Any) -> Any:
             async def main() -> Any:
@@ -192,4 +193,42 @@ def test_a_replica_started_later_mirrors_every_row(postgres_url: str) -> None:
 
     mirrored, nearest = asyncio.run(main())
     assert mirrored == n
-    assert nearest is not None and nearest[0].doc == answer(f"answer {n - 1}")
+    assert nearest is not None
+    assert {k: v for k, v in nearest[0].doc.items() if k != "tierwise"} == answer(f"answer {n - 1}")
+
+
+def test_canonical_hits_and_feedback_eviction_are_shared(
+    replicas: Any, postgres_url: str
+) -> None:
+    async def scenario(a: ResponseCache, b: ResponseCache) -> None:
+        key = a.key(body(QUESTION), "t", "weak")
+        assert await a.lookup(key) is None
+        a.remember("d1", a.store(key, answer("Lyon."), 0.01, "weak"))
+        await pg(a).flush()
+        hit = await find(b, "  what IS the capital of france?")
+        assert hit is not None and hit.layer == "canonical"
+        evicted: list[tuple[str, str]] = []
+        a.on_event = lambda kind, reason: evicted.append((kind, reason))
+        assert await a.forget("d1") is True and evicted == [("evicted", "feedback")]
+        assert rows(postgres_url) == 0
+        await pg(b).refresh()
+        for text in (QUESTION, "what is the capital of france?", PARAPHRASE):
+            assert await find(b, text) is None
+
+    replicas()(scenario)
+
+
+def test_a_corrupt_row_is_dropped_and_counted_never_served(
+    replicas: Any, postgres_url: str
+) -> None:
+    async def scenario(a: ResponseCache, b: ResponseCache) -> None:
+        await remember(a, QUESTION)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"UPDATE {TABLE} SET doc = %s::json", ('{"choices": "garbage"}',))
+        events: list[tuple[str, str]] = []
+        b.on_event = lambda kind, reason: events.append((kind, reason))
+        assert await find(b, QUESTION) is None
+        assert events == [("evicted", "corrupt")]
+        assert rows(postgres_url) == 0
+
+    replicas()(scenario)

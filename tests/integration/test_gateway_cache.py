@@ -87,7 +87,7 @@ def test_other_parameters_or_tenant_miss(
 def test_code_that_differs_only_in_indentation_is_another_question(
     make_gateway: Any, upstreams: Upstreams, bundle: str, request: pytest.FixtureRequest
 ) -> None:
-    gw = cached(make_gateway, request.getfixturevalue(bundle))  # full: the semantic layer too
+    gw = cached(make_gateway, request.getfixturevalue(bundle), semantic=True)
     loop = "What does this Python print?\n\nx = 0\nfor i in range(3):\n    x += 1\n"
     upstreams.strong.content = "1\n2\n3"
     inside = ask(gw, loop + "    print(x)\n")
@@ -143,7 +143,7 @@ def test_entries_expire(make_gateway: Any, upstreams: Upstreams, fast_bundle: Pa
 def test_paraphrase_hits_with_the_encoder(
     make_gateway: Any, upstreams: Upstreams, full_bundle: Path
 ) -> None:
-    gw = cached(make_gateway, full_bundle)
+    gw = cached(make_gateway, full_bundle, semantic=True)
     first = ask(gw, HARD)
     para = ask(gw, PARAPHRASE)
     assert para["tierwise"]["cache"] == "semantic"
@@ -154,10 +154,19 @@ def test_paraphrase_hits_with_the_encoder(
     assert len(upstreams.strong.requests) == 3
 
 
+def test_semantic_layer_is_opt_in(
+    make_gateway: Any, upstreams: Upstreams, full_bundle: Path
+) -> None:
+    gw = cached(make_gateway, full_bundle)  # the encoder is there, the layer is not on
+    ask(gw, HARD)
+    assert ask(gw, PARAPHRASE)["tierwise"]["cache"] is None
+    assert len(upstreams.strong.requests) == 2
+
+
 def test_hand_bundle_has_only_the_exact_layer(
     make_gateway: Any, upstreams: Upstreams, fast_bundle: Path
 ) -> None:
-    gw = cached(make_gateway, fast_bundle)
+    gw = cached(make_gateway, fast_bundle, semantic=True)
     ask(gw, HARD)
     assert ask(gw, PARAPHRASE)["tierwise"]["cache"] is None
     assert len(upstreams.strong.requests) == 2

@@ -37,7 +37,7 @@ def ask(gw: Gateway, text: str, key: str | None = None) -> dict[str, Any]:
 def test_two_replicas_share_exact_and_semantic_hits(
     make_gateway: Any, upstreams: Upstreams, full_bundle: Path, postgres_url: str, tmp_path: Path,
 ) -> None:
-    cache = {"enabled": True, "url": postgres_url, "refresh_s": 0.05}
+    cache = {"enabled": True, "url": postgres_url, "refresh_s": 0.05, "semantic": True}
     one: Gateway = make_gateway(full_bundle, cache=cache)
     two: Gateway = make_gateway(full_bundle, cache=cache,
                                 traffic={"url": f"sqlite:///{tmp_path / 'two.db'}"})

@@ -17,10 +17,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 
 #: script -> (extra arguments, a line its output must hold); {labeled} is a converted-data folder
-#: shared by the module's tests. bench_protocol.py's quick mode has its own test.
+#: shared by the module's tests. bench_protocol.py's and bench_cache_precision.py's quick
+#: modes have their own tests.
 QUICK: dict[str, tuple[list[str], str]] = {
     "bench_cache_store.py": ([], "in-process (MemoryCacheStore): 200 entries"),
-    "bench_cache_threshold.py": ([], "hard negatives:"),
     "bench_budget.py": (["--labeled-dir", "{labeled}"], "llmrouter        300"),
     "bench_cross_task.py": (["--labeled-dir", "{labeled}"], "mmlu_pro: 200 rows"),
     "bench_training.py": (["--labeled-dir", "{labeled}"], "total warm:"),
@@ -36,7 +36,7 @@ QUICK: dict[str, tuple[list[str], str]] = {
     "bench_replay.py": ([], "registry: champion -> version 1"),
 }
 #: Under 10 s each on a quiet 2-core machine: the rest starts servers, converts or trains.
-FAST = {"bench_cache_store.py", "bench_cache_threshold.py"}
+FAST = {"bench_cache_store.py"}
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,7 @@ def encoder() -> SentenceEncoder:
 
 
 def test_semantic_layer_within_scope(encoder: SentenceEncoder) -> None:
-    cache = ResponseCache(CacheSettings(similarity=0.95, max_entries=3), encoder)
+    cache = ResponseCache(CacheSettings(similarity=0.95, max_entries=3, semantic=True), encoder)
     key, _ = look(cache, body(QUESTION))
     cache.store(key, answer("Paris."), 0.01, "weak")
     _, hit = look(cache, body("What's the capital of France?"))
@@ -121,7 +121,7 @@ def test_semantic_layer_within_scope(encoder: SentenceEncoder) -> None:
 
 def test_indented_chats_get_the_exact_layer_only(encoder: SentenceEncoder) -> None:
     # the encoder's tokenizer drops whitespace: it cannot tell two indentations apart
-    cache = ResponseCache(CacheSettings(similarity=0.95), encoder)
+    cache = ResponseCache(CacheSettings(similarity=0.95, semantic=True), encoder)
     key, _ = look(cache, body(PROGRAM))
     assert key.text is None
     cache.store(key, answer("1 2 3"), 0.0, "weak")

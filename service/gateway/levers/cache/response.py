@@ -1,18 +1,25 @@
-"""The gateway's response cache: an exact layer, then a semantic layer on the router's encoder.
+"""The gateway's response cache: an exact layer, a canonical layer, then (opt-in) a semantic
+layer on the router's encoder whose candidates must pass an equivalence check (docs/cache.md).
 
-Both layers are scoped per tenant (a hash of the client key), per tier and per generation
-parameters (``temperature``, ``max_tokens``, …): an answer is stored under the tier that gave it (a
+All layers are scoped per tenant (a hash of the client key), per tier, per generation parameters
+(``temperature``, ``max_tokens``, …) and per everything before the last user turn (system prompt,
+earlier turns, the last turn's ``name``): an answer is stored under the tier that gave it (a
 cascade's accepted draft under the draft tier) and served only to a request decided for that tier,
-never to another client, or for other parameters. The exact layer keys on sha256 of the scope and
-the messages with only meaningless whitespace dropped (line endings, blanks at line ends, blank
-lines around the text, blanks before a one-line text; ``_normalise``): indentation counts. The
-semantic layer embeds the chat with the router's own ``SentenceEncoder`` (no second model) and
-serves the most similar stored answer of the same scope when the cosine similarity is at least
-``similarity``. It runs only when the router's bundle has the ``full`` feature set (a ``hand``
-bundle or a remote router gives no encoder: exact layer only), only for plain-text chats without
-indented lines (the encoder cannot see indentation), and only when the whole chat fits the
-encoder's token window (past it the encoder keeps head and tail, and two chats differing in the
-middle would look identical).
+never to another client, for other parameters or after another conversation. The exact layer keys
+on sha256 of the scope and the messages with only meaningless whitespace dropped (line endings,
+blanks at line ends, blank lines around the text, blanks before a one-line text; ``_normalise``):
+indentation counts. The canonical layer keys on the last user turn's ``equivalence.canonical``
+form (case, whitespace, option markers, answer cues; none for indented text outside code fences).
+The semantic layer (``semantic: true``) embeds only the last user turn with the router's own
+``SentenceEncoder`` (no second model), takes the most similar stored turn of the same scope at or
+above ``similarity``, and serves it only when ``equivalence.mismatch`` finds no difference (a
+failed check is a miss, reported to ``on_event`` by reason). It runs only when the router's bundle
+has the ``full`` feature set, only for plain-text turns without indented lines (the encoder cannot
+see indentation), and only when the turn fits the encoder's token window. Each entry keeps its own
+key and last user turn in its ``tierwise`` member (never sent to clients); an entry without them
+is corrupt: dropped and reported, never served. ``remember``/``forget`` let negative feedback on
+an answer evict the entry that gave it (this process's memory of which decision used which entry:
+feedback sent to another replica evicts nothing).
 
 Where entries live is a ``CacheStore``; ``ResponseCache`` owns the keys, scopes, normalisation and
 embedding, the stores only keep and find. By default ``MemoryCacheStore`` (this process: an LRU
@@ -42,6 +49,7 @@ import json
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,6 +57,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from router_model.encoder import MAX_TOKENS, SentenceEncoder
+from service.gateway.levers.cache.equivalence import canonical, mismatch
 from service.gateway.levers.cache.store import (
     CacheKey,
     CacheSettings,
@@ -58,11 +67,15 @@ from service.gateway.levers.cache.store import (
     Layer,
     MemoryCacheStore,
     Stored,
+    canonical_key,
     digest,
 )
 from service.gateway.levers.cache.store_pg import PostgresCacheStore
+from service.gateway.requests import CacheMode as Mode
 
 #: Request members that do not change the answer (everything else is part of the scope).
+#: Called with ("rejected", the failed check) or ("evicted", "feedback" | "corrupt").
+EventHook = Callable[[str, str], None]
 _NOT_SCOPE = frozenset({"messages", "model", "stream", "stream_options", "user", "tierwise"})
 _BLANKS = re.compile(r"\s+")
 _LINE_BREAK = re.compile(r"\r\n?")
@@ -86,20 +99,23 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def _chat_text(messages: list[Any]) -> str | None:
-    """The chat as one text for the encoder, None unless every message is plain text without
-    indented lines (the encoder's tokenizer drops whitespace: indented code would look the same
-    at any indentation, so such chats get the exact layer only)."""
-    lines = []
-    for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-            return None
-        if set(m) - {"role", "content", "name"}:  # tool calls and the like: exact layer only
-            return None
-        if _INDENTED.search(m["content"]):
-            return None
-        lines.append(f"{m.get('role')}: {_BLANKS.sub(' ', m['content']).strip()}")
-    return "\n".join(lines)
+def _last_turn(messages: list[Any]) -> tuple[list[Any], str | None]:
+    """The chat but its last user turn's text, and that text (None, with the whole chat as the
+    first part, unless the chat ends with a plain-text user message). Only the last user turn is
+    compared by meaning; everything before it is part of the scope, matched exactly."""
+    last = messages[-1] if messages else None
+    if (not isinstance(last, dict) or last.get("role") != "user"
+            or not isinstance(last.get("content"), str) or set(last) - {"role", "content", "name"}):
+        return messages, None
+    return [*messages[:-1], {k: v for k, v in last.items() if k != "content"}], last["content"]
+
+
+def _embedded(prompt: str | None) -> str | None:
+    """The last user turn as the encoder sees it; None for indented lines (the encoder's
+    tokenizer drops whitespace: indented code would look the same at any indentation)."""
+    if prompt is None or _INDENTED.search(prompt):
+        return None
+    return _BLANKS.sub(" ", prompt).strip()
 
 
 def open_cache_store(
@@ -115,21 +131,29 @@ def _ignore(op: str) -> None:
     return None
 
 
+def _ignore_event(kind: str, reason: str) -> None:
+    return None
+
+
 class ResponseCache:
     """Exact and semantic lookups of stored non-streaming completions; ``start`` before use."""
 
     def __init__(
         self, settings: CacheSettings, encoder: SentenceEncoder | None,
         clock: Callable[[], float] = time.monotonic, on_error: ErrorHook | None = None,
+        on_event: EventHook | None = None,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
         self.backend = open_cache_store(settings, clock, on_error or _ignore)
+        #: Called with ("rejected", check) for a failed equivalence check, ("evicted", why).
+        self.on_event = on_event or _ignore_event
+        self._answered: OrderedDict[str, tuple[str, ...]] = OrderedDict()
 
     @property
     def semantic(self) -> bool:
-        """Whether the semantic layer runs (the router's bundle has an encoder)."""
-        return self.encoder is not None
+        """Whether the semantic layer runs (on in the settings, and the bundle has an encoder)."""
+        return self.settings.semantic and self.encoder is not None
 
     def __len__(self) -> int:
         return len(self.backend)
@@ -149,26 +173,66 @@ class ResponseCache:
         messages = forward.get("messages")
         messages = messages if isinstance(messages, list) else []
         chat = json.dumps(_normalise(messages), sort_keys=True, default=str)
-        scope = digest(tenant, tier, params)
-        return CacheKey(scope, digest(scope, chat), _chat_text(messages), None, tier,
-                        (tenant, params, chat))
+        earlier, prompt = _last_turn(messages)
+        scoped = params + "\x00" + json.dumps(_normalise(earlier), sort_keys=True, default=str)
+        canon = canonical(prompt) if prompt is not None and self.settings.canonical else None
+        scope = digest(tenant, tier, scoped)
+        return CacheKey(scope, digest(scope, chat), _embedded(prompt), None, tier,
+                        (tenant, scoped, chat, canon), canonical_key(scope, canon), prompt)
 
-    async def lookup(self, key: CacheKey) -> Hit | None:
-        """The stored answer for ``key``: exact first, then the most similar one in scope; only
-        an answer of ``key.tier`` (an entry written before answers were scoped by the tier that
-        gave them may hold another tier's)."""
-        stored = await self.backend.exact(key)
-        if stored is not None:
-            return _hit("exact", stored, 1.0) if stored.tier == key.tier else None
-        if self.encoder is None or key.text is None:
+    async def lookup(self, key: CacheKey, mode: Mode = "auto") -> Hit | None:
+        """The stored answer of ``key.tier`` for ``key``: exact, then (``mode`` "auto") the same
+        canonical form, then the most similar last user turn that passes the equivalence check
+        (a failed check is a miss, counted by reason). A corrupt entry is dropped, never served."""
+        found = await self._entry("exact", await self.backend.exact(key), 1.0, key)
+        if found is not None or mode != "auto":
+            return found
+        if key.canonical is not None:
+            found = await self._entry("canonical", await self.backend.canonical(key), 1.0, key)
+            if found is not None:
+                return found
+        if not self.semantic or key.text is None:
             return None
         key.vector = await asyncio.to_thread(self._embed, key.text)
         if key.vector is None:
             return None
-        found = await self.backend.nearest(key, key.vector)
-        if found is None or found[0].tier != key.tier:
+        near = await self.backend.nearest(key, key.vector)
+        return None if near is None else await self._entry("semantic", *near, key)
+
+    async def _entry(self, layer: Layer, stored: Stored | None, similarity: float,
+                     key: CacheKey) -> Hit | None:
+        """``stored`` as a hit when it is whole, of ``key.tier`` and (semantic) equivalent."""
+        if stored is None or stored.tier != key.tier:  # another tier's: an entry written before
+            return None                                 # answers were scoped by their tier
+        meta = entry_meta(stored.doc)
+        if meta is None:
+            self.on_event("evicted", "corrupt")
+            await self.backend.drop([stored.key])
             return None
-        return _hit("semantic", *found)
+        keys, prompt = meta
+        if layer == "semantic":
+            reason = "wording" if prompt is None or key.prompt is None else mismatch(
+                prompt, key.prompt)
+            if reason is not None:
+                self.on_event("rejected", reason)
+                return None
+        doc = copy.deepcopy({k: v for k, v in stored.doc.items() if k != "tierwise"})
+        return Hit(layer, doc, stored.cost_usd, stored.tier, similarity, keys)
+
+    def remember(self, decision_id: str, keys: tuple[str, ...]) -> None:
+        """Note which entry answered (or was stored by) a decision, for ``forget``."""
+        self._answered[decision_id] = keys
+        while len(self._answered) > self.settings.max_entries:
+            self._answered.popitem(last=False)
+
+    async def forget(self, decision_id: str) -> bool:
+        """Evict the entry that answered ``decision_id`` (negative feedback); False if none."""
+        keys = self._answered.pop(decision_id, None)
+        if not keys:
+            return False
+        await self.backend.drop(list(keys))
+        self.on_event("evicted", "feedback")
+        return True
 
     def _embed(self, text: str) -> NDArray[np.float32] | None:
         assert self.encoder is not None
@@ -178,13 +242,18 @@ class ResponseCache:
         vector: NDArray[np.float32] = self.encoder.encode_ids([ids])[0]
         return vector
 
-    def store(self, key: CacheKey, doc: Mapping[str, Any], cost_usd: float, tier: str) -> None:
+    def store(self, key: CacheKey, doc: Mapping[str, Any], cost_usd: float,
+              tier: str) -> tuple[str, ...]:
         """Keep a completion (without ``tierwise``) that ``tier`` answered, for ``ttl_s``, under
         ``tier``'s scope (``key.on_tier``): a cascade's accepted draft is the draft tier's answer,
-        served only to requests decided for that tier. A shared store writes later."""
-        kept = copy.deepcopy({k: v for k, v in doc.items() if k != "tierwise"})
+        served only to requests decided for that tier. A shared store writes later. Returns the
+        entry's keys (what ``remember`` takes)."""
         key = key.on_tier(tier)
+        keys = (key.exact,)
+        kept = copy.deepcopy({k: v for k, v in doc.items() if k != "tierwise"})
+        kept["tierwise"] = {"keys": list(keys), "prompt": key.prompt}
         self.backend.put(key, Stored(kept, cost_usd, tier), key.vector)
+        return keys
 
     async def put(self, key: CacheKey, doc: Mapping[str, Any], cost_usd: float,
                   tier: str) -> None:
@@ -193,8 +262,20 @@ class ResponseCache:
         await self.backend.flush()
 
 
-def _hit(layer: Layer, stored: Stored, similarity: float) -> Hit:
-    return Hit(layer, copy.deepcopy(stored.doc), stored.cost_usd, stored.tier, similarity)
+def entry_meta(doc: Any) -> tuple[tuple[str, ...], str | None] | None:
+    """An entry's own keys and last user turn (``store`` writes them in its ``tierwise``
+    member); None when the entry is not a whole completion with them (corrupt, or foreign)."""
+    meta = doc.get("tierwise") if isinstance(doc, dict) else None
+    if not isinstance(meta, dict):
+        return None
+    keys, prompt = meta.get("keys"), meta.get("prompt")
+    choices = doc.get("choices")
+    if (not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys)
+            or not (prompt is None or isinstance(prompt, str))
+            or not isinstance(choices, list) or not choices
+            or not all(isinstance(c, dict) for c in choices)):
+        return None
+    return tuple(keys), prompt
 
 
 def replay(hit: Hit) -> dict[str, Any]:

@@ -63,15 +63,24 @@ _SCHEMA = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_scope ON {TABLE}(scope)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_expires ON {TABLE}(expires_at)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_created ON {TABLE}(created_at)",
+    # the canonical layer's key (a table created before it gets the column)
+    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS canonical TEXT",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_canonical ON {TABLE}(canonical)",
 )
 _UPSERT = (
-    f"INSERT INTO {TABLE} (key, scope, doc, cost_usd, tier, embedding, expires_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s)) "
+    f"INSERT INTO {TABLE} (key, scope, doc, cost_usd, tier, embedding, canonical, expires_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s)) "
     "ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc, cost_usd = EXCLUDED.cost_usd, "
+    "canonical = EXCLUDED.canonical, "
     f"tier = EXCLUDED.tier, embedding = coalesce(EXCLUDED.embedding, {TABLE}.embedding), "
     "created_at = clock_timestamp(), expires_at = EXCLUDED.expires_at"
 )
 _EXACT = f"SELECT doc, cost_usd, tier FROM {TABLE} WHERE key = %s AND expires_at > now()"
+#: The newest live entry of a canonical form (``canonical`` is a digest of the scope and form).
+_CANONICAL = (
+    f"SELECT key, doc, cost_usd, tier FROM {TABLE} WHERE canonical = %s AND expires_at > now() "
+    "ORDER BY created_at DESC LIMIT 1"
+)
 _CONFIRM = (
     f"SELECT key, doc, cost_usd, tier FROM {TABLE} "
     "WHERE key = ANY(%s::text[]) AND scope = %s AND expires_at > now()"
@@ -81,6 +90,7 @@ _NEW_ROWS = (
     "AND created_at > %s AND expires_at > now() AND key <> ALL(%s::text[]) "
     "ORDER BY created_at LIMIT %s"
 )
+_DROP = f"DELETE FROM {TABLE} WHERE key = ANY(%s::text[])"
 #: Rows per refresh query: a large table fills the mirror in pages, each within the timeout.
 PAGE = 2000
 #: Entries waiting to be written (past it new ones are dropped and counted), and per round trip.
@@ -158,7 +168,14 @@ class PostgresCacheStore:
         if not rows:
             return None
         doc, cost, tier = rows[0]
-        return Stored(doc, float(cost), tier)
+        return Stored(doc, float(cost), tier, key.exact)
+
+    async def canonical(self, key: CacheKey) -> Stored | None:
+        rows = await self._query("lookup", _CANONICAL, (key.canonical,))
+        if not rows:
+            return None
+        exact, doc, cost, tier = rows[0]
+        return Stored(doc, float(cost), tier, exact)
 
     async def nearest(
         self, key: CacheKey, vector: NDArray[np.float32]
@@ -170,19 +187,26 @@ class PostgresCacheStore:
         rows = await self._query("lookup", _CONFIRM, ([k for k, _ in found], key.scope))
         if rows is None:
             return None
-        live = {k: Stored(doc, float(cost), tier) for k, doc, cost, tier in rows}
+        live = {k: Stored(doc, float(cost), tier, k) for k, doc, cost, tier in rows}
         for owner, similarity in found:
             if owner in live:
                 return live[owner], similarity
             self._index.remove(owner)  # expired or deleted since the mirror saw it
         return None
 
+    async def drop(self, keys: list[str]) -> None:
+        """Delete the rows (after the queued writes, which could bring them back)."""
+        for k in keys:
+            self._index.remove(k)
+        await self.flush()
+        await self._query("drop", _DROP, (keys,))
+
     def put(self, key: CacheKey, stored: Stored, vector: NDArray[np.float32] | None) -> None:
         if vector is not None:
             self._index.add(key.exact, scope_id(key.scope), vector)
         blob = vector.astype("<f4").tobytes() if vector is not None else None
         params = (key.exact, key.scope, Json(stored.doc), stored.cost_usd, stored.tier, blob,
-                  self._settings.ttl_s)
+                  key.canonical, self._settings.ttl_s)
         try:
             self._writes.put_nowait(params)
         except asyncio.QueueFull:
