@@ -41,6 +41,7 @@ from service.gateway.records import (
     usage_of,
 )
 from service.gateway.requests import AUTO_MODEL, ChatBody, parse_chat, to_messages
+from service.gateway.shadow import ShadowLabeler
 from service.gateway.tenants import tenant_of
 from service.gateway.upstream.pool import Forwarded, UpstreamPool
 from service.gateway.upstream.sse import SseTap, data_of, json_event, valid_event, with_member
@@ -65,6 +66,7 @@ class Completions:
     tokenizer: Any
     cache: ResponseCache | None = None
     budget: BudgetKnob | None = None
+    shadow: ShadowLabeler | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     planner: Planner = field(init=False)
 
@@ -91,7 +93,7 @@ class Completions:
         if plan is None:
             plan = await self.plan(body, headers, messages)
         call = Call(body, messages, scored, plan, start, tenant=tenant_of(headers))
-        forward = {k: v for k, v in doc.items() if k != "tierwise"}
+        forward = call.forward = {k: v for k, v in doc.items() if k != "tierwise"}
         cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)
         call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
         self.metrics.trimmed_tokens.inc(call.trimmed)
@@ -208,6 +210,8 @@ class Completions:
         record = await self._finish(call, response.status_code, usage)
         if self.cache is not None and call.cache_key is not None and not answer.failovers:
             self.cache.store(call.cache_key, doc, record.cost_usd, answer.upstream.tier.name)
+        if self.shadow is not None:
+            self.shadow.consider(call, record, _text_of(doc))
         doc["tierwise"] = self.info(call, record)
         return JSONResponse(doc, headers=self.headers(call))
 
@@ -259,6 +263,8 @@ class Completions:
             await answer.aclose()
         record = await self._finish(call, status, await self._usage(
             call, tap.usage, "".join(tap.text)))
+        if self.shadow is not None:
+            self.shadow.consider(call, record, "".join(tap.text))
         if held is not None:
             yield with_member(held, "tierwise", self.info(call, record))
         if trailer:
