@@ -90,7 +90,8 @@ class GatewayMetrics:
         self.shadow_samples = Counter(
             "tierwise_gateway_shadow_samples",
             "Shadow label samples, by result (queued, labeled, dropped_full, over_budget, "
-            "unparseable, tier_failed, no_other_answer, failed).", ["result"], registry=r,
+            "unparseable, judge_failed, tier_failed, no_other_answer, failed).", ["result"],
+            registry=r,
         )
         self.shadow_cost = Counter(
             "tierwise_gateway_shadow_cost_usd",

@@ -7,7 +7,8 @@ the tier that answered and its text. ``ShadowLabeler.consider`` only puts it on 
 (``shadow.concurrency``) send the body to every other allowed tier once (``UpstreamPool.send_once``:
 no failover, breakers untouched, each call under ``shadow.timeout_s``), then have the judge grade
 every answer (``router_model.judge``; the top tier's answer is the reference of the others), and
-store one ``JudgeLabel`` per tier with the decision. A judge reply without a rating is asked once
+store one ``JudgeLabel`` per tier with the decision (a judge call that fails drops the sample,
+counted ``judge_failed``). A judge reply without a rating is asked once
 more, then the sample is dropped and counted (``unparseable``): no score is ever made up. A tier
 that fails or times out is left unlabelled (counted ``tier_failed``); a sample with no other
 answer stores nothing. Spend (shadow and judge calls at list prices, tokens from the upstream's
@@ -153,13 +154,14 @@ class ShadowLabeler:
         names = list(answers)
         grades = await asyncio.gather(*(self._grade(
             sample.question, answers[n].text, None if n == top else reference) for n in names))
-        if any(g is None for g in grades):
-            return "unparseable"
+        failed = next((g for g in grades if isinstance(g, str)), None)
+        if failed is not None:
+            return failed
         models = {t.name: t.model for t in self._tiers}
         labels = [JudgeLabel(decision_id=sample.decision_id, tier=n, model=models[n],
                              score=rating_score(g[0]), rating=g[0], judge=self._judge.model,
                              cost_usd=answers[n].cost_usd, judge_cost_usd=g[1])
-                  for n, g in zip(names, grades, strict=True) if g is not None]
+                  for n, g in zip(names, grades, strict=True) if not isinstance(g, str)]
         await self._store.add_judge_labels(labels)
         return "labeled"
 
@@ -180,8 +182,9 @@ class ShadowLabeler:
         return Answer(text, cost)
 
     async def _grade(self, question: str, answer: str,
-                     reference: str | None) -> tuple[int, float] | None:
-        """The judge's rating of one answer and what asking cost (None: no rating twice)."""
+                     reference: str | None) -> tuple[int, float] | str:
+        """The judge's rating of one answer and what asking cost, or why there is none
+        (``judge_failed``: the call failed; ``unparseable``: no rating twice)."""
         prompt = judge_prompt(question, answer, reference, self._template)
         body = {"messages": [{"role": "user", "content": prompt}], "temperature": 0,
                 "max_tokens": JUDGE_MAX_TOKENS}
@@ -189,13 +192,13 @@ class ShadowLabeler:
         for _ in range(JUDGE_TRIES):
             reply = await self._ask(body, self._judge)
             if reply is None:
-                return None
+                return "judge_failed"
             cost += reply.cost_usd
             rating = parse_rating(reply.text)
             if rating is not None:
                 return rating, cost
         logger.warning("shadow judge gave no rating twice")
-        return None
+        return "unparseable"
 
     async def _cost(self, tier: Tier, body: dict[str, Any], answer: Forwarded, text: str) -> float:
         usage = usage_of(answer.doc.get("usage") if answer.doc else None)
