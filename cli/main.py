@@ -79,6 +79,12 @@ def _gateway(argv: Sequence[str]) -> int:
     return main(argv)
 
 
+def _label(argv: Sequence[str]) -> int:
+    from service.gateway.labeling import main
+
+    return main(argv)
+
+
 #: subcommand -> (runner, one-line help)
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "convert": (_convert, "convert the shipped data sources into labeled JSONL"),
@@ -89,6 +95,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "gateway": (_gateway, "run the OpenAI-compatible forwarding gateway"),
     "retrain": (_retrain, "retrain on labeled traffic and gate promotion"),
     "ab-report": (_ab_report, "compare A/B arms recorded by the gateway"),
+    "label": (_label, "label prompts with every tier's answer graded by an LLM judge"),
 }
 
 

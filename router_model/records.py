@@ -206,3 +206,25 @@ class FeedbackRecord(BaseModel):
         if self.score is not None:
             return self.score
         return 1.0 if self.thumbs == "up" else 0.0
+
+
+class JudgeLabel(BaseModel):
+    """A judge's grade of one tier's answer to a recorded decision's prompt (a shadow label).
+
+    Kept apart from client feedback (``FeedbackRecord``): ``score`` is the judge's rating mapped
+    to [0, 1] (``router_model.judge``). ``cost_usd`` is what the shadow call to ``tier`` cost (0
+    for the tier that answered the client: already paid) and ``judge_cost_usd`` what grading it
+    cost; together they are the shadow spend of the savings ledger.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    decision_id: str = Field(min_length=1, max_length=64)
+    tier: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    score: float = Field(ge=0.0, le=1.0)
+    rating: int = Field(ge=1, le=10)
+    judge: str = Field(min_length=1)
+    cost_usd: float = Field(default=0.0, ge=0.0)
+    judge_cost_usd: float = Field(default=0.0, ge=0.0)
+    created_at: datetime = Field(default_factory=utc_now)

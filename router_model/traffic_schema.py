@@ -7,7 +7,10 @@ primary key ``decision_id``; ``features`` is little-endian float32 bytes, ``prob
 existing table when a store starts, and readers tolerate their absence (``select_list``).
 Table ``feedback`` holds ``FeedbackRecord`` rows (``id``, ``decision_id`` referencing
 ``traffic``, ``created_at``, ``score``, ``thumbs``, ``comment``, and ``value``: the label as a
-number in [0, 1]).
+number in [0, 1]). Table ``judge_labels`` holds ``JudgeLabel`` rows (``JUDGE_COLUMNS``): a
+judge's per-tier grades of a decision's prompt, apart from client feedback; a store that predates
+it gains the table when it starts (``CREATE TABLE IF NOT EXISTS``), and readers treat its absence
+as no judge labels.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from router_model.errors import InvalidData
-from router_model.records import FeedbackRecord, TrafficRecord
+from router_model.records import FeedbackRecord, JudgeLabel, TrafficRecord
 
 TRAFFIC_TABLE = "traffic"
 FEEDBACK_TABLE = "feedback"
+JUDGE_TABLE = "judge_labels"
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,44 @@ def feedback_from_row(row: Sequence[Any]) -> FeedbackRecord:
         pydantic.ValidationError: when the row does not hold a valid label.
     """
     return FeedbackRecord.model_validate(dict(zip(FEEDBACK_COLUMNS, row, strict=True)))
+
+
+#: Columns of ``judge_labels`` (every ``JudgeLabel`` field), with their SQL types per backend.
+JUDGE_COLUMNS: tuple[Column, ...] = (
+    Column("decision_id", "TEXT NOT NULL REFERENCES traffic(decision_id)",
+           "TEXT NOT NULL REFERENCES traffic(decision_id)"),
+    Column("tier", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("model", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("score", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("rating", "INTEGER NOT NULL", "INTEGER NOT NULL"),
+    Column("judge", "TEXT NOT NULL", "TEXT NOT NULL"),
+    Column("cost_usd", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("judge_cost_usd", "REAL NOT NULL", "DOUBLE PRECISION NOT NULL"),
+    Column("created_at", "TEXT NOT NULL", "TIMESTAMPTZ NOT NULL"),
+)
+JUDGE_NAMES = tuple(c.name for c in JUDGE_COLUMNS)
+
+
+def judge_table_sql(backend: Literal["sqlite", "postgres"]) -> list[str]:
+    """The statements that create ``judge_labels`` and its index when absent (older stores)."""
+    cols = ", ".join(f"{c.name} {getattr(c, backend)}" for c in JUDGE_COLUMNS)
+    return [f"CREATE TABLE IF NOT EXISTS {JUDGE_TABLE} ({cols}, PRIMARY KEY (decision_id, tier))",
+            f"CREATE INDEX IF NOT EXISTS judge_decision ON {JUDGE_TABLE}(decision_id)"]
+
+
+def judge_values(label: JudgeLabel) -> tuple[Any, ...]:
+    """The ``JUDGE_NAMES`` values of a judge label (``created_at`` as the datetime)."""
+    doc = label.model_dump()
+    return tuple(doc[n] for n in JUDGE_NAMES)
+
+
+def judge_from_row(row: Sequence[Any]) -> JudgeLabel:
+    """The judge label of a ``JUDGE_NAMES`` row.
+
+    Raises:
+        pydantic.ValidationError: when the row does not hold a valid label.
+    """
+    return JudgeLabel.model_validate(dict(zip(JUDGE_NAMES, row, strict=True)))
 
 
 SQLITE_PREFIX = "sqlite:///"

@@ -63,6 +63,9 @@ class FakeUpstream:
     #: How JSON is written: ``ascii`` (a lone surrogate as its escape, ``"\\ud800"``) or
     #: ``cesu`` (UTF-8, a lone surrogate as its three raw bytes, as a CESU-8 encoder writes it).
     encoding: str = "ascii"
+    #: When set, a non-stream answer's text is ``reply(body)`` (a fake judge answers its
+    #: grading prompts in the ``Rating: [[N]]`` format this way).
+    reply: Callable[[dict[str, Any]], str] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
 
@@ -117,8 +120,7 @@ class FakeUpstream:
             "model": body["model"],
             "choices": [{
                 "index": 0, "finish_reason": self.finish_reason,
-                "message": {"role": "assistant", "content": (
-                    "".join(ANSWER_WORDS) if self.content is None else self.content)},
+                "message": {"role": "assistant", "content": self._text(body)},
             }],
         }
         if self.logprob is not None and body.get("logprobs"):
@@ -128,6 +130,11 @@ class FakeUpstream:
         if self.send_usage:
             doc["usage"] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         return doc
+
+    def _text(self, body: dict[str, Any]) -> str:
+        if self.reply is not None:
+            return self.reply(body)
+        return "".join(ANSWER_WORDS) if self.content is None else self.content
 
     def dumps(self, doc: Any) -> bytes:
         if self.encoding == "cesu":

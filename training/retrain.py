@@ -3,7 +3,8 @@
 Steps: read the traffic store and label it (``training.traffic``: rule in its docstring), hold out
 the most recent ``--holdout-fraction`` of labeled traffic prompts, merge the rest with the base
 training data (``--base-data``, default the shipped recipe's files) with weight ``--traffic-weight``
-per traffic row and 1 per base row (traffic is the distribution served, so it counts more; the
+per traffic row (times ``--judge-weight`` for a row labeled by the judge alone: shadow labels,
+``training.traffic``) and 1 per base row (traffic is the distribution served, so it counts more; the
 base rows keep the classes traffic rarely shows), fit a challenger with the champion's estimator
 through ``training.pipeline``, export it to ONNX, and evaluate champion and challenger, both
 through ONNX, on the same frozen set (``--eval-data``, default a seeded 20% of the base groups,
@@ -53,6 +54,7 @@ import argparse
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -121,6 +123,9 @@ class RetrainConfig:
     min_eval_rows: int = MIN_EVAL_ROWS
     #: The embedding cache of the base and eval rows (None: embed them again), as in training.
     cache_dir: Path | None = None
+    #: Multiplies ``traffic_weight`` for rows whose scores all came from the LLM judge (shadow
+    #: labels); rows with client feedback keep ``traffic_weight``.
+    judge_weight: float = 1.0
 
 
 def traffic_dataset(t: TrafficLabels, idx: NDArray[np.int64], tiers: Sequence[Tier]) -> Dataset:
@@ -212,7 +217,7 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
     """
     tiers = manifest.tier_ladder()
     labels = label_traffic(read_decisions(cfg.db, cfg.since), tiers, len(manifest.feature_names),
-                           cfg.adequate)
+                           cfg.adequate, manifest.label_rule.tolerance)
     if len(labels.labels) == 0:
         raise InvalidData(f"traffic store has no labeled rows to learn from (skipped: "
                           f"{labels.skipped or 'none'}; unlabelled decisions are not counted)")
@@ -224,8 +229,10 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
         base, recent, overlap = drop_eval_prompts(manifest, cfg.eval_data, cfg.base_data,
                                                   (base, recent), frozen)
     merged = concat(base, recent)
-    weights = np.concatenate([np.ones(len(base.rows)), np.full(len(recent.rows),
-                                                               cfg.traffic_weight)])
+    source_of = dict(zip(labels.prompt_sha256, labels.sources, strict=True))
+    weights = np.concatenate([np.ones(len(base.rows)), [
+        cfg.traffic_weight * (cfg.judge_weight if source_of.get(row.id or "") == "judge" else 1.0)
+        for row in recent.rows]])
     # the same floor as tierwise train: fewer rows cannot be fitted, calibrated and evaluated
     check_trainable(merged, [t.name for t in tiers], Recipe(
         name=cfg.name, tiers_file="", tolerance=manifest.label_rule.tolerance,
@@ -233,6 +240,7 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
     holdout = traffic_dataset(labels, hold_idx, tiers) if len(hold_idx) else None
     summary = {"traffic_labeled": len(labels.labels), "traffic_train": len(recent.rows),
                "traffic_holdout": len(hold_idx), "traffic_skipped": labels.skipped,
+               "label_sources": dict(Counter(labels.sources)),
                "base_rows": len(base.rows), "frozen_rows": len(frozen.rows),
                "label_shares": np.bincount(merged.labels, minlength=len(tiers)).tolist(),
                "eval_overlap": None if overlap is None else {
@@ -289,7 +297,7 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
         "name": cfg.name, "promoted": promote, "reasons": reasons, "cards": cards, "data": summary,
         "champion_version": champ_version, "margin": cfg.margin,
         "max_slowdown": cfg.max_slowdown, "traffic_weight": cfg.traffic_weight,
-        "challenger_model_version": new_manifest.model_version,
+        "judge_weight": cfg.judge_weight, "challenger_model_version": new_manifest.model_version,
         "frozen_diff_ci95": diff_ci, "require_ci": cfg.require_ci,
         "min_eval_rows": cfg.min_eval_rows, "champion_judged": judged,
     }
@@ -344,6 +352,9 @@ def _parser() -> argparse.ArgumentParser:
                         "frozen set has its lower bound >= -margin")
     p.add_argument("--min-eval-rows", type=int, default=MIN_EVAL_ROWS,
                    help="frozen-set rows (>= 1) a promotion needs; fewer: registered, not promoted")
+    p.add_argument("--judge-weight", type=number_in(0, np.inf, hi_open=True), default=1.0,
+                   help="multiplies --traffic-weight for rows labeled by the LLM judge alone "
+                        "(shadow labels); rows with client feedback keep --traffic-weight")
     p.add_argument("--holdout-fraction", type=number_in(0, 1, hi_open=True), default=0.2,
                    help="share in [0, 1) of the latest labeled traffic prompts held out")
     p.add_argument("--bundle-out", type=Path, help="write a promoted bundle here (service watch)")
@@ -378,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bundle_out=args.bundle_out, estimator=args.estimator,
             seed=t.seed if args.seed is None else args.seed, require_ci=args.require_ci,
             min_eval_rows=args.min_eval_rows, cache_dir=None if args.no_cache else t.cache_dir,
+            judge_weight=args.judge_weight,
         )
         run_retrain(cfg)
     except RouterError as exc:

@@ -18,6 +18,14 @@ first, assuming adequacy is monotone in the tier (a dearer tier is at least as g
 - otherwise (an adequate tier with unseen cheaper tiers) the label is not identified → skipped as
   ``unidentified``.
 
+Judge labels (``judge_labels``: the gateway's shadow calls, graded by an LLM judge) are per-tier
+scores of the same prompt, kept apart from feedback. Per prompt and tier the judge's mean score
+counts, and client feedback on a tier replaces the judge's score for that tier (a person's word on
+the answer the client got outranks the judge's). A prompt whose tiers are all scored (the judge
+graded every tier) gets the exact label of a labeled-data row: ``training.data.cheapest_adequate``
+with the bundle's label tolerance; otherwise the rule above applies to what is known. Each row's
+``source`` says where its scores came from: ``feedback``, ``judge`` or ``judge+feedback``.
+
 Cache rows (``source == "cache"``: answers replayed from the gateway's response cache) are never
 labels: skipped as ``cache_hit``. Rows with no stored features (the router scored nothing) are
 skipped as ``passthrough`` (the client named the model) or ``no_features`` (any other source, e.g.
@@ -47,12 +55,14 @@ from router_model.records import TrafficRecord
 from router_model.tiers import Tier
 from router_model.traffic_schema import (
     FEEDBACK_TABLE,
+    JUDGE_TABLE,
     NAMES,
     TRAFFIC_TABLE,
     decode_record,
     select_list,
     store_location,
 )
+from training.data import cheapest_adequate
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +72,13 @@ DEFAULT_ADEQUATE = 0.5
 
 @dataclass(frozen=True)
 class Decision:
-    """One recorded decision and its feedback: ``score`` is the mean label, None when unlabelled."""
+    """One recorded decision and its feedback: ``score`` is the mean label, None when unlabelled;
+    ``judge``: the judge's score per tier name (shadow labels), empty when none."""
 
     record: TrafficRecord
     score: float | None
     n_labels: int
+    judge: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,8 @@ class TrafficLabels:
     prompt_sha256: tuple[str, ...]
     prompts: tuple[str | None, ...]
     skipped: dict[str, int] = field(default_factory=dict)
+    #: Per row: ``feedback``, ``judge`` or ``judge+feedback`` (module docstring).
+    sources: tuple[str, ...] = ()
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -103,7 +117,16 @@ def _columns(description: Any) -> set[str]:
     return {str(d[0]) for d in description or ()}
 
 
-def _sqlite_rows(path: Path, since: datetime | None) -> tuple[list[Any], list[Any]]:
+_JUDGE_SQL = f"SELECT decision_id, tier, score FROM {JUDGE_TABLE}"
+
+
+def _sqlite_judge(conn: sqlite3.Connection) -> list[Any]:
+    """The judge labels, none when the store predates the table."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return conn.execute(_JUDGE_SQL).fetchall() if JUDGE_TABLE in tables else []
+
+
+def _sqlite_rows(path: Path, since: datetime | None) -> tuple[list[Any], list[Any], list[Any]]:
     if not path.is_file():
         raise InvalidData(f"traffic store {path}: no such file")
     try:
@@ -116,14 +139,15 @@ def _sqlite_rows(path: Path, since: datetime | None) -> tuple[list[Any], list[An
         sql = f"SELECT {select_list(present)} FROM {TRAFFIC_TABLE} {where} ORDER BY created_at"
         rows = conn.execute(sql, params).fetchall()
         labels = conn.execute(f"SELECT decision_id, value FROM {FEEDBACK_TABLE}").fetchall()
+        judged = _sqlite_judge(conn)
     except sqlite3.Error as exc:
         raise InvalidData(f"traffic store {path}: not a tierwise traffic store ({exc})") from exc
     finally:
         conn.close()
-    return rows, labels
+    return rows, labels, judged
 
 
-def _postgres_rows(url: str, since: datetime | None) -> tuple[list[Any], list[Any]]:
+def _postgres_rows(url: str, since: datetime | None) -> tuple[list[Any], list[Any], list[Any]]:
     import psycopg
 
     where, params = ("WHERE created_at >= %s", (since,)) if since else ("", ())
@@ -134,9 +158,11 @@ def _postgres_rows(url: str, since: datetime | None) -> tuple[list[Any], list[An
                    "ORDER BY created_at")
             rows = conn.execute(sql, params).fetchall()
             labels = conn.execute(f"SELECT decision_id, value FROM {FEEDBACK_TABLE}").fetchall()
+            found = conn.execute("SELECT to_regclass(%s)", (JUDGE_TABLE,)).fetchone()
+            judged = conn.execute(_JUDGE_SQL).fetchall() if found and found[0] else []
     except psycopg.Error as exc:
         raise InvalidData(f"traffic store (PostgreSQL): cannot read ({exc})") from exc
-    return list(rows), list(labels)
+    return list(rows), list(labels), list(judged)
 
 
 def read_decisions(url: str, since: datetime | None = None) -> list[Decision]:
@@ -148,9 +174,10 @@ def read_decisions(url: str, since: datetime | None = None) -> list[Decision]:
     """
     backend, where = store_location(url)
     if backend == "sqlite":
-        rows, labels = _sqlite_rows(Path(where), since)
+        rows, labels, judged = _sqlite_rows(Path(where), since)
     else:
-        rows, labels = _postgres_rows(where, since)
+        rows, labels, judged = _postgres_rows(where, since)
+    judge = _judge_by_decision(judged)
     by_id: dict[str, list[float]] = defaultdict(list)
     for decision_id, value in labels:
         if value is None or not 0.0 <= float(value) <= 1.0:
@@ -166,9 +193,24 @@ def read_decisions(url: str, since: datetime | None = None) -> list[Decision]:
             continue
         values = by_id.get(record.decision_id, [])
         score = float(np.mean(values)) if values else None
-        out.append(Decision(record, score, len(values)))
-    logger.info("read %d decisions (%d labelled) from the traffic store", len(out),
-                sum(d.score is not None for d in out))
+        out.append(Decision(record, score, len(values), judge.get(record.decision_id, {})))
+    logger.info("read %d decisions (%d with feedback, %d with judge labels) from the traffic "
+                "store", len(out), sum(d.score is not None for d in out),
+                sum(bool(d.judge) for d in out))
+    return out
+
+
+def _judge_by_decision(rows: Sequence[Any]) -> dict[str, dict[str, float]]:
+    """``judge_labels`` rows as decision id -> tier -> score.
+
+    Raises:
+        InvalidData: when a score is outside [0, 1].
+    """
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for decision_id, tier, score in rows:
+        if score is None or not 0.0 <= float(score) <= 1.0:
+            raise InvalidData(f"judge label for {decision_id!r}: score {score!r} outside [0, 1]")
+        out[str(decision_id)][str(tier)] = float(score)
     return out
 
 
@@ -194,7 +236,7 @@ def _usable(d: Decision, tier_index: dict[str, int], width: int) -> str | None:
     r = d.record
     if r.source == "cache":  # a replayed answer says nothing new about the tier that wrote it
         return "cache_hit"
-    if d.score is None:
+    if d.score is None and not d.judge:
         return "unlabelled"
     if r.status >= 400 or r.tier not in tier_index:
         return "not_answered"
@@ -205,14 +247,46 @@ def _usable(d: Decision, tier_index: dict[str, int], width: int) -> str | None:
     return None
 
 
+def _outcomes(ds: Sequence[Decision], index: dict[str, int]) -> tuple[dict[int, float], str]:
+    """One prompt's per-tier scores (judge means, then feedback means over them) and source."""
+    feedback: dict[int, list[float]] = defaultdict(list)
+    judged: dict[int, list[float]] = defaultdict(list)
+    for d in ds:
+        if d.score is not None:
+            feedback[index[d.record.tier]].append(d.score)
+        for tier, score in d.judge.items():
+            if tier in index:
+                judged[index[tier]].append(score)
+    outcomes = {k: float(np.mean(v)) for k, v in judged.items()}
+    outcomes.update({k: float(np.mean(v)) for k, v in feedback.items()})
+    source = "+".join(n for n, part in (("judge", judged), ("feedback", feedback)) if part)
+    return outcomes, source
+
+
+def _label_row(outcomes: dict[int, float], n_tiers: int, threshold: float,
+               tolerance: float) -> tuple[int, list[float]] | str:
+    """A prompt's label and per-tier score row, or why it has none (module docstring)."""
+    if len(outcomes) == n_tiers:  # every tier scored: a row of the labeled format
+        row = [outcomes[j] for j in range(n_tiers)]
+        return int(cheapest_adequate(np.asarray([row]), tolerance)[0]), row
+    label = label_from_outcomes(outcomes, n_tiers, threshold)
+    if isinstance(label, str):
+        return label
+    no_help = label == 0 and all(s < threshold for s in outcomes.values())
+    row = [0.0 if (j < label or no_help) else 1.0 for j in range(n_tiers)]
+    return label, [outcomes.get(j, row[j]) for j in range(n_tiers)]
+
+
 def label_traffic(
-    decisions: Sequence[Decision], tiers: Sequence[Tier], width: int, threshold: float
+    decisions: Sequence[Decision], tiers: Sequence[Tier], width: int, threshold: float,
+    tolerance: float = 0.0,
 ) -> TrafficLabels:
     """Pool decisions by prompt and label each prompt (rule in the module docstring).
 
-    ``width`` is the bundle's feature count. Scores of the tiers not observed are imputed from the
-    label (1 at and above it, 0 below; all 0 when no tier helps); costs are each tier's list price
-    on the decision's recorded tokens.
+    ``width`` is the bundle's feature count; ``tolerance`` the label tolerance of a prompt whose
+    tiers are all scored. Scores of the tiers not observed are imputed from the label (1 at and
+    above it, 0 below; all 0 when no tier helps); costs are each tier's list price on the
+    decision's recorded tokens.
     """
     index = {t.name: i for i, t in enumerate(tiers)}
     skipped: Counter[str] = Counter()
@@ -223,32 +297,27 @@ def label_traffic(
             groups[d.record.prompt_sha256 or d.record.decision_id].append(d)
         elif why != "unlabelled":
             skipped[why] += 1
-    X, labels, scores, costs, when, keys, prompts = [], [], [], [], [], [], []
+    X, labels, scores, costs, when, keys, prompts, sources = [], [], [], [], [], [], [], []
     for key, ds in groups.items():
-        per_tier: dict[int, list[float]] = defaultdict(list)
-        for d in ds:
-            per_tier[index[d.record.tier]].append(float(d.score or 0.0))
-        outcomes = {k: float(np.mean(v)) for k, v in per_tier.items()}
-        label = label_from_outcomes(outcomes, len(tiers), threshold)
-        if isinstance(label, str):
-            skipped[label] += 1
+        outcomes, source = _outcomes(ds, index)
+        found = _label_row(outcomes, len(tiers), threshold, tolerance)
+        if isinstance(found, str):
+            skipped[found] += 1
             continue
-        no_help = label == 0 and all(s < threshold for s in outcomes.values())
-        row = [0.0 if (j < label or no_help) else 1.0 for j in range(len(tiers))]
-        row = [outcomes.get(j, row[j]) for j in range(len(tiers))]
         first = ds[0].record
         X.append(first.features_array())
-        labels.append(label)
-        scores.append(row)
+        labels.append(found[0])
+        scores.append(found[1])
         costs.append([t.cost(first.input_tokens, first.output_tokens) for t in tiers])
         when.append(max(d.record.created_at for d in ds))
         keys.append(key)
         prompts.append(first.prompt)
+        sources.append(source)
     return TrafficLabels(
         X=np.asarray(X, dtype=np.float32).reshape(len(X), width),
         labels=np.asarray(labels, dtype=np.int64),
         scores=np.asarray(scores, dtype=np.float64).reshape(len(X), len(tiers)),
         costs=np.asarray(costs, dtype=np.float64).reshape(len(X), len(tiers)),
         created_at=tuple(when), prompt_sha256=tuple(keys), prompts=tuple(prompts),
-        skipped=dict(skipped),
+        skipped=dict(skipped), sources=tuple(sources),
     )

@@ -46,6 +46,7 @@ from service.gateway.levers.cache.store import CacheSettings
 from service.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from service.gateway.quotas import RateLimited, open_quotas
 from service.gateway.requests import AUTO_MODEL, FeedbackIn, invalid, parse_json
+from service.gateway.shadow import ShadowLabeler
 from service.gateway.tenants import bearer_key, tenant_of
 from service.gateway.upstream.pool import UpstreamPool, build_upstreams
 from service.shared.body_limit import BodyLimit
@@ -295,8 +296,10 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             budget = await budget_knob(config, store)
             completions = Completions(config, decisions, arm_assigner(config), store,
                                       app.state.metrics, pool, tokenizer, cache, budget,
-                                      await open_quotas(config.limits, config.traffic.url,
-                                                        stack))
+                                      quotas=await open_quotas(config.limits, config.traffic.url,
+                                                               stack),
+                                      shadow=_shadow(config, pool, store, app.state.metrics,
+                                                     tokenizer, stack))
             if budget is not None:
                 app.state.metrics.watch_budget(completions.planner.budget_knob,
                                                budget.__len__)
@@ -312,6 +315,19 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             app.state.completions = app.state.batch_window = None
 
     return lifespan
+
+
+def _shadow(config: GatewayConfig, pool: UpstreamPool, store: TrafficStore,
+            metrics: GatewayMetrics, tokenizer: Any, stack: AsyncExitStack) -> ShadowLabeler | None:
+    """The shadow labeler when ``shadow.rate`` > 0, started and stopped with ``stack``."""
+    if config.shadow.rate <= 0:
+        return None
+    labeler = ShadowLabeler(config, pool, store, metrics, tokenizer)
+    labeler.start()
+    stack.push_async_callback(labeler.aclose)
+    logger.info("shadow labels on: %.1f%% of routed requests, judge %s",
+                100 * config.shadow.rate, config.shadow.judge)
+    return labeler
 
 
 async def _batch_runner(

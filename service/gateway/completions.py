@@ -41,6 +41,7 @@ from service.gateway.records import (
     usage_of,
 )
 from service.gateway.requests import ChatRequest, cache_mode, read_chat
+from service.gateway.shadow import ShadowLabeler
 from service.gateway.tenants import tenant_of
 from service.gateway.upstream.pool import Forwarded, UpstreamPool
 from service.gateway.upstream.refusals import sealed_refusal
@@ -69,6 +70,7 @@ class Completions:
     cache: ResponseCache | None = None
     budget: BudgetKnob | None = None
     quotas: Quotas | None = None
+    shadow: ShadowLabeler | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _big_parses: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     planner: Planner = field(init=False)
@@ -94,7 +96,7 @@ class Completions:
         if plan is None:
             plan = await self.planner.plan(body, headers, chat.messages)
         call = Call(body, chat.messages, scored, plan, start, tenant=chat.tenant)
-        forward = chat.forward()
+        forward = call.forward = chat.forward()
         cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)
         call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
         self.metrics.trimmed_tokens.inc(call.trimmed)
@@ -226,6 +228,8 @@ class Completions:
         if self.cache is not None and call.cache_key is not None and not answer.failovers:
             keys = self.cache.store(call.cache_key, doc, record.cost_usd, answer.upstream.tier.name)
             self.cache.remember(call.plan.decision_id, keys)  # bad feedback on it evicts it
+        if self.shadow is not None:
+            self.shadow.consider(call, record, _text_of(doc))
         doc["tierwise"] = self.info(call, record)
         return JSONResponse(doc, headers=self.headers(call))
 
@@ -279,6 +283,8 @@ class Completions:
             await answer.aclose()
         record = await self._finish(call, status, await self._usage(
             call, tap.usage, "".join(tap.text)))
+        if self.shadow is not None:
+            self.shadow.consider(call, record, "".join(tap.text))
         if held is not None:
             yield with_member(held, "tierwise", self.info(call, record))
         if trailer:

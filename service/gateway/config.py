@@ -228,6 +228,26 @@ class BudgetConfig(_Strict):
         return self
 
 
+class ShadowConfig(_Strict):
+    """Shadow labels (``service.gateway.shadow``): a sampled share of routed requests also asks
+    the other allowed tiers, after the client has its answer, and an LLM judge grades them."""
+
+    #: Share of routed ``tierwise-auto`` requests sampled (0: off).
+    rate: float = Field(default=0.0, ge=0, le=1)
+    #: The judge: a tier's name or model (it is called through that tier's upstream).
+    judge: str | None = None
+    #: Shadow spend (shadow calls and judge calls, list prices) allowed per UTC day.
+    max_usd_per_day: float = Field(default=10.0, ge=0)
+    #: Samples waiting for a worker; a sample arriving at a full queue is dropped and counted.
+    queue: int = Field(default=100, ge=1, le=100_000)
+    #: Samples worked on at once.
+    concurrency: int = Field(default=2, ge=1, le=64)
+    #: Deadline of each shadow or judge call.
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    #: A judge template file (``router_model.judge``); absent: the default template.
+    template: Path | None = None
+
+
 class GatewayConfig(_Strict):
     """The whole gateway config file."""
 
@@ -246,6 +266,7 @@ class GatewayConfig(_Strict):
     trim: TrimConfig = TrimConfig()
     cascade: CascadeConfig = CascadeConfig()
     batch: BatchConfig = BatchConfig()
+    shadow: ShadowConfig = ShadowConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:
@@ -261,6 +282,11 @@ class GatewayConfig(_Strict):
                 raise ValueError(f"ab arm {arm.name!r}: tier {arm.tier!r} is not a tier")
             if arm.tier is None and arm.name != "router":
                 raise ValueError(f"ab arm {arm.name!r} needs a tier (only 'router' has none)")
+        judge = self.shadow.judge
+        if self.shadow.rate > 0 and judge is None:
+            raise ValueError("shadow.judge is required when shadow.rate > 0")
+        if judge is not None and judge not in names | {t.model for t in self.tiers}:
+            raise ValueError(f"shadow.judge {judge!r} is not a tier's name or model")
         for t in self.tiers:
             for other in self.tiers:
                 if other is not t and t.name == other.model:
@@ -270,6 +296,11 @@ class GatewayConfig(_Strict):
     def tier_ladder(self) -> tuple[Tier, ...]:
         """The configured tiers as domain objects, cheapest first."""
         return tuple(t.tier() for t in self.tiers)
+
+    def judge_tier(self) -> str | None:
+        """The name of the tier whose upstream the shadow judge is (None: no judge)."""
+        judge = self.shadow.judge
+        return next((t.name for t in self.tiers if judge in (t.name, t.model)), None)
 
     def api_key_envs(self) -> list[str]:
         """The environment variable names that hold upstream keys."""
@@ -314,6 +345,9 @@ def load_gateway_config(path: Path) -> GatewayConfig:
 def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     bundle = config.router.bundle
     url = config.traffic.url
+    template = config.shadow.template
+    if template is not None and not template.is_absolute():
+        template = base / template
     if bundle is not None and not bundle.is_absolute():
         bundle = base / bundle
     prefix = SQLITE_PREFIX
@@ -322,4 +356,5 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     return config.model_copy(update={
         "router": config.router.model_copy(update={"bundle": bundle}),
         "traffic": config.traffic.model_copy(update={"url": url}),
+        "shadow": config.shadow.model_copy(update={"template": template}),
     })

@@ -98,6 +98,16 @@ class GatewayMetrics:
             "tierwise_gateway_trimmed_tokens", "Input tokens removed by prompt trimming.",
             registry=r,
         )
+        self.shadow_samples = Counter(
+            "tierwise_gateway_shadow_samples",
+            "Shadow label samples, by result (queued, labeled, dropped_full, over_budget, "
+            "unparseable, judge_failed, tier_failed, no_other_answer, failed).", ["result"],
+            registry=r,
+        )
+        self.shadow_cost = Counter(
+            "tierwise_gateway_shadow_cost_usd",
+            "USD spent on shadow calls and their judge (the ledger's shadow line).", registry=r,
+        )
         self.latency = Histogram(
             "tierwise_gateway_latency_seconds", "Whole request time, upstream included.",
             ["routed"], buckets=LATENCY_BUCKETS, registry=r,
@@ -118,6 +128,12 @@ class GatewayMetrics:
                 self._lever_children[part].inc(saved)
         routed = "false" if record.source == "passthrough" else "true"
         self.latency.labels(routed).observe(record.latency_ms / 1000.0)
+
+    def shadow_spend(self, usd: float) -> None:
+        """Count shadow spend: its own counter, and the ledger gauge's ``shadow`` line (a cost,
+        so it goes down)."""
+        self.shadow_cost.inc(usd)
+        self.lever_savings.labels("shadow").dec(usd)
 
     def upstream_failure(self, tier: str, reason: str) -> None:
         """Count one failed upstream attempt."""

@@ -50,6 +50,8 @@ class Call:
     cascade: CascadeOutcome | None = None
     #: Who asked (``semantic_cache.tenant_of``): feedback is taken from the same key only.
     tenant: str = ""
+    #: The body forwarded upstream (for shadow labels: ``service.gateway.shadow``).
+    forward: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from router_model.records import (
     LEDGER,
     LEVERS,
     FeedbackRecord,
+    JudgeLabel,
     TrafficRecord,
     choice_part,
     split_ledger,
@@ -51,11 +52,25 @@ class TierTotals(BaseModel):
     levers: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(LEDGER, 0.0))
 
 
+class ShadowTotals(BaseModel):
+    """The shadow labels' own ledger line: what learning from traffic cost (never a saving).
+
+    ``decisions``: decisions with judge labels; ``labels``: tiers graded; ``cost_usd``: the
+    shadow calls to the other tiers plus the judge's calls (``JudgeLabel``).
+    """
+
+    decisions: int = 0
+    labels: int = 0
+    cost_usd: float = 0.0
+
+
 class SavingsReport(BaseModel):
     """Cost against the always-top-tier baseline, over every answered request in the store.
 
     ``lever_share_pct``: each lever's percentage of the total saving (a lever that cost money,
     such as an escalating cascade, has a negative share); all 0 when nothing was saved.
+    ``shadow``: the shadow labels' spend, kept out of ``total`` (it answered no client);
+    ``net_savings_usd`` is ``total.savings_usd`` less it.
     """
 
     total: TierTotals
@@ -63,6 +78,21 @@ class SavingsReport(BaseModel):
     lever_share_pct: dict[str, float]
     by_arm: dict[str, TierTotals]
     by_tier: dict[str, TierTotals]
+    shadow: ShadowTotals = Field(default_factory=ShadowTotals)
+    net_savings_usd: float = 0.0
+
+
+#: The shadow line of the savings report: decisions, labels and USD of ``judge_labels``.
+SHADOW_SQL = ("SELECT COUNT(DISTINCT decision_id), COUNT(*), "
+              "COALESCE(SUM(cost_usd + judge_cost_usd), 0) FROM judge_labels")
+
+
+def with_shadow(report: SavingsReport, row: Sequence[Any] | None) -> SavingsReport:
+    """``report`` with its shadow line from a ``SHADOW_SQL`` row."""
+    n, labels, usd = row if row is not None else (0, 0, 0.0)
+    shadow = ShadowTotals(decisions=int(n or 0), labels=int(labels or 0), cost_usd=float(usd or 0))
+    return report.model_copy(update={
+        "shadow": shadow, "net_savings_usd": report.total.savings_usd - shadow.cost_usd})
 
 
 def savings_sql(lever_usd: Callable[[str], str]) -> str:
@@ -213,6 +243,19 @@ class TrafficStore(ABC):
             NotFound: when no traffic record has that decision id and tenant (another tenant's
                 decision is indistinguishable from one that does not exist).
         """
+
+    @abstractmethod
+    async def add_judge_labels(self, labels: Sequence[JudgeLabel]) -> None:
+        """Store a judge's per-tier grades of recorded decisions (one transaction; a tier
+        already graded for a decision is replaced).
+
+        Raises:
+            Exception: the backend's error (for example a decision that is not recorded).
+        """
+
+    @abstractmethod
+    async def judge_labels_for(self, decision_id: str) -> list[JudgeLabel]:
+        """The judge labels stored for one decision, by tier name."""
 
     @abstractmethod
     async def get(self, decision_id: str) -> TrafficRecord | None:

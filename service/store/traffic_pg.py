@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
 from router_model.errors import InvalidData, NotFound
-from router_model.records import FeedbackRecord, TrafficRecord
+from router_model.records import FeedbackRecord, JudgeLabel, TrafficRecord
 from router_model.traffic_schema import (
     ADDED,
     COLUMNS,
     FEEDBACK_COLUMNS,
+    JUDGE_NAMES,
+    JUDGE_TABLE,
     NAMES,
     decode_record,
     encode_record,
     feedback_from_row,
     feedback_values,
+    judge_from_row,
+    judge_table_sql,
+    judge_values,
 )
 from service.store.pg_link import PgLink
 from service.store.traffic import (
+    SHADOW_SQL,
     SavingsReport,
     TrafficStore,
     decision_rows,
     recent_decisions_sql,
     savings_report,
     savings_sql,
+    with_shadow,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,6 +70,8 @@ class PostgresTrafficStore(TrafficStore):
                 await conn.execute(
                     "CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)"
                 )
+                for sql in judge_table_sql("postgres"):  # older stores gain it too
+                    await conn.execute(sql)
                 for column in ADDED:  # an older table gains the newer columns
                     await conn.execute(
                         f"ALTER TABLE traffic ADD COLUMN IF NOT EXISTS {column.name} "
@@ -98,6 +108,22 @@ class PostgresTrafficStore(TrafficStore):
             if cur.rowcount == 0:
                 raise NotFound(f"no decision with id {feedback.decision_id!r}")
 
+    async def add_judge_labels(self, labels: Sequence[JudgeLabel]) -> None:
+        names = ", ".join(JUDGE_NAMES)
+        updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in JUDGE_NAMES[2:])
+        marks = ", ".join(["%s"] * len(JUDGE_NAMES))
+        sql = (f"INSERT INTO {JUDGE_TABLE} ({names}) VALUES ({marks})"
+               f" ON CONFLICT (decision_id, tier) DO UPDATE SET {updates}")
+        async with self._lock:
+            conn = await self._pg.get()
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(sql, [judge_values(x) for x in labels])
+
+    async def judge_labels_for(self, decision_id: str) -> list[JudgeLabel]:
+        sql = (f"SELECT {', '.join(JUDGE_NAMES)} FROM {JUDGE_TABLE} WHERE decision_id = %s "
+               "ORDER BY tier")
+        return [judge_from_row(r) for r in await self._fetch(sql, (decision_id,), one=False)]
+
     async def get(self, decision_id: str) -> TrafficRecord | None:
         sql = f"SELECT {', '.join(NAMES)} FROM traffic WHERE decision_id = %s"
         row = await self._fetch(sql, (decision_id,), one=True)
@@ -112,7 +138,8 @@ class PostgresTrafficStore(TrafficStore):
         return [feedback_from_row(r) for r in rows]
 
     async def savings(self) -> SavingsReport:
-        return savings_report(await self._fetch(POSTGRES_SAVINGS_SQL, (), one=False))
+        report = savings_report(await self._fetch(POSTGRES_SAVINGS_SQL, (), one=False))
+        return with_shadow(report, await self._fetch(SHADOW_SQL, (), one=True))
 
     async def recent_decisions(self, limit: int) -> list[tuple[str, dict[str, float]]]:
         return decision_rows(await self._fetch(recent_decisions_sql("%s"), (limit,), one=False))

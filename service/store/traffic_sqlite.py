@@ -5,30 +5,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from router_model.errors import InvalidData, NotFound
-from router_model.records import FeedbackRecord, TrafficRecord
+from router_model.records import FeedbackRecord, JudgeLabel, TrafficRecord
 from router_model.traffic_schema import (
     ADDED,
     COLUMNS,
     FEEDBACK_COLUMNS,
+    JUDGE_NAMES,
+    JUDGE_TABLE,
     NAMES,
     decode_record,
     encode_record,
     feedback_from_row,
     feedback_values,
+    judge_from_row,
+    judge_table_sql,
+    judge_values,
 )
 from service.store.sqlite import connect_sqlite
 from service.store.traffic import (
+    SHADOW_SQL,
     SQLITE_SAVINGS_SQL,
     SavingsReport,
     TrafficStore,
     decision_rows,
     recent_decisions_sql,
     savings_report,
+    with_shadow,
 )
 
 logger = logging.getLogger(__name__)
@@ -67,6 +75,8 @@ class SqliteTrafficStore(TrafficStore):
         )
         conn.execute("CREATE INDEX IF NOT EXISTS traffic_created_at ON traffic(created_at)")
         conn.execute("CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)")
+        for sql in judge_table_sql("sqlite"):  # an older store gains the table here too
+            conn.execute(sql)
         _add_new_columns(conn)
         self._conn = conn
 
@@ -115,6 +125,24 @@ class SqliteTrafficStore(TrafficStore):
             if cur.rowcount == 0:
                 raise NotFound(f"no decision with id {feedback.decision_id!r}")
 
+    async def add_judge_labels(self, labels: Sequence[JudgeLabel]) -> None:
+        rows = [(*judge_values(x)[:-1], x.created_at.isoformat()) for x in labels]
+        sql = (f"INSERT OR REPLACE INTO {JUDGE_TABLE} ({', '.join(JUDGE_NAMES)}) "
+               f"VALUES ({', '.join('?' * len(JUDGE_NAMES))})")
+
+        def write() -> None:
+            with self._db() as conn:
+                conn.execute("BEGIN")
+                conn.executemany(sql, rows)
+
+        await self._call(write)
+
+    async def judge_labels_for(self, decision_id: str) -> list[JudgeLabel]:
+        sql = (f"SELECT {', '.join(JUDGE_NAMES)} FROM {JUDGE_TABLE} WHERE decision_id = ? "
+               "ORDER BY tier")
+        rows = await self._call(lambda: self._db().execute(sql, (decision_id,)).fetchall())
+        return [judge_from_row(r) for r in rows]
+
     async def get(self, decision_id: str) -> TrafficRecord | None:
         row = await self._call(self._fetch_one, decision_id)
         return decode_record(dict(zip(NAMES, row, strict=True))) if row is not None else None
@@ -131,7 +159,8 @@ class SqliteTrafficStore(TrafficStore):
 
     async def savings(self) -> SavingsReport:
         rows = await self._call(lambda: self._db().execute(SQLITE_SAVINGS_SQL).fetchall())
-        return savings_report(rows)
+        shadow = await self._call(lambda: self._db().execute(SHADOW_SQL).fetchone())
+        return with_shadow(savings_report(rows), shadow)
 
     async def recent_decisions(self, limit: int) -> list[tuple[str, dict[str, float]]]:
         sql = recent_decisions_sql("?")

@@ -48,7 +48,7 @@ class Upstreams:
     def reset(self) -> None:
         for u in (self.weak, self.strong):
             u.mode, u.send_usage, u.trickle_s = "ok", True, 0.1
-            u.content, u.encoding = None, "ascii"
+            u.content, u.encoding, u.reply = None, "ascii", None
             u.requests.clear()
             u.headers.clear()
 

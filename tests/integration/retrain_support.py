@@ -9,9 +9,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from router_model.features import FEATURE_VERSION
-from router_model.records import TrafficRecord
+from router_model.records import JudgeLabel, TrafficRecord
 from router_model.tiers import load_tiers
-from router_model.traffic_schema import COLUMNS, NAMES, encode_record
+from router_model.traffic_schema import (
+    COLUMNS,
+    JUDGE_NAMES,
+    JUDGE_TABLE,
+    NAMES,
+    encode_record,
+    judge_table_sql,
+    judge_values,
+)
 from training import registry
 from training.data import LabeledRow, read_labeled, write_labeled
 from training.dataset import build_dataset, make_context
@@ -68,3 +76,38 @@ def write_rows(path: Path, rows: Sequence[LabeledRow]) -> Path:
     """``rows`` as a labeled JSONL file."""
     write_labeled(rows, path)
     return path
+
+
+def judged_store(path: Path, rows: Sequence[LabeledRow]) -> str:
+    """A SQLite traffic store where each row was answered by the weak tier only, with no
+    feedback, and a judge graded both tiers (rating 1 + 9 x its fixture score); its URL."""
+    ds = build_dataset(rows, TIERS, make_context("hand", None), tolerance=0.0, source="fixture")
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE traffic ({', '.join(f'{c.name} {c.sqlite}' for c in COLUMNS)})")
+    conn.execute("CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, decision_id TEXT, "
+                 "created_at TEXT, score REAL, thumbs TEXT, comment TEXT, value REAL NOT NULL)")
+    for sql in judge_table_sql("sqlite"):
+        conn.execute(sql)
+    weak = TIERS[0]
+    for i, row in enumerate(ds.rows):
+        rec = TrafficRecord(
+            decision_id=f"d{i}", created_at=T0 + timedelta(seconds=i), arm="router",
+            propensity=1.0, source="router", requested_model="tierwise-auto",
+            decided_tier=weak.name, tier=weak.name, model=weak.model, router_tier=weak.name,
+            status=200, input_tokens=100, output_tokens=50, feature_version=FEATURE_VERSION,
+            features=ds.X[i].tolist(), prompt_sha256=f"p{i}", prompt=row.prompt)
+        values = encode_record(rec)
+        values["created_at"] = rec.created_at.isoformat()
+        conn.execute(f"INSERT INTO traffic VALUES ({', '.join('?' * len(NAMES))})",
+                     tuple(values[n] for n in NAMES))
+        for j, tier in enumerate(TIERS):
+            rating = int(round(1 + 9 * float(ds.scores[i, j])))
+            label = JudgeLabel(decision_id=rec.decision_id, tier=tier.name, model=tier.model,
+                               score=(rating - 1) / 9, rating=rating, judge=TIERS[-1].model,
+                               created_at=T0)
+            conn.execute(f"INSERT INTO {JUDGE_TABLE} ({', '.join(JUDGE_NAMES)}) VALUES "
+                         f"({', '.join('?' * len(JUDGE_NAMES))})",
+                         (*judge_values(label)[:-1], T0.isoformat()))
+    conn.commit()
+    conn.close()
+    return f"sqlite:///{path}"

@@ -198,6 +198,17 @@ class UpstreamPool:
             failures.append(f"the request allows no other tier than {only}")
         raise UpstreamError("every upstream failed: " + "; ".join(failures))
 
+    async def send_once(self, body: Mapping[str, Any], tier: str) -> Forwarded | str:
+        """One non-stream attempt on ``tier`` alone (shadow calls): the answer, or why there is
+        none. Never fails over and leaves the breakers alone: a background call must not change
+        how clients' requests are routed; a tier whose breaker is not closed is not called.
+        """
+        upstream = self._upstreams[self._index[tier]]
+        if self.breakers[tier].state != "closed":
+            return "circuit open"
+        reason, answer = await self._attempt(upstream, body, False, 0)
+        return answer if answer is not None else reason
+
     def ended(self, upstream: Upstream) -> None:
         """A stream ``send`` returned ended as the upstream meant it to: a success."""
         self.breakers[upstream.tier.name].success()

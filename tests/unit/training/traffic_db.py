@@ -8,8 +8,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from router_model.features import FEATURE_VERSION
-from router_model.records import TrafficRecord
-from router_model.traffic_schema import COLUMNS, NAMES, encode_record
+from router_model.records import JudgeLabel, TrafficRecord
+from router_model.traffic_schema import (
+    COLUMNS,
+    JUDGE_NAMES,
+    JUDGE_TABLE,
+    NAMES,
+    encode_record,
+    judge_table_sql,
+    judge_values,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -47,3 +55,15 @@ def write_store(path: Path, records: Sequence[TrafficRecord],
     conn.commit()
     conn.close()
     return f"sqlite:///{path}"
+
+
+def add_judge_labels(url: str, labels: Sequence[JudgeLabel]) -> None:
+    """Add ``labels`` to the store at ``url`` (creating the table, as a newer gateway does)."""
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    for sql in judge_table_sql("sqlite"):
+        conn.execute(sql)
+    conn.executemany(f"INSERT INTO {JUDGE_TABLE} ({', '.join(JUDGE_NAMES)}) VALUES "
+                     f"({', '.join('?' * len(JUDGE_NAMES))})",
+                     [(*judge_values(x)[:-1], x.created_at.isoformat()) for x in labels])
+    conn.commit()
+    conn.close()
