@@ -19,6 +19,7 @@ from router_model.traffic_schema import (
     feedback_from_row,
     feedback_values,
 )
+from service.store.aggregates import INDEXES, POSTGRES, Aggregates, aggregates
 from service.store.pg_link import PgLink
 from service.store.traffic import (
     SavingsReport,
@@ -67,6 +68,8 @@ class PostgresTrafficStore(TrafficStore):
                         f"ALTER TABLE traffic ADD COLUMN IF NOT EXISTS {column.name} "
                         f"{column.postgres}"
                     )
+                for index in INDEXES:
+                    await conn.execute(index)
         except psycopg.Error as exc:
             raise InvalidData(f"{self._pg.cannot_open} ({exc})") from exc
 
@@ -116,6 +119,13 @@ class PostgresTrafficStore(TrafficStore):
 
     async def recent_decisions(self, limit: int) -> list[tuple[str, dict[str, float]]]:
         return decision_rows(await self._fetch(recent_decisions_sql("%s"), (limit,), one=False))
+
+    async def dashboard(self, window: str) -> Aggregates:
+        return await aggregates(self._fetch_rows, POSTGRES, window)
+
+    async def _fetch_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = await self._fetch(sql, params, one=False)
+        return rows
 
     async def _fetch(self, sql: str, params: tuple[Any, ...], *, one: bool) -> Any:
         async with self._lock:

@@ -21,6 +21,7 @@ from router_model.traffic_schema import (
     feedback_from_row,
     feedback_values,
 )
+from service.store.aggregates import INDEXES, SQLITE, Aggregates, aggregates
 from service.store.sqlite import connect_sqlite
 from service.store.traffic import (
     SQLITE_SAVINGS_SQL,
@@ -68,6 +69,8 @@ class SqliteTrafficStore(TrafficStore):
         conn.execute("CREATE INDEX IF NOT EXISTS traffic_created_at ON traffic(created_at)")
         conn.execute("CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)")
         _add_new_columns(conn)
+        for index in INDEXES:  # after the new columns: they index some
+            conn.execute(index)
         self._conn = conn
 
     async def _close(self) -> None:
@@ -137,6 +140,14 @@ class SqliteTrafficStore(TrafficStore):
         sql = recent_decisions_sql("?")
         return decision_rows(await self._call(
             lambda: self._db().execute(sql, (limit,)).fetchall()))
+
+    async def dashboard(self, window: str) -> Aggregates:
+        return await aggregates(self._fetch_rows, SQLITE, window)
+
+    async def _fetch_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = await self._call(
+            lambda: self._db().execute(sql, params).fetchall())
+        return rows
 
 
 def _add_new_columns(conn: sqlite3.Connection) -> None:
