@@ -1,9 +1,10 @@
 """The dashboard's aggregates of the traffic store, computed in SQL (SQLite and PostgreSQL).
 
-Three indexed queries per page, whatever the number of rows: one ``GROUP BY`` over a covering
-index (spend, baseline, savings by part and tier mix per hour or day bucket), two nearest-rank
-percentiles of the router's added latency read off an index (``LIMIT 1 OFFSET k`` from the nearer
-end), and the newest model version (``created_at`` index, backwards).
+Four queries per page: one ``GROUP BY`` over the hourly rollup (``service.store.rollup``: spend,
+baseline, savings by part and tier mix per hour or day bucket; a few rows per hour whatever the
+traffic), two nearest-rank percentiles of the router's added latency read off an index
+(``LIMIT 1 OFFSET k`` from the nearer end), and the newest model version (``created_at`` index,
+backwards).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from router_model.records import LEVERS
+from service.store.rollup import SUMS, TABLE
 from service.store.traffic import SavingsReport, savings_report
 
 #: Window name -> (how far back, bucket size); ``None``: every record.
@@ -28,12 +29,8 @@ WINDOWS: dict[str, tuple[timedelta | None, Literal["hour", "day"]]] = {
 }
 DEFAULT_WINDOW = "7d"
 
-#: Indexes the dashboard's queries read (created with the tables by both backends): the
-#: aggregate scans a narrow covering index instead of the wide rows (features, probabilities).
+#: The index the latency percentiles read (created with the tables by both backends).
 INDEXES = (
-    "CREATE INDEX IF NOT EXISTS traffic_dashboard ON traffic(created_at, status, arm, tier, "
-    "source, fail_open, cost_usd, top_tier_cost_usd, input_tokens, output_tokens, "
-    "router_latency_ms, levers)",
     "CREATE INDEX IF NOT EXISTS traffic_router_latency ON traffic(router_latency_ms, "
     "created_at, status)",
 )
@@ -44,29 +41,14 @@ Fetch = Callable[[str, tuple[Any, ...]], Awaitable[list[tuple[Any, ...]]]]
 
 @dataclass(frozen=True)
 class Dialect:
-    """What differs between the backends' SQL: placeholders, bucket keys, lever USD, times."""
+    """What differs between the backends' SQL here: placeholders and time parameters."""
 
     placeholder: str
-    hour: str
-    day: str
-    lever_usd: Callable[[str], str]
     time_param: Callable[[datetime], Any]
 
 
-SQLITE = Dialect(
-    "?", "substr(created_at, 1, 13)", "substr(created_at, 1, 10)",
-    # most rows used no lever: skip the JSON parse for them
-    lambda n: f"CASE WHEN levers = '{{}}' THEN 0 ELSE "
-              f"COALESCE(json_extract(levers, '$.{n}'), 0) END",
-    lambda t: t.isoformat(),
-)
-POSTGRES = Dialect(
-    "%s", "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')",
-    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-    lambda n: f"CASE WHEN levers = '{{}}' THEN 0 ELSE "
-              f"COALESCE((levers::jsonb ->> '{n}')::double precision, 0) END",
-    lambda t: t,
-)
+SQLITE = Dialect("?", lambda t: t.isoformat())
+POSTGRES = Dialect("%s", lambda t: t)
 
 
 class Bucket(BaseModel):
@@ -100,15 +82,13 @@ class Aggregates(BaseModel):
 
 
 def main_sql(d: Dialect, bucket: str) -> str:
-    """Per bucket and (arm, tier, source, fail_open): ``savings_sql``'s columns plus the count
-    of router latencies; the bucket key first."""
-    key = d.hour if bucket == "hour" else d.day
-    levers = ", ".join(f"SUM({d.lever_usd(name)})" for name in LEVERS)
+    """Per bucket and (arm, tier, source, fail_open), from the rollup: ``savings_sql``'s
+    columns plus the count of router latencies; the bucket key first."""
+    key = "hour" if bucket == "hour" else "substr(hour, 1, 10)"
+    sums = ", ".join(f"SUM({c})" for c in SUMS)
     return (
-        f"SELECT {key} AS b, arm, tier, source, fail_open, COUNT(*), SUM(input_tokens), "
-        f"SUM(output_tokens), SUM(cost_usd), SUM(top_tier_cost_usd), {levers}, "
-        f"COUNT(router_latency_ms) FROM traffic WHERE created_at >= {d.placeholder} "
-        "AND status < 400 GROUP BY b, arm, tier, source, fail_open"
+        f"SELECT {key} AS b, arm, tier, source, fail_open, {sums} FROM {TABLE} "
+        f"WHERE hour >= {d.placeholder} GROUP BY b, arm, tier, source, fail_open"
     )
 
 
@@ -164,9 +144,12 @@ async def aggregates(fetch: Fetch, d: Dialect, window: str, now: datetime | None
         Exception: the backend's error when the store cannot be read.
     """
     back, bucket = WINDOWS[window]
-    start = (now or datetime.now(UTC)) - back if back is not None else None
+    # whole hours: the rollup's rows, and the latencies counted in them, start on the hour
+    start = None if back is None else (
+        ((now or datetime.now(UTC)) - back).replace(minute=0, second=0, microsecond=0))
     since = d.time_param(start or datetime(1970, 1, 1, tzinfo=UTC))
-    rows = await fetch(main_sql(d, bucket), (since,))
+    hour = (start or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H")
+    rows = await fetch(main_sql(d, bucket), (hour,))
     n = sum(int(r[-1] or 0) for r in rows)
     latency = Latency(samples=n, p50_ms=await percentile(fetch, d, since, n, 0.50),
                       p99_ms=await percentile(fetch, d, since, n, 0.99))

@@ -21,6 +21,7 @@ from router_model.traffic_schema import (
 )
 from service.store.aggregates import INDEXES, POSTGRES, Aggregates, aggregates
 from service.store.pg_link import PgLink
+from service.store.rollup import EXISTS_PG, PG_LOCK, postgres_ddl
 from service.store.traffic import (
     SavingsReport,
     TrafficStore,
@@ -70,6 +71,11 @@ class PostgresTrafficStore(TrafficStore):
                     )
                 for index in INDEXES:
                     await conn.execute(index)
+                await conn.execute(PG_LOCK)
+                found = await (await conn.execute(EXISTS_PG)).fetchone()
+                if found is None or not found[0]:  # created once, backfilled from the table
+                    for statement in postgres_ddl():
+                        await conn.execute(statement)
         except psycopg.Error as exc:
             raise InvalidData(f"{self._pg.cannot_open} ({exc})") from exc
 

@@ -22,6 +22,7 @@ from router_model.traffic_schema import (
     feedback_values,
 )
 from service.store.aggregates import INDEXES, SQLITE, Aggregates, aggregates
+from service.store.rollup import EXISTS_SQLITE, sqlite_ddl
 from service.store.sqlite import connect_sqlite
 from service.store.traffic import (
     SQLITE_SAVINGS_SQL,
@@ -69,8 +70,9 @@ class SqliteTrafficStore(TrafficStore):
         conn.execute("CREATE INDEX IF NOT EXISTS traffic_created_at ON traffic(created_at)")
         conn.execute("CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)")
         _add_new_columns(conn)
-        for index in INDEXES:  # after the new columns: they index some
+        for index in INDEXES:
             conn.execute(index)
+        _add_rollup(conn)
         self._conn = conn
 
     async def _close(self) -> None:
@@ -159,3 +161,13 @@ def _add_new_columns(conn: sqlite3.Connection) -> None:
             if column.name not in present:
                 logger.info("traffic store: adding column %s to an older table", column.name)
                 conn.execute(f"ALTER TABLE traffic ADD COLUMN {column.name} {column.sqlite}")
+
+
+def _add_rollup(conn: sqlite3.Connection) -> None:
+    """Create (and backfill) the hourly rollup and its trigger if the store has none yet."""
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        if conn.execute(EXISTS_SQLITE).fetchone() is None:
+            logger.info("traffic store: building the hourly rollup of the dashboard")
+            for statement in sqlite_ddl():
+                conn.execute(statement)
