@@ -128,6 +128,8 @@ def spend_chart(buckets: Sequence[Bucket]) -> str:
                        for i, v in enumerate(values))
         lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
                      f'points="{pts}"><title>{label}</title></polyline>')
+        lines += [f'<circle cx="{_x(i, len(values)):.1f}" cy="{_y(v, top):.1f}" r="3" '
+                  f'fill="{colour}"/>' for i, v in enumerate(values)]  # one bucket: a dot
     legend = (f'<text x="{WIDTH - PAD}" y="{PAD - 6}" text-anchor="end">'
               f'<tspan fill="{COLOURS[0]}">— spend</tspan> '
               f'<tspan fill="{COLOURS[1]}">— all-top-tier baseline</tspan></text>')
