@@ -34,7 +34,7 @@ from service.gateway.batch.runner import BatchMetrics, BatchRunner, batch_apis
 from service.gateway.batch.window import FALLBACK_HEADER, BatchWindow, non_urgent
 from service.gateway.completions import Completions
 from service.gateway.config import GatewayConfig
-from service.gateway.dashboard import dashboard_router
+from service.gateway.dashboard import LiveCollector, dashboard_router
 from service.gateway.decisions.local import LocalDecisions
 from service.gateway.decisions.remote import RemoteDecisions
 from service.gateway.decisions.source import DecisionSource
@@ -289,6 +289,7 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
                 app.state.metrics.watch_budget(completions.planner.budget_knob,
                                                budget.__len__)
             stack.push_async_callback(completions.aclose)
+            app.state.metrics.registry.register(LiveCollector(completions))
             jobs = await _batch_runner(app, stack, store, http, tokenizer)
             app.state.batch_window = BatchWindow(
                 config, jobs, completions.planner, completions.decisions, tokenizer,

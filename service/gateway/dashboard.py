@@ -8,12 +8,15 @@ this process. A store that cannot be read is a 503 while the rest of the gateway
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from router_model.errors import ModelNotReady
 from service.gateway.completions import Completions
@@ -120,3 +123,31 @@ def dashboard_router(require_admin: Callable[[Request], None]) -> APIRouter:
         return HTMLResponse(dashboard_html(data, found.series, data["tiers"]))
 
     return router
+
+
+class LiveCollector:
+    """Prometheus gauges of this process's live state, for the alert rules: each upstream's
+    breaker (``tierwise_gateway_breaker_open``, 1 open, 0.5 half-open, 0 closed) and, with a
+    budget, the cap its knob is held under (``tierwise_gateway_budget_knob_cap``)."""
+
+    def __init__(self, completions: Completions) -> None:
+        self.completions = completions
+
+    def collect(self) -> Iterator[Metric]:
+        breakers = GaugeMetricFamily(
+            "tierwise_gateway_breaker_open",
+            "Upstream circuit breaker per tier: 1 open, 0.5 half-open (probing), 0 closed.",
+            labels=["tier"])
+        for tier, breaker in self.completions.upstreams.breakers.items():
+            breakers.add_metric([tier], BREAKER_VALUE[breaker.state])
+        yield breakers
+        if self.completions.budget is not None:
+            cap = self.completions.config.default_quality
+            cap = self.completions.decisions.default_quality() if cap is None else cap
+            yield GaugeMetricFamily(
+                "tierwise_gateway_budget_knob_cap",
+                "The knob the budget may not exceed (default_quality, else the router's).",
+                value=math.nan if cap is None else cap)
+
+
+BREAKER_VALUE = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
