@@ -3,8 +3,8 @@
 Not a test (``tests/unit/bench/test_bench_dashboard.py`` runs ``--quick``).
 ``python bench/bench_dashboard.py [--records 1000000] [--postgres-url postgresql://…]``: a store
 is filled with ``--records`` synthetic records spread over the last 30 days (70% weak tier, 2%
-failed, 10% with a cache or trim saving) as an older store without the dashboard's index and
-rollup, which the next start builds (backfill timed); then ``TrafficStore.dashboard`` is timed
+failed, 10% with a cache or trim saving) as an older store without the dashboard's rollup,
+, which the next start builds (backfill timed); then ``TrafficStore.dashboard`` is timed
 per window (median of ``--repeats``), with the page's HTML rendering. The PostgreSQL part runs in
 a fresh database, dropped at the end. ``--json`` writes the timings.
 """
@@ -90,7 +90,6 @@ def fill_sqlite(path: Path, n: int, seed: int) -> None:
 
     with sqlite3.connect(path) as db:
         # an older store: no dashboard index, no rollup; the next start builds them
-        db.execute("DROP INDEX IF EXISTS traffic_router_latency")
         db.execute(f"DROP TRIGGER IF EXISTS {TABLE}_add")
         db.execute(f"DROP TABLE IF EXISTS {TABLE}")
         marks = ", ".join("?" * len(NAMES))
@@ -100,7 +99,6 @@ def fill_sqlite(path: Path, n: int, seed: int) -> None:
 
 def fill_postgres(url: str, n: int, seed: int) -> None:
     with psycopg.connect(url) as conn:
-        conn.execute("DROP INDEX IF EXISTS traffic_router_latency")
         conn.execute(f"DROP TRIGGER IF EXISTS {TABLE}_add ON traffic")
         conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
         with conn.cursor() as cur, cur.copy(f"COPY traffic ({', '.join(NAMES)}) FROM STDIN") as cp:

@@ -1,10 +1,9 @@
 """The dashboard's aggregates of the traffic store, computed in SQL (SQLite and PostgreSQL).
 
-Four queries per page: one ``GROUP BY`` over the hourly rollup (``service.store.rollup``: spend,
-baseline, savings by part and tier mix per hour or day bucket; a few rows per hour whatever the
-traffic), two nearest-rank percentiles of the router's added latency read off an index
-(``LIMIT 1 OFFSET k`` from the nearer end), and the newest model version (``created_at`` index,
-backwards).
+Two queries per page: one ``GROUP BY`` over the hourly rollup (``service.store.rollup``: spend,
+baseline, savings by part, tier mix per hour or day bucket, the router latency histogram that
+gives p50 and p99; a few rows per hour whatever the traffic), and the newest model version
+(``created_at`` index, backwards).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.store.rollup import SUMS, TABLE
+from service.store.rollup import LATENCY_BOUNDS, LATENCY_COLUMNS, SUMS, TABLE
 from service.store.traffic import SavingsReport, savings_report
 
 #: Window name -> (how far back, bucket size); ``None``: every record.
@@ -29,11 +28,9 @@ WINDOWS: dict[str, tuple[timedelta | None, Literal["hour", "day"]]] = {
 }
 DEFAULT_WINDOW = "7d"
 
-#: The index the latency percentiles read (created with the tables by both backends).
-INDEXES = (
-    "CREATE INDEX IF NOT EXISTS traffic_router_latency ON traffic(router_latency_ms, "
-    "created_at, status)",
-)
+#: End of ``savings_sql``'s columns in a ``main_sql`` row (after the bucket key, before the
+#: latency count and histogram).
+SAVINGS_END = 5 + SUMS.index("latencies")
 
 #: Reads ``sql`` with ``params`` and returns every row (a backend's ``fetch_rows``).
 Fetch = Callable[[str, tuple[Any, ...]], Awaitable[list[tuple[Any, ...]]]]
@@ -41,14 +38,13 @@ Fetch = Callable[[str, tuple[Any, ...]], Awaitable[list[tuple[Any, ...]]]]
 
 @dataclass(frozen=True)
 class Dialect:
-    """What differs between the backends' SQL here: placeholders and time parameters."""
+    """What differs between the backends' SQL here: the placeholder."""
 
     placeholder: str
-    time_param: Callable[[datetime], Any]
 
 
-SQLITE = Dialect("?", lambda t: t.isoformat())
-POSTGRES = Dialect("%s", lambda t: t)
+SQLITE = Dialect("?")
+POSTGRES = Dialect("%s")
 
 
 class Bucket(BaseModel):
@@ -62,7 +58,8 @@ class Bucket(BaseModel):
 
 
 class Latency(BaseModel):
-    """Nearest-rank percentiles of the router's decision time (what routing adds), in ms."""
+    """Percentiles of the router's decision time (what routing adds), in ms, from the rollup's
+    histogram (``percentiles``)."""
 
     samples: int = 0
     p50_ms: float | None = None
@@ -92,17 +89,6 @@ def main_sql(d: Dialect, bucket: str) -> str:
     )
 
 
-def rank_sql(d: Dialect, descending: bool) -> str:
-    """The router latency at an offset, from the low or the high end."""
-    order = "DESC" if descending else "ASC"
-    p = d.placeholder
-    return (
-        "SELECT router_latency_ms FROM traffic WHERE router_latency_ms IS NOT NULL AND "
-        f"created_at >= {p} AND status < 400 ORDER BY router_latency_ms {order} LIMIT 1 "
-        f"OFFSET {p}"
-    )
-
-
 VERSION_SQL = (
     "SELECT model_version FROM traffic WHERE model_version IS NOT NULL "
     "ORDER BY created_at DESC LIMIT 1"
@@ -122,17 +108,27 @@ def series(rows: Sequence[Sequence[Any]]) -> list[Bucket]:
     return [found[k] for k in sorted(found)]
 
 
-async def percentile(
-    fetch: Fetch, d: Dialect, since: Any, n: int, p: float
-) -> float | None:
-    """The nearest-rank ``p`` percentile of ``n`` router latencies, read from the nearer end."""
-    if n == 0:
-        return None
-    rank = max(1, math.ceil(p * n))  # 1-based
-    descending = rank > n // 2
-    offset = n - rank if descending else rank - 1
-    rows = await fetch(rank_sql(d, descending), (since, offset))
-    return float(rows[0][0]) if rows else None
+def percentiles(histogram: Sequence[int], ps: Sequence[float]) -> list[float | None]:
+    """Nearest-rank percentiles from the rollup's latency histogram, interpolated within the
+    bucket geometrically (its bounds are a factor 1.5 apart); None without samples."""
+    n = sum(histogram)
+    out: list[float | None] = []
+    for p in ps:
+        if n == 0:
+            out.append(None)
+            continue
+        rank, seen, k = max(1, math.ceil(p * n)), 0, 0
+        while seen + histogram[k] < rank:
+            seen += histogram[k]
+            k += 1
+        count = histogram[k]
+        if k >= len(LATENCY_BOUNDS):  # above the last bound: that bound, a lower limit
+            out.append(LATENCY_BOUNDS[-1])
+            continue
+        hi = LATENCY_BOUNDS[k]
+        lo = LATENCY_BOUNDS[k - 1] if k else hi / 1.5
+        out.append(lo * (hi / lo) ** ((rank - seen) / count))
+    return out
 
 
 async def aggregates(fetch: Fetch, d: Dialect, window: str, now: datetime | None = None
@@ -147,15 +143,16 @@ async def aggregates(fetch: Fetch, d: Dialect, window: str, now: datetime | None
     # whole hours: the rollup's rows, and the latencies counted in them, start on the hour
     start = None if back is None else (
         ((now or datetime.now(UTC)) - back).replace(minute=0, second=0, microsecond=0))
-    since = d.time_param(start or datetime(1970, 1, 1, tzinfo=UTC))
     hour = (start or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H")
     rows = await fetch(main_sql(d, bucket), (hour,))
-    n = sum(int(r[-1] or 0) for r in rows)
-    latency = Latency(samples=n, p50_ms=await percentile(fetch, d, since, n, 0.50),
-                      p99_ms=await percentile(fetch, d, since, n, 0.99))
+    width = len(LATENCY_COLUMNS)
+    histogram = [sum(int(r[-width + k] or 0) for r in rows) for k in range(width)]
+    p50, p99 = percentiles(histogram, (0.50, 0.99))
+    latency = Latency(samples=sum(histogram), p50_ms=p50, p99_ms=p99)
     version = await fetch(VERSION_SQL, ())
     return Aggregates(
         window=window, bucket=bucket, since=start,
-        savings=savings_report([r[1:-1] for r in rows]), series=series(rows), latency=latency,
+        savings=savings_report([r[1:SAVINGS_END] for r in rows]), series=series(rows),
+        latency=latency,
         model_version=str(version[0][0]) if version else None,
     )

@@ -8,7 +8,8 @@ the transaction that creates it (the traffic table locked meanwhile). ``traffic`
 (no code updates or deletes its rows); a hand-made delete would leave the rollup ahead.
 
 Key: ``hour`` (``YYYY-MM-DDTHH`` text, UTC, in both backends), ``arm``, ``tier``, ``source``,
-``fail_open``; sums: requests, tokens, cost, baseline, each lever's USD, router latencies counted.
+``fail_open``; sums: requests, tokens, cost, baseline, each lever's USD, router latencies counted
+and their histogram (``LATENCY_BOUNDS``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ from router_model.records import LEVERS
 
 TABLE = "traffic_hourly"
 KEY = ("hour", "arm", "tier", "source", "fail_open")
+#: Upper bounds (ms) of the router-latency histogram: 0.01 ms times powers of 1.5 up to a
+#: minute, then everything above; a percentile read from it is within a factor 1.5 of the exact
+#: one before interpolation.
+LATENCY_BOUNDS: tuple[float, ...] = tuple(round(0.01 * 1.5 ** k, 6) for k in range(39))
+LATENCY_COLUMNS = tuple(f"lat_{k}" for k in range(len(LATENCY_BOUNDS) + 1))
 SUMS = ("requests", "input_tokens", "output_tokens", "cost_usd", "top_tier_cost_usd",
-        *(f"lever_{name}" for name in LEVERS), "latencies")
+        *(f"lever_{name}" for name in LEVERS), "latencies", *LATENCY_COLUMNS)
 
 
 def _values(prefix: str, hour: str, lever: Callable[[str], str]) -> list[str]:
@@ -29,7 +35,19 @@ def _values(prefix: str, hour: str, lever: Callable[[str], str]) -> list[str]:
     return [hour, f"{p}arm", f"{p}tier", f"{p}source", f"{p}fail_open", "1",
             f"{p}input_tokens", f"{p}output_tokens", f"{p}cost_usd", f"{p}top_tier_cost_usd",
             *(lever(name) for name in LEVERS),
-            f"CASE WHEN {p}router_latency_ms IS NULL THEN 0 ELSE 1 END"]
+            f"CASE WHEN {p}router_latency_ms IS NULL THEN 0 ELSE 1 END",
+            *_histogram(f"{p}router_latency_ms")]
+
+
+def _histogram(x: str) -> list[str]:
+    """One 0/1 column per ``LATENCY_BOUNDS`` bucket (``lo < x <= hi``), then the overflow."""
+    edges = (None, *LATENCY_BOUNDS, None)
+    out = []
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        cond = " AND ".join(c for c in (f"{x} > {lo}" if lo is not None else "",
+                                        f"{x} <= {hi}" if hi is not None else "") if c)
+        out.append(f"CASE WHEN {x} IS NOT NULL AND {cond} THEN 1 ELSE 0 END")
+    return out
 
 
 def _sqlite_lever(p: str) -> Callable[[str], str]:
@@ -44,8 +62,8 @@ def _pg_lever(p: str) -> Callable[[str], str]:
 
 
 def _table(real: str, boolean: str) -> str:
-    sums = ", ".join(f"{c} {'INTEGER' if c in ('requests', 'latencies') or 'tokens' in c else real}"
-                     f" NOT NULL" for c in SUMS)
+    ints = ("requests", "latencies", "input_tokens", "output_tokens", *LATENCY_COLUMNS)
+    sums = ", ".join(f"{c} {'INTEGER' if c in ints else real} NOT NULL" for c in SUMS)
     return (f"CREATE TABLE {TABLE} (hour TEXT NOT NULL, arm TEXT NOT NULL, tier TEXT NOT NULL, "
             f"source TEXT NOT NULL, fail_open {boolean} NOT NULL, {sums}, "
             f"PRIMARY KEY ({', '.join(KEY)}))")

@@ -19,7 +19,7 @@ from router_model.traffic_schema import (
     feedback_from_row,
     feedback_values,
 )
-from service.store.aggregates import INDEXES, POSTGRES, Aggregates, aggregates
+from service.store.aggregates import POSTGRES, Aggregates, aggregates
 from service.store.pg_link import PgLink
 from service.store.rollup import EXISTS_PG, PG_LOCK, postgres_ddl
 from service.store.traffic import (
@@ -69,8 +69,6 @@ class PostgresTrafficStore(TrafficStore):
                         f"ALTER TABLE traffic ADD COLUMN IF NOT EXISTS {column.name} "
                         f"{column.postgres}"
                     )
-                for index in INDEXES:
-                    await conn.execute(index)
                 await conn.execute(PG_LOCK)
                 found = await (await conn.execute(EXISTS_PG)).fetchone()
                 if found is None or not found[0]:  # created once, backfilled from the table

@@ -21,7 +21,7 @@ from router_model.traffic_schema import (
     feedback_from_row,
     feedback_values,
 )
-from service.store.aggregates import INDEXES, SQLITE, Aggregates, aggregates
+from service.store.aggregates import SQLITE, Aggregates, aggregates
 from service.store.rollup import EXISTS_SQLITE, sqlite_ddl
 from service.store.sqlite import connect_sqlite
 from service.store.traffic import (
@@ -70,8 +70,6 @@ class SqliteTrafficStore(TrafficStore):
         conn.execute("CREATE INDEX IF NOT EXISTS traffic_created_at ON traffic(created_at)")
         conn.execute("CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id)")
         _add_new_columns(conn)
-        for index in INDEXES:
-            conn.execute(index)
         _add_rollup(conn)
         self._conn = conn
 

@@ -73,8 +73,11 @@ def test_buckets_savings_and_percentiles(store_url: str) -> None:
     assert day.savings.total.requests == 102
     assert day.savings.total.levers["cache"] == pytest.approx(1e-4)
     assert day.savings.total.cost_usd == pytest.approx(101 * 1e-4 + 3e-4)
-    # nearest rank over 1..100 and three latencies of 1.0
-    assert (day.latency.samples, day.latency.p50_ms, day.latency.p99_ms) == (102, 49.0, 99.0)
+    # nearest rank over 1..100 and two latencies of 1.0: 49 and 99 exactly; the histogram is
+    # within its bucket (bounds a factor 1.5 apart)
+    assert day.latency.samples == 102
+    assert day.latency.p50_ms == pytest.approx(49.0, rel=0.5)
+    assert day.latency.p99_ms == pytest.approx(99.0, rel=0.5)
     assert len(week.series) == 3 and week.bucket == "hour"
     assert everything.bucket == "day" and everything.savings.total.requests == 103
     assert everything.model_version == "tiny:v1"
