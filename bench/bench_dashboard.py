@@ -4,7 +4,7 @@ Not a test (``tests/unit/bench/test_bench_dashboard.py`` runs ``--quick``).
 ``python bench/bench_dashboard.py [--records 1000000] [--postgres-url postgresql://…]``: a store
 is filled with ``--records`` synthetic records spread over the last 30 days (70% weak tier, 2%
 failed, 10% with a cache or trim saving) as an older store without the dashboard's rollup,
-, which the next start builds (backfill timed); then ``TrafficStore.dashboard`` is timed
+which the next start builds (backfill timed); then ``TrafficStore.dashboard`` is timed
 per window (median of ``--repeats``), with the page's HTML rendering. The PostgreSQL part runs in
 a fresh database, dropped at the end. ``--json`` writes the timings.
 """
