@@ -35,6 +35,7 @@ from service.gateway.batch.runner import BatchMetrics, BatchRunner, batch_apis
 from service.gateway.batch.window import FALLBACK_HEADER, BatchWindow, non_urgent
 from service.gateway.completions import Completions
 from service.gateway.config import GatewayConfig
+from service.gateway.dashboard import LiveCollector, dashboard_router
 from service.gateway.decisions.local import LocalDecisions
 from service.gateway.decisions.remote import RemoteDecisions
 from service.gateway.decisions.source import DecisionSource
@@ -304,6 +305,7 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
                 app.state.metrics.watch_budget(completions.planner.budget_knob,
                                                budget.__len__)
             stack.push_async_callback(completions.aclose)
+            app.state.metrics.registry.register(LiveCollector(completions))
             jobs = await _batch_runner(app, stack, store, http, tokenizer)
             app.state.batch_window = BatchWindow(
                 config, jobs, completions.planner, completions.decisions, tokenizer,
@@ -363,6 +365,7 @@ def create_gateway_app(config: GatewayConfig, options: GatewayOptions) -> FastAP
     app.state.batch_metrics = BatchMetrics(app.state.metrics.registry)
     app.state.completions = app.state.batch_window = None
     app.include_router(api)
+    app.include_router(dashboard_router(require_admin))  # /dashboard, admin key
     app.add_exception_handler(RouterError, _error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _path_error)

@@ -17,7 +17,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,9 @@ from router_model.records import (
     split_ledger,
 )
 from router_model.traffic_schema import COLUMNS as COLUMNS  # re-exported: tests build SQL on it
+
+if TYPE_CHECKING:
+    from service.store.aggregates import Aggregates
 
 logger = logging.getLogger(__name__)
 
@@ -273,3 +276,12 @@ class TrafficStore(ABC):
     async def recent_decisions(self, limit: int) -> list[tuple[str, dict[str, float]]]:
         """The newest ``limit`` router decisions' ``(model_version, probabilities)``, newest
         first (``service.gateway.levers.budget`` refills its window from them)."""
+
+    @abstractmethod
+    async def dashboard(self, window: str) -> Aggregates:
+        """The dashboard's figures over ``window`` (``service.store.aggregates.WINDOWS``).
+
+        Raises:
+            KeyError: for an unknown window.
+            Exception: the backend's error when the store cannot be read.
+        """

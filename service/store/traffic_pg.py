@@ -25,7 +25,9 @@ from router_model.traffic_schema import (
     judge_table_sql,
     judge_values,
 )
+from service.store.aggregates import POSTGRES, Aggregates, aggregates
 from service.store.pg_link import PgLink
+from service.store.rollup import EXISTS_PG, PG_LOCK, postgres_ddl
 from service.store.traffic import (
     SHADOW_SQL,
     SavingsReport,
@@ -77,6 +79,11 @@ class PostgresTrafficStore(TrafficStore):
                         f"ALTER TABLE traffic ADD COLUMN IF NOT EXISTS {column.name} "
                         f"{column.postgres}"
                     )
+                await conn.execute(PG_LOCK)
+                found = await (await conn.execute(EXISTS_PG)).fetchone()
+                if found is None or not found[0]:  # created once, backfilled from the table
+                    for statement in postgres_ddl():
+                        await conn.execute(statement)
         except psycopg.Error as exc:
             raise InvalidData(f"{self._pg.cannot_open} ({exc})") from exc
 
@@ -143,6 +150,13 @@ class PostgresTrafficStore(TrafficStore):
 
     async def recent_decisions(self, limit: int) -> list[tuple[str, dict[str, float]]]:
         return decision_rows(await self._fetch(recent_decisions_sql("%s"), (limit,), one=False))
+
+    async def dashboard(self, window: str) -> Aggregates:
+        return await aggregates(self._fetch_rows, POSTGRES, window)
+
+    async def _fetch_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = await self._fetch(sql, params, one=False)
+        return rows
 
     async def _fetch(self, sql: str, params: tuple[Any, ...], *, one: bool) -> Any:
         async with self._lock:

@@ -27,6 +27,8 @@ from router_model.traffic_schema import (
     judge_table_sql,
     judge_values,
 )
+from service.store.aggregates import SQLITE, Aggregates, aggregates
+from service.store.rollup import EXISTS_SQLITE, sqlite_ddl
 from service.store.sqlite import connect_sqlite
 from service.store.traffic import (
     SHADOW_SQL,
@@ -78,6 +80,7 @@ class SqliteTrafficStore(TrafficStore):
         for sql in judge_table_sql("sqlite"):  # an older store gains the table here too
             conn.execute(sql)
         _add_new_columns(conn)
+        _add_rollup(conn)
         self._conn = conn
 
     async def _close(self) -> None:
@@ -167,6 +170,14 @@ class SqliteTrafficStore(TrafficStore):
         return decision_rows(await self._call(
             lambda: self._db().execute(sql, (limit,)).fetchall()))
 
+    async def dashboard(self, window: str) -> Aggregates:
+        return await aggregates(self._fetch_rows, SQLITE, window)
+
+    async def _fetch_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = await self._call(
+            lambda: self._db().execute(sql, params).fetchall())
+        return rows
+
 
 def _add_new_columns(conn: sqlite3.Connection) -> None:
     """Add the ``ADDED`` columns an older table lacks (one writer at a time: BEGIN IMMEDIATE)."""
@@ -177,3 +188,13 @@ def _add_new_columns(conn: sqlite3.Connection) -> None:
             if column.name not in present:
                 logger.info("traffic store: adding column %s to an older table", column.name)
                 conn.execute(f"ALTER TABLE traffic ADD COLUMN {column.name} {column.sqlite}")
+
+
+def _add_rollup(conn: sqlite3.Connection) -> None:
+    """Create (and backfill) the hourly rollup and its trigger if the store has none yet."""
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        if conn.execute(EXISTS_SQLITE).fetchone() is None:
+            logger.info("traffic store: building the hourly rollup of the dashboard")
+            for statement in sqlite_ddl():
+                conn.execute(statement)
