@@ -79,14 +79,16 @@ def test_load_balancer_and_prometheus_reach_both_replicas(stack: dict[str, Any])
     assert targets == {"router:8080", "gateway-1:8000", "gateway-2:8000"}
 
 
-def test_prometheus_rules_parse() -> None:
+def test_prometheus_rules_and_config_parse() -> None:
     rules = yaml.safe_load((COMPOSE / "rules.yml").read_text())
     assert rules["groups"][0]["rules"]
     if shutil.which("promtool") is None:
         pytest.skip("promtool (Debian's prometheus) is not installed: rules parsed as YAML only")
-    done = subprocess.run(["promtool", "check", "rules", str(COMPOSE / "rules.yml")],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    for check in (["rules", str(COMPOSE / "rules.yml")],
+                  ["config", "--syntax-only", str(COMPOSE / "prometheus.yml")]):
+        done = subprocess.run(["promtool", "check", *check], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("tree", ["base/config/gateway.yaml", "overlays/local/gateway.yaml"])
