@@ -53,7 +53,7 @@ def local_manifests(tmp: Path, upstream: str, ports: dict[str, int],
     gateway.pop("envFrom")
     set_env(gateway, {"TIERWISE_GATEWAY__PORT": str(ports["gateway"]), **keys})
     for container, port in ((router, ports["http"]), (gateway, ports["gateway"])):
-        container["ports"] = [{"name": "http", "containerPort": port}]
+        container.pop("ports")  # host network: no port mappings (kube play refuses them)
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             # podman turns probes into health checks: http and tcp only, on the new ports
             container[probe] = {**{k: v for k, v in container[probe].items()
@@ -69,12 +69,12 @@ def local_manifests(tmp: Path, upstream: str, ports: dict[str, int],
 @pytest.fixture
 def played(serve_image: str, tmp_path: Path) -> Iterator[tuple[dict[str, int], Path]]:
     upstream = FakeUpstream("upstream")
-    with serving(upstream.app) as url:
+    with serving(upstream.app()) as url:
         ports = {"http": free_port(), "grpc": free_port(), "gateway": free_port()}
         play, cm = local_manifests(tmp_path, url, ports, serve_image)
         start = time.monotonic()
-        podman("kube", "play", "--network=host", "--configmap", str(cm), str(play))
         try:
+            podman("kube", "play", "--network=host", "--configmap", str(cm), str(play))
             yield ports, play
             report(f"kube play: router and gateway ready "
                    f"{time.monotonic() - start:.1f} s after kube play (incl. the request)")
