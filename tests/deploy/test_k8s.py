@@ -152,6 +152,11 @@ def test_retrain_cronjob(base: list[Manifest]) -> None:
     for flag in ("--db", "--name", "--out"):  # retrain's required arguments
         assert flag in args
     assert args[args.index("--out") + 1].startswith("/var/lib/tierwise")
+    # the recipe's labeled base data are made first, into the same state volume
+    init = spec["initContainers"][0]
+    assert init["args"] == ["convert"] and init["image"] == container["image"]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["name"] for m in init["volumeMounts"]} >= {"state"}
 
 
 @pytest.mark.parametrize("overlay", ["production", "local"])
