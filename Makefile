@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: serve test lint unit bundles bench clean
+.PHONY: serve test test-deploy lint unit bundles bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,9 +17,15 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/tierwise serve
 
-# lint, type-check, import contracts, then the whole test suite
+# lint, type-check, import contracts, then the whole test suite (not the deploy tests: below)
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/deploy
+
+# real containers and manifests (docs/deploy.md): builds the image from the Containerfile on a
+# debootstrapped Debian base (kept between runs), runs it read-only, renders deploy/k8s.
+# Needs root, podman, runc, debootstrap and kubectl; skips with the reason without them.
+test-deploy: $(STAMP)
+	TIERWISE_DEPLOY_TESTS=1 $(BIN)/python -m pytest -q tests/deploy
 
 lint: $(STAMP)
 	$(BIN)/ruff check router_model service training cli tests bench
