@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from service.store.rollup import LATENCY_BOUNDS, LATENCY_COLUMNS, SUMS, TABLE
-from service.store.traffic import SavingsReport, savings_report
+from service.store.traffic import SHADOW_SQL, SavingsReport, savings_report, with_shadow
 
 #: Window name -> (how far back, bucket size); ``None``: every record.
 WINDOWS: dict[str, tuple[timedelta | None, Literal["hour", "day"]]] = {
@@ -150,9 +150,15 @@ async def aggregates(fetch: Fetch, d: Dialect, window: str, now: datetime | None
     p50, p99 = percentiles(histogram, (0.50, 0.99))
     latency = Latency(samples=sum(histogram), p50_ms=p50, p99_ms=p99)
     version = await fetch(VERSION_SQL, ())
+    # the shadow labels' spend in the window (ISO text: SQLite compares it as stored, PostgreSQL
+    # casts it to its timestamp)
+    since = (start or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC).isoformat()
+    shadow = await fetch(f"{SHADOW_SQL} WHERE created_at >= {d.placeholder}", (since,))
     return Aggregates(
         window=window, bucket=bucket, since=start,
-        savings=savings_report([r[1:SAVINGS_END] for r in rows]), series=series(rows),
+        savings=with_shadow(savings_report([r[1:SAVINGS_END] for r in rows]),
+                            shadow[0] if shadow else None),
+        series=series(rows),
         latency=latency,
         model_version=str(version[0][0]) if version else None,
     )
