@@ -43,7 +43,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from fake_upstream import FakeUpstream, start_server  # noqa: E402
 
 from router_model.encoder import EMBEDDING_DIM, SentenceEncoder  # noqa: E402
-from service.gateway.app import GatewayOptions, create_gateway_app  # noqa: E402
+from service.gateway.app import create_gateway_app  # noqa: E402
+from service.gateway.assembly import GatewayOptions  # noqa: E402
 from service.gateway.config import parse_gateway_config  # noqa: E402
 from service.gateway.levers.cache.equivalence import mismatch  # noqa: E402
 from service.gateway.levers.cache.response import ResponseCache  # noqa: E402

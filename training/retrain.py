@@ -11,22 +11,10 @@ through ONNX, on the same frozen set (``--eval-data``, default a seeded 20% of t
 removed from training) and on the traffic holdout.
 
 What "champion" means in that comparison (``champion_judged`` in the decision): neither side is
-scored on rows it was fitted on. Without ``--eval-data`` the registered champion artifact was
-fitted on all the base data, frozen rows included, so it is not scored itself: its configuration
-(the estimator and feature set its manifest records) is refitted with
-``training.pipeline.fit_calibrated`` on the base training split (the base data minus the frozen
-groups; no traffic) and exported, and that refit is compared with the challenger (the same
-configuration, or ``--estimator``, fitted on that split + traffic training rows), both scored on
-the frozen base split and the traffic holdout: the gate asks whether the new traffic improves
-the champion's recipe. With ``--eval-data`` (which must be disjoint from the champion's training
-data) the champion artifact itself is scored. Overlap is refused (exit 2) when the manifest shows
-it: its ``train_data_sha256`` is the eval file's, or the base files' while the eval file shares
-prompts with them; the manifest keeps no per-prompt hashes. The file is also checked against this
-retrain's own training rows (base data + labeled traffic, prompts compared whitespace-normalised,
-``retrain_gate.eval_overlap``): at least ``retrain_gate.MAX_EVAL_OVERLAP`` (5%) of its rows
-sharing a prompt with them is refused (exit 2, the counts named); a smaller overlap is warned
-about and those training rows are removed. Either way the version registered, and promoted, is
-the challenger.
+scored on rows it was fitted on. Without ``--eval-data`` the champion's configuration is refitted
+on the base training split (no traffic) and compared with the challenger; with ``--eval-data``
+(disjoint from the champion's training data, overlap refused with exit 2) the champion artifact
+itself is scored. The whole rule: docs/retrain.md.
 
 Refused (exit 2, nothing registered) when the training rows (base + traffic) fail
 ``training.protocol.check_trainable``, the same floor as ``tierwise train``.

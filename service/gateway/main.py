@@ -16,7 +16,8 @@ import uvicorn
 from router_model.errors import InvalidData
 from router_model.logs import configure_logging
 from router_model.settings import Settings, env_secrets
-from service.gateway.app import GatewayOptions, create_gateway_app
+from service.gateway.app import create_gateway_app
+from service.gateway.assembly import GatewayOptions
 from service.gateway.config import GatewayConfig, load_gateway_config
 from service.shared.server_limits import uvicorn_options
 

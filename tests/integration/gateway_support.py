@@ -21,7 +21,8 @@ import psycopg
 import pytest
 from fake_upstream import FakeUpstream, ServerThread, start_server
 
-from service.gateway.app import GatewayOptions, create_gateway_app
+from service.gateway.app import create_gateway_app
+from service.gateway.assembly import GatewayOptions
 from service.gateway.completions import Completions
 from service.gateway.config import GatewayConfig, parse_gateway_config
 from service.gateway.levers.cache.store_pg import TABLE as CACHE_TABLE

@@ -18,7 +18,8 @@ from gateway_support import (  # noqa: F401  (fixtures)
     upstreams_fixture,
 )
 
-from service.gateway.app import GatewayOptions, create_gateway_app
+from service.gateway.app import create_gateway_app
+from service.gateway.assembly import GatewayOptions
 from service.gateway.config import parse_gateway_config
 from service.gateway.dashboard_page import usd
 

@@ -29,7 +29,8 @@ from router_model.policy import Policy
 from router_model.records import TrafficRecord
 from router_model.router import ComplexityRouter
 from router_model.settings import ServiceSettings
-from service.gateway.app import GatewayOptions, create_gateway_app
+from service.gateway.app import create_gateway_app
+from service.gateway.assembly import GatewayOptions
 from service.gateway.config import parse_gateway_config
 from service.gateway.main import main
 from service.router.core import RouteService

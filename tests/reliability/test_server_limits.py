@@ -17,7 +17,8 @@ from fake_upstream import start_server
 from gateway_support import ADMIN_KEY, CLIENT_KEY, KEY_ENV, UPSTREAM_KEY, Upstreams, config_doc
 
 from router_model.settings import ServerLimits
-from service.gateway.app import GatewayOptions, create_gateway_app
+from service.gateway.app import create_gateway_app
+from service.gateway.assembly import GatewayOptions
 from service.gateway.config import parse_gateway_config
 from service.shared.server_limits import uvicorn_options
 

@@ -26,7 +26,8 @@ from gateway_support import CLIENT_KEY, EASY, KEY_ENV, UPSTREAM_KEY, Upstreams, 
 from reliability_servers import start_gateway_process
 
 from router_model.errors import InvalidData
-from service.gateway.app import GatewayOptions, create_gateway_app
+from service.gateway.app import create_gateway_app
+from service.gateway.assembly import GatewayOptions
 from service.gateway.config import parse_gateway_config
 
 

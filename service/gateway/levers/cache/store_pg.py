@@ -1,19 +1,15 @@
 """The response cache shared by gateway replicas: one PostgreSQL table and a local vector mirror.
 
 Exact lookups read the row by key. Semantic lookups search this replica's mirror of the table's
-embeddings (a ``VectorIndex``, filled at start, then pulled every ``refresh_s``, and updated at
-once by this replica's own writes) and confirm the best candidates by key in the table, where
-expiry and deletion are checked. A periodic sweep (one replica at a time) deletes expired rows and
-the oldest past ``max_entries``; between sweeps the table may hold a little more. Hits do not
-write, so eviction is oldest-first rather than least recently used. All times are the database
-server's, so replicas' clocks never disagree about expiry. See
-``service.gateway.levers.cache.response`` for why
-PostgreSQL without pgvector, and for what replicas see when.
+embeddings (a ``VectorIndex``, filled at start, pulled every ``refresh_s``, updated at once by
+this replica's own writes) and confirm the best candidates by key in the table, where expiry and
+deletion are checked. A periodic sweep (one replica at a time) deletes expired rows and the oldest
+past ``max_entries``. Hits do not write, so eviction is oldest-first. All times are the database
+server's. Why PostgreSQL without pgvector: ``service.gateway.levers.cache.response``.
 
 Three connections per replica: lookups (one statement at a time, each bounded by ``timeout_s``;
-a failed one is dropped and the background loop reopens it within ``refresh_s``, lookups missing
-meanwhile), the writer (a bounded queue written in batches, one round trip each), and the
-background refresh and sweep. Measured lookup costs: ``bench/bench_cache_store.py``.
+a failed one is reopened by the background loop within ``refresh_s``, lookups missing meanwhile),
+the writer (a bounded queue written in batches), and the background refresh and sweep.
 """
 
 from __future__ import annotations
@@ -372,10 +368,8 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 
 
 async def _abandon(task: asyncio.Future[Any], conn: Conn) -> None:
-    """Cancel a statement that did not answer in time, then close its connection.
-
-    Closing first would pull the socket from under psycopg's wait on it.
-    """
+    """Cancel a statement that did not answer in time, then close its connection (closing
+    first would pull the socket from under psycopg's wait on it)."""
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await _close(conn)
