@@ -127,6 +127,11 @@ class TrafficRecord(BaseModel):
     #: Feedback on the decision is taken only from the same key. Empty in records written
     #: before it was kept: those take no feedback.
     tenant: str = Field(default="", max_length=64)
+    #: For a ``source: "cache"`` row: the cache layer that answered ("exact", "canonical",
+    #: "semantic") and the similarity of the match (1.0 for exact and canonical); "" and None
+    #: otherwise.
+    cache_layer: str = Field(default="", max_length=16)
+    cache_similarity: float | None = None
 
     @field_validator("levers")
     @classmethod

@@ -71,12 +71,15 @@ COLUMNS: tuple[Column, ...] = (
     Column("prompt", "TEXT", "TEXT"),
     Column("levers", "TEXT NOT NULL DEFAULT '{}'", "TEXT NOT NULL DEFAULT '{}'"),
     Column("tenant", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    Column("cache_layer", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    Column("cache_similarity", "REAL", "DOUBLE PRECISION"),
 )
 NAMES = tuple(c.name for c in COLUMNS)
 
 #: Columns newer than the first ``traffic`` table, in the order they were added. Each has a
 #: default, so ``ALTER TABLE traffic ADD COLUMN`` works on a table that already holds rows.
-ADDED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.name in ("levers", "tenant"))
+ADDED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.name in (
+    "levers", "tenant", "cache_layer", "cache_similarity"))
 _ADDED_NAMES = frozenset(c.name for c in ADDED)
 
 
@@ -105,8 +108,8 @@ def encode_record(record: TrafficRecord) -> dict[str, Any]:
 
 
 def decode_record(values: dict[str, Any]) -> TrafficRecord:
-    """The record of a row (inverse of ``encode_record``); NULL ``levers`` and ``tenant`` (older
-    tables) are {} and "".
+    """The record of a row (inverse of ``encode_record``); NULL ``levers``, ``tenant`` and
+    ``cache_layer`` (older tables) are {}, "" and "".
 
     Raises:
         pydantic.ValidationError: when the row does not hold a valid record.
@@ -116,6 +119,7 @@ def decode_record(values: dict[str, Any]) -> TrafficRecord:
     doc["probabilities"] = json.loads(doc["probabilities"] or "{}")
     doc["levers"] = json.loads(doc.get("levers") or "{}")
     doc["tenant"] = doc.get("tenant") or ""
+    doc["cache_layer"] = doc.get("cache_layer") or ""
     return TrafficRecord.model_validate(doc)
 
 

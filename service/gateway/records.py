@@ -152,4 +152,6 @@ def build_record(call: Call, status: int, usage: Usage, tiers: Sequence[Tier],
         feature_version=d.feature_version if d and features else None, features=features,
         prompt_sha256=prompt_digest(call.scored) if call.scored else "",
         prompt=call.scored if store_prompts and call.scored else None, tenant=call.tenant,
+        cache_layer=call.hit.layer if call.hit is not None else "",
+        cache_similarity=call.hit.similarity if call.hit is not None else None,
     )

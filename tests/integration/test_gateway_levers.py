@@ -210,10 +210,14 @@ def test_cache_hits_are_recorded_and_never_labels(
     assert again["cache"] == "exact" and len(ups.weak.requests) == 1
     hit = stored(gw, again["decision_id"])
     assert (hit.source, hit.tier, hit.status, hit.cost_usd) == ("cache", "weak", 200, 0.0)
+    # the record says the layer and the similarity, as the response does
+    assert (hit.cache_layer, hit.cache_similarity) == ("exact", again["similarity"]) == (
+        "exact", 1.0)
     assert hit.levers == pytest.approx({"cache": WEAK_CALL})
     assert hit.top_tier_cost_usd == pytest.approx(STRONG_CALL)
     assert again["saved_usd"] == pytest.approx(WEAK_CALL) and again["cost_usd"] == 0.0
-    assert stored(gw, first["decision_id"]).source == "router"
+    miss = stored(gw, first["decision_id"])
+    assert (miss.source, miss.cache_layer, miss.cache_similarity) == ("router", "", None)
     report = savings(gw)
     # two requests, one paid: saved 2 * 320e-6 - 10.8e-6, of which the cache's 10.8e-6
     total = 2 * STRONG_CALL - WEAK_CALL

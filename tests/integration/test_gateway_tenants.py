@@ -61,7 +61,8 @@ def test_feedback_and_cache_follow_the_key_not_its_spelling(
         assert again.json()["tierwise"]["cache"] == "exact"
         with httpx.Client(base_url=gw.url, timeout=20) as http:
             label = http.post("/v1/feedback", headers=headers,
-                              json={"decision_id": decision, "score": i / 2})
+                              # at least 0.5: lower feedback would evict the cached answer
+                              json={"decision_id": decision, "score": 0.5 + i / 4})
         assert label.status_code == 200, label.text
     assert len(upstreams.weak.requests) == 1
 

@@ -1,7 +1,8 @@
-"""The shipped default bundle (``gbt_mono``) keeps its monotone constraints through ONNX export.
+"""The shipped ``gbt_mono`` bundle (``routellm_fast``) keeps its monotone constraints through ONNX
+export.
 
 For real prompts' feature rows, raising one of ``HARDER_WITH`` never lowers P(dearer tier) in
-the served ONNX graph. The same check on the shipped ``routellm`` bundle, whose trees are not
+the served ONNX graph. The same check on the shipped ``llmrouter`` bundle, whose trees are not
 constrained, finds drops: the check can fail.
 """
 
@@ -40,7 +41,7 @@ def _drops(bundle: str) -> dict[str, float]:
     return {n: _largest_drop(router, base, HAND_FEATURE_NAMES.index(n)) for n in HARDER_WITH}
 
 
-def test_shipped_default_never_lowers_the_top_tier_as_a_prompt_gets_harder() -> None:
+def test_shipped_monotone_bundle_never_lowers_the_top_tier_as_a_prompt_gets_harder() -> None:
     manifest, _ = read_bundle(REPO / "data" / "models" / "routellm_fast")
     assert manifest.estimator == "gbt_mono"
     drops = _drops("routellm_fast")
@@ -49,6 +50,6 @@ def test_shipped_default_never_lowers_the_top_tier_as_a_prompt_gets_harder() -> 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_unconstrained_trees_do_lower_it() -> None:
-    manifest, _ = read_bundle(REPO / "data" / "models" / "routellm")
+    manifest, _ = read_bundle(REPO / "data" / "models" / "llmrouter")
     assert manifest.estimator != "gbt_mono"
-    assert max(_drops("routellm").values()) > 0.01
+    assert max(_drops("llmrouter").values()) > 0.01
