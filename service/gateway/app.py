@@ -22,6 +22,7 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
@@ -49,6 +50,7 @@ from service.gateway.quotas import RateLimited, open_quotas
 from service.gateway.requests import AUTO_MODEL, FeedbackIn, invalid, parse_json
 from service.gateway.shadow import ShadowLabeler
 from service.gateway.tenants import bearer_key, tenant_of
+from service.gateway.tracing import open_tracing
 from service.gateway.upstream.pool import UpstreamPool, build_upstreams
 from service.shared.body_limit import BodyLimit
 from service.shared.errors import Unauthorized
@@ -74,6 +76,9 @@ class GatewayOptions:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     #: Connection and in-flight limits of the gateway's server (``service.shared.server_limits``).
     server: ServerLimits = field(default_factory=ServerLimits)
+    #: Where spans go instead of ``tracing.endpoint`` (tests: an in-memory exporter); setting
+    #: it turns tracing on (``service.gateway.tracing``).
+    span_exporter: SpanExporter | None = None
 
 
 def decision_source(config: GatewayConfig, options: GatewayOptions) -> DecisionSource:
@@ -293,6 +298,9 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             pool = UpstreamPool(build_upstreams(config, options.upstream_keys), config.failover,
                                 http)
             pool.on_failure = app.state.metrics.upstream_failure
+            tracing = open_tracing(config.tracing, options.span_exporter)
+            stack.push_async_callback(tracing.aclose)  # after the requests' records (below)
+            pool.tracing = tracing
             cache = await response_cache(config, decisions, app.state.metrics, stack)
             budget = await budget_knob(config, store)
             completions = Completions(config, decisions, arm_assigner(config), store,
@@ -300,7 +308,7 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
                                       quotas=await open_quotas(config.limits, config.traffic.url,
                                                                stack),
                                       shadow=_shadow(config, pool, store, app.state.metrics,
-                                                     tokenizer, stack))
+                                                     tokenizer, stack), tracing=tracing)
             if budget is not None:
                 app.state.metrics.watch_budget(completions.planner.budget_knob,
                                                budget.__len__)

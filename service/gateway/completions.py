@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry.trace import Span
 
 from router_model.encoder import word_piece_ids
 from router_model.errors import PromptTooLarge, UpstreamError
@@ -43,6 +44,16 @@ from service.gateway.records import (
 from service.gateway.requests import ChatRequest, cache_mode, read_chat
 from service.gateway.shadow import ShadowLabeler
 from service.gateway.tenants import tenant_of
+from service.gateway.tracing import (
+    CACHE,
+    CASCADE,
+    ROUTE,
+    WRITE,
+    Tracing,
+    ended_on_error,
+    finish,
+    trace_id,
+)
 from service.gateway.upstream.pool import Forwarded, UpstreamPool
 from service.gateway.upstream.refusals import sealed_refusal
 from service.gateway.upstream.sse import SseTap, data_of, json_event, valid_event, with_member
@@ -71,6 +82,7 @@ class Completions:
     budget: BudgetKnob | None = None
     quotas: Quotas | None = None
     shadow: ShadowLabeler | None = None
+    tracing: Tracing = field(default_factory=Tracing)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _big_parses: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     planner: Planner = field(init=False)
@@ -91,11 +103,23 @@ class Completions:
             BadRequest, ModelNotFound, InvalidPrompt: when the request cannot be used.
             UpstreamError: when every upstream failed (the failure is recorded first).
         """
+        span = self.tracing.request(headers)
+        if span is None:  # tracing off: not one context manager more on the request path
+            return await self._handle(chat, headers, plan, None)
+        # the span ends with the request's record (``_finish``: for a stream, at its end)
+        with ended_on_error(span), self.tracing.current(span):
+            return await self._handle(chat, headers, plan, span)
+
+    async def _handle(self, chat: ChatRequest, headers: Mapping[str, str], plan: Plan | None,
+                      span: Span | None) -> Response:
         start = time.perf_counter()
         body, scored = chat.body, chat.scored
         if plan is None:
-            plan = await self.planner.plan(body, headers, chat.messages)
-        call = Call(body, chat.messages, scored, plan, start, tenant=chat.tenant)
+            with self.tracing.span(ROUTE) as routed:
+                plan = await self.planner.plan(body, headers, chat.messages)
+                if routed.is_recording():
+                    routed.set_attributes(_plan_attributes(plan))
+        call = Call(body, chat.messages, scored, plan, start, tenant=chat.tenant, span=span)
         forward = call.forward = chat.forward()
         cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)
         call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
@@ -104,7 +128,9 @@ class Completions:
         # streams are neither served nor stored; "off" neither looks up nor stores
         if self.cache is not None and not body.stream and mode != "off":
             call.cache_key = self.cache.key(forward, call.tenant, plan.tier)
-            hit = await self.cache.lookup(call.cache_key, mode)
+            with self.tracing.span(CACHE, {"tierwise.tier": plan.tier}) as looked:
+                hit = await self.cache.lookup(call.cache_key, mode)
+                looked.set_attribute("tierwise.cache", hit.layer if hit else "miss")
             self.metrics.cache.labels(hit.layer if hit else "miss").inc()
             if hit is not None:
                 return await self._replay(call, hit)
@@ -165,8 +191,12 @@ class Completions:
             usage = await self._usage(call, doc.get("usage"), _text_of(doc))
             return tier.cost(usage.input_tokens, usage.output_tokens)
 
-        answer, call.cascade = await Cascade(self.config.cascade, self.tiers).first_try(
-            forward, routed, draft, decision, send, cost_of)
+        with self.tracing.span(CASCADE, {"tierwise.draft_tier": draft.name,
+                                         "tierwise.tier": routed.name}) as drafted:
+            answer, call.cascade = await Cascade(self.config.cascade, self.tiers).first_try(
+                forward, routed, draft, decision, send, cost_of)
+            drafted.set_attributes({"tierwise.cascade.reason": call.cascade.reason,
+                                    "tierwise.cascade.escalated": call.cascade.escalated})
         return answer
 
     def headers(self, call: Call) -> dict[str, str]:
@@ -316,11 +346,13 @@ class Completions:
         """Build, commit (before the caller answers), count and log the request's record."""
         call.recorded = True
         record = await self._record(call, status, usage)
-        try:
-            await self.store.record(record)
-        except Exception:  # availability first: the answer still goes out, the loss is counted
-            self.metrics.traffic_errors.inc()
-            logger.exception("traffic record %s was not committed", record.decision_id)
+        with self.tracing.span(WRITE, parent=call.span) as written:
+            try:
+                await self.store.record(record)
+            except Exception as exc:  # availability first: the answer still goes out, the loss
+                self.metrics.traffic_errors.inc()  # is counted
+                written.record_exception(exc)
+                logger.exception("traffic record %s was not committed", record.decision_id)
         self.metrics.observe(record)
         if self.quotas is not None:
             await self.quotas.charge(call.tenant, record.input_tokens + record.output_tokens,
@@ -332,8 +364,11 @@ class Completions:
             extra={"decision_id": record.decision_id, "arm": record.arm, "tier": record.tier,
                    "model": record.model, "status": record.status, "source": record.source,
                    "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
-                   "cost_usd": record.cost_usd, "prompt_sha256": record.prompt_sha256},
+                   "cost_usd": record.cost_usd, "prompt_sha256": record.prompt_sha256,
+                   **({} if call.span is None else {"trace_id": trace_id(call.span)})},
         )
+        if call.span is not None:
+            finish(call.span, _record_attributes(record), error=status >= 500)
         return record
 
     async def _record(self, call: Call, status: int, usage: Usage) -> TrafficRecord:
@@ -355,6 +390,22 @@ class Completions:
         """Wait for records still being written for abandoned streams."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _plan_attributes(plan: Plan) -> dict[str, str]:
+    """The route span's attributes: where the plan sends the request, and why."""
+    return {"tierwise.decision_id": plan.decision_id, "tierwise.arm": plan.arm,
+            "tierwise.source": plan.source, "tierwise.tier": plan.tier}
+
+
+def _record_attributes(record: TrafficRecord) -> dict[str, str | int | float]:
+    """The request span's last attributes: what its traffic record says."""
+    return {"tierwise.decision_id": record.decision_id, "tierwise.arm": record.arm,
+            "tierwise.source": record.source, "tierwise.tier": record.tier,
+            "tierwise.model": record.model, "tierwise.failovers": record.failovers,
+            "tierwise.cost_usd": record.cost_usd, "http.response.status_code": record.status,
+            "gen_ai.usage.input_tokens": record.input_tokens,
+            "gen_ai.usage.output_tokens": record.output_tokens}
 
 
 def _text_of(doc: dict[str, Any]) -> str:

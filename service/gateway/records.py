@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from router_model.chat import ChatMessage
 from router_model.records import TrafficRecord
 from router_model.router import prompt_digest
@@ -52,6 +54,8 @@ class Call:
     tenant: str = ""
     #: The body forwarded upstream (for shadow labels: ``service.gateway.shadow``).
     forward: dict[str, Any] | None = None
+    #: The request's trace span when tracing is on (``service.gateway.tracing``).
+    span: Span | None = None
 
 
 @dataclass(frozen=True)
