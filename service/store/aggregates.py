@@ -158,7 +158,7 @@ async def aggregates(fetch: Fetch, d: Dialect, window: str, now: datetime | None
     latency = Latency(samples=sum(histogram), p50_ms=p50, p99_ms=p99)
     version = await fetch(VERSION_SQL, ())
     epoch = start or datetime(1970, 1, 1, tzinfo=UTC)
-    labels = await fetch(labels_sql(d.placeholder), (d.time(epoch),))
+    labels = await fetch(labels_sql(d.placeholder), (d.time(epoch), d.time(epoch)))
     ab = await asyncio.to_thread(ab_arms, rows, labels)  # a few ms of resampling: off the loop
     return Aggregates(
         window=window, bucket=bucket, since=start,

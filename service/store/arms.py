@@ -34,10 +34,17 @@ SEED = 0
 
 
 def labels_sql(placeholder: str) -> str:
-    """Per arm and mean feedback value: how many answered arm requests had it (``GROUP BY``)."""
+    """Per arm and mean feedback value: how many answered arm requests had it (``GROUP BY``).
+
+    Takes the window's start twice. A label is given after its answer, so every label of a
+    request in the window is from its start on: only those are averaged and joined (on a wide
+    store the join is what costs). A decision from before the start may get a partial mean here;
+    the join's own ``created_at`` condition drops it.
+    """
     return (
         "SELECT t.arm, f.score, COUNT(*) FROM (SELECT decision_id, AVG(value) AS score "
-        "FROM feedback GROUP BY decision_id) f JOIN traffic t ON t.decision_id = f.decision_id "
+        f"FROM feedback WHERE created_at >= {placeholder} GROUP BY decision_id) f "
+        "JOIN traffic t ON t.decision_id = f.decision_id "
         f"WHERE t.created_at >= {placeholder} AND t.status < 400 AND t.tier <> '' "
         f"AND t.source <> '{PASSTHROUGH}' AND t.arm <> '{PASSTHROUGH}' GROUP BY t.arm, f.score"
     )
