@@ -3,7 +3,8 @@
 Not a test (``tests/unit/bench/test_bench_dashboard.py`` runs ``--quick``).
 ``python bench/bench_dashboard.py [--records 1000000] [--postgres-url postgresql://…]``: a store
 is filled with ``--records`` synthetic records spread over the last 30 days (70% weak tier, 2%
-failed, 10% with a cache or trim saving) as an older store without the dashboard's rollup,
+failed, 10% with a cache or trim saving, 10% in an ``always_strong`` A/B arm, 5% with a feedback
+label: the A/B arms' quality) as an older store without the dashboard's rollup,
 which the next start builds (backfill timed); then ``TrafficStore.dashboard`` is timed
 per window (median of ``--repeats``), with the page's HTML rendering. The PostgreSQL part runs in
 a fresh database, dropped at the end. ``--json`` writes the timings.
@@ -50,8 +51,13 @@ def out(line: str = "") -> None:
     sys.stdout.flush()
 
 
-def rows(n: int, seed: int, sqlite: bool) -> Iterator[list[tuple[Any, ...]]]:
-    """``n`` synthetic traffic rows in ``NAMES`` order, in chunks of ``CHUNK``."""
+FEEDBACK = ("decision_id", "created_at", "score", "value")
+Chunk = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def rows(n: int, seed: int, sqlite: bool) -> Iterator[Chunk]:
+    """``n`` synthetic traffic rows in ``NAMES`` order, and feedback rows (``FEEDBACK``), in
+    chunks of ``CHUNK``."""
     rng = np.random.default_rng(seed)
     template = encode_record(TrafficRecord(
         decision_id="x", arm="router", propensity=1.0, source="router",
@@ -64,6 +70,8 @@ def rows(n: int, seed: int, sqlite: bool) -> Iterator[list[tuple[Any, ...]]]:
         ages, weak, fail = rng.uniform(0, 30 * 86400, m), rng.random(m) < 0.7, rng.random(m)
         tin, tout = rng.integers(10, 2000, m), rng.integers(5, 800, m)
         lat, lever = rng.lognormal(0.0, 0.6, m), rng.random(m)
+        fixed_arm, labeled, score = rng.random(m) < 0.1, rng.random(m) < 0.05, rng.integers(0, 5, m)
+        weak &= ~fixed_arm
         top = (tin * 10 + tout * 30) / 1e6
         cost = np.where(weak, (tin + tout) * 0.6 / 1e6, top)
         created = [now - timedelta(seconds=float(a)) for a in ages]
@@ -71,6 +79,8 @@ def rows(n: int, seed: int, sqlite: bool) -> Iterator[list[tuple[Any, ...]]]:
             "decision_id": [f"{start + i + 1:032x}" for i in range(m)],
             "created_at": [c.isoformat() for c in created] if sqlite else created,
             "tier": np.where(weak, "weak", "strong").tolist(),
+            "arm": np.where(fixed_arm, "always_strong", "router").tolist(),
+            "source": np.where(fixed_arm, "fixed_arm", "router").tolist(),
             "status": np.where(fail < 0.02, 502, 200).tolist(),
             "input_tokens": tin.tolist(), "output_tokens": tout.tolist(),
             "cost_usd": cost.tolist(), "top_tier_cost_usd": top.tolist(),
@@ -84,7 +94,9 @@ def rows(n: int, seed: int, sqlite: bool) -> Iterator[list[tuple[Any, ...]]]:
             fixed["stream"], fixed["fail_open"] = int(fixed["stream"]), 0
         chunk = list(zip(*(columns[c] if c in columns else repeat(fixed[c], m) for c in NAMES),
                          strict=False))
-        yield chunk
+        labels = [(columns["decision_id"][i], columns["created_at"][i], score[i] / 4,
+                   score[i] / 4) for i in np.flatnonzero(labeled).tolist()]
+        yield chunk, labels
 
 
 def fill_sqlite(path: Path, n: int, seed: int) -> None:
@@ -95,18 +107,27 @@ def fill_sqlite(path: Path, n: int, seed: int) -> None:
         db.execute(f"DROP TRIGGER IF EXISTS {TABLE}_add")
         db.execute(f"DROP TABLE IF EXISTS {TABLE}")
         marks = ", ".join("?" * len(NAMES))
-        for chunk in rows(n, seed, sqlite=True):
+        for chunk, labels in rows(n, seed, sqlite=True):
             db.executemany(f"INSERT INTO traffic ({', '.join(NAMES)}) VALUES ({marks})", chunk)
+            db.executemany(f"INSERT INTO feedback ({', '.join(FEEDBACK)}) VALUES (?, ?, ?, ?)",
+                           [tuple(float(x) if i > 1 else x for i, x in enumerate(r))
+                            for r in labels])
 
 
 def fill_postgres(url: str, n: int, seed: int) -> None:
     with psycopg.connect(url) as conn:
         conn.execute(f"DROP TRIGGER IF EXISTS {TABLE}_add ON traffic")
         conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        feedback: list[tuple[Any, ...]] = []
         with conn.cursor() as cur, cur.copy(f"COPY traffic ({', '.join(NAMES)}) FROM STDIN") as cp:
-            for chunk in rows(n, seed, sqlite=False):
+            for chunk, labels in rows(n, seed, sqlite=False):
+                feedback += labels
                 for row in chunk:
                     cp.write_row(row)
+        with conn.cursor() as cur, cur.copy(
+                f"COPY feedback ({', '.join(FEEDBACK)}) FROM STDIN") as cp:
+            for row in feedback:
+                cp.write_row(row)
     with psycopg.connect(url, autocommit=True) as conn:  # as autovacuum would, in time
         conn.execute("VACUUM ANALYZE traffic")
 
@@ -143,7 +164,8 @@ async def measure(url: str, fill: Any, n: int, repeats: int) -> dict[str, Any]:
             result["windows"][window] = {
                 "median_s": statistics.median(times), "max_s": max(times),
                 "render_s": time.perf_counter() - t0, "requests": found.savings.total.requests,
-                "buckets": len(found.series), "p99_ms": found.latency.p99_ms}
+                "buckets": len(found.series), "p99_ms": found.latency.p99_ms,
+                "labeled": sum(a.labeled for a in found.ab.arms.values())}
         result["all_time_savings_requests"] = (await store.savings()).total.requests
     finally:
         await store.aclose()
@@ -157,7 +179,8 @@ def report(name: str, result: dict[str, Any]) -> None:
         verdict = "ok" if w["median_s"] < TARGET_S else "OVER TARGET"
         out(f"  window {window:>3}: page data median {w['median_s'] * 1000:7.1f} ms, max "
             f"{w['max_s'] * 1000:7.1f} ms, HTML {w['render_s'] * 1000:5.1f} ms; "
-            f"{w['requests']:,} answered requests in {w['buckets']} buckets [{verdict}]")
+            f"{w['requests']:,} answered requests in {w['buckets']} buckets, "
+            f"{w['labeled']:,} labeled [{verdict}]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

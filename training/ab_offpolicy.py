@@ -13,14 +13,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from router_model.ab_stats import MIN_LABELED, N_RESAMPLES, REFERENCE_ARM
 from router_model.policy import choose_tiers
 from training.bootstrap import draw_rows, mean_ci
 from training.traffic import Decision
 
 F64 = NDArray[np.float64]
-REFERENCE_ARM = "router"
-MIN_LABELED = 30
-N_RESAMPLES = 2000
 
 
 def tier_ladder(decisions: Sequence[Decision]) -> list[str] | str:

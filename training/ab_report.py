@@ -24,26 +24,30 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from router_model.ab_stats import (
+    MIN_LABELED,
+    REFERENCE_ARM,
+    Sample,
+    bootstrap_diff,
+    quality_diff,
+    quality_of,
+    too_few,
+    verdict,
+)
 from router_model.errors import RouterError
 from router_model.logs import configure_logging
 from router_model.policy import choose_tiers
 from router_model.records import LEDGER
 from router_model.settings import Settings
-from training.ab_offpolicy import (
-    MIN_LABELED,
-    N_RESAMPLES,
-    REFERENCE_ARM,
-    off_policy,
-)
+from training.ab_offpolicy import off_policy
 from training.ab_render import markdown, plot_arms
-from training.bootstrap import draw_rows, mean_ci, percentile_ci
 from training.cli_args import number_in
 from training.traffic import Decision, parse_since, read_decisions
 
@@ -53,47 +57,6 @@ logger = logging.getLogger(__name__)
 PASSTHROUGH_ARM = "passthrough"
 
 F64 = NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class Diff:
-    """``mean(b) - mean(a)`` with a bootstrap 95% CI and a permutation p-value."""
-
-    diff: float
-    lo: float
-    hi: float
-    p_value: float
-
-
-def bootstrap_diff(a: F64, b: F64, seed: int, n_boot: int = N_RESAMPLES) -> Diff:
-    """Difference of means ``b - a``: percentile bootstrap 95% CI, permutation p-value.
-
-    Each sample is resampled on its own (the arms are independent). The p-value is two-sided,
-    ``(1 + #{|perm diff| >= |diff|}) / (1 + n)`` so that it is never 0.
-
-    Raises:
-        ValueError: when a sample is empty.
-    """
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.size == 0 or y.size == 0:
-        raise ValueError("both samples need at least one value")
-    rng = np.random.default_rng(seed)
-    diff = float(y.mean() - x.mean())
-    bx = x[draw_rows(x.size, n_boot, rng)].mean(axis=1)
-    by = y[draw_rows(y.size, n_boot, rng)].mean(axis=1)
-    lo, hi = percentile_ci(by - bx)
-    return Diff(diff, lo, hi, permutation_p(x, y, rng, n_boot))
-
-
-def permutation_p(a: F64, b: F64, rng: np.random.Generator, n_perm: int = N_RESAMPLES) -> float:
-    """Two-sided permutation p-value of the difference of means (``n_perm`` label shuffles)."""
-    pooled = np.concatenate([a, b])
-    observed = abs(b.mean() - a.mean())
-    hits = 0
-    for _ in range(n_perm):
-        perm = rng.permutation(pooled)
-        hits += abs(perm[a.size:].mean() - perm[: a.size].mean()) >= observed - 1e-12
-    return float((1 + hits) / (1 + n_perm))
 
 
 def lever_ledger(decisions: Sequence[Decision]) -> dict[str, Any]:
@@ -128,17 +91,10 @@ def arm_summary(decisions: Sequence[Decision], min_labeled: int = MIN_LABELED,
     lat = np.asarray([d.record.latency_ms for d in decisions], dtype=np.float64)
     mix = Counter(d.record.tier for d in decisions)
     n = len(decisions)
-    enough = scores.size >= max(min_labeled, 1)
-    ci = mean_ci(scores, draw_rows(scores.size, N_RESAMPLES, np.random.default_rng(seed))) \
-        if enough else None
     return {
         "requests": n,
-        "labeled": int(scores.size),
         "cost_per_request_usd": float(cost.mean()) if n else None,
-        "quality": float(scores.mean()) if enough else None,
-        "quality_ci": ci,
-        "quality_note": None if enough else (f"not enough data: {scores.size} labels "
-                                             f"(need {min_labeled})"),
+        **quality_of(Sample.of(scores), min_labeled, seed),
         "tier_mix": {t: c / n for t, c in sorted(mix.items())},
         "model_versions": dict(sorted(Counter(
             d.record.model_version for d in decisions if d.record.model_version).items())),
@@ -157,41 +113,19 @@ def compare_arms(
     for arm, ds in sorted(by_arm.items()):
         if arm == REFERENCE_ARM:
             continue
-        q_ref = np.asarray([d.score for d in ref if d.score is not None], dtype=np.float64)
-        q_arm = np.asarray([d.score for d in ds if d.score is not None], dtype=np.float64)
-        if min(q_ref.size, q_arm.size) < max(min_labeled, 1):
-            out[arm] = {"verdict": f"not enough data: {q_ref.size} labeled requests on "
-                                   f"'{REFERENCE_ARM}', {q_arm.size} on '{arm}' "
-                                   f"(need {min_labeled} each)"}
+        q_ref = Sample.of([d.score for d in ref if d.score is not None])
+        q_arm = Sample.of([d.score for d in ds if d.score is not None])
+        short = too_few(arm, q_ref, q_arm, min_labeled)
+        if short is not None:
+            out[arm] = {"verdict": short}
             continue
         c_ref = np.asarray([d.record.cost_usd for d in ref], dtype=np.float64)
         c_arm = np.asarray([d.record.cost_usd for d in ds], dtype=np.float64)
-        cost = bootstrap_diff(c_arm, c_ref, seed)  # router minus arm
-        quality = bootstrap_diff(q_arm, q_ref, seed + 1)
+        cost = bootstrap_diff(Sample.of(c_arm), Sample.of(c_ref), seed)  # router minus arm
+        quality = quality_diff(q_ref, q_arm, seed)
         out[arm] = {"cost_diff": asdict(cost), "quality_diff": asdict(quality),
-                    "verdict": verdict(arm, float(c_arm.mean()), cost, quality)}
+                    "verdict": verdict(arm, float(c_arm.mean()), cost.diff, quality)}
     return out
-
-
-def verdict(arm: str, arm_cost: float, cost: Diff, quality: Diff) -> str:
-    """One sentence: the router arm's saving against ``arm`` and its quality change with CI."""
-    saved = -100.0 * cost.diff / arm_cost + 0.0 if arm_cost > 0 else 0.0  # + 0.0: never "-0.0%"
-    half = (quality.hi - quality.lo) / 2
-    if saved >= 0:
-        spend = f"saves {saved:.1f}% per request against '{arm}'"
-    else:  # against a cheaper arm a percentage "more" reads badly past 100%: say the ratio
-        ratio = (arm_cost + cost.diff) / arm_cost if arm_cost > 0 else float("inf")
-        spend = (f"costs {ratio:.2f}x what '{arm}' costs per request "
-                 f"(+${cost.diff:.6f})")
-    text = (f"router arm {spend} at a quality change of {quality.diff:+.3f} ± {half:.3f} "
-            f"(bootstrap 95% CI [{quality.lo:+.3f}, {quality.hi:+.3f}], permutation test "
-            f"p = {quality.p_value:.3g})")
-    if (quality.lo > 0 or quality.hi < 0) != (quality.p_value < 0.05):
-        # the percentile bootstrap is too narrow on few labels (3 equal labels resample to a
-        # zero-width spread) while the permutation test is exact: say which one to believe
-        text += (" [the interval and the test disagree: too few labels for the bootstrap "
-                 "interval; the permutation test is exact, trust it]")
-    return text
 
 
 def online_report(decisions: Sequence[Decision], seed: int, min_labeled: int) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from router_model.ab_stats import percentile_ci
 from router_model.policy import choose_tiers
 from training.evaluate import F64, Frame, check_outcomes, curve_figures, curve_point, sweep_router
 
@@ -35,13 +36,8 @@ DEFAULT_RESAMPLES = 1000
 METRICS = ("apgr", "cpt50", "cpt80", "aiq")
 #: Resamples whose weights are multiplied at once (bounds memory at ~chunk x n floats).
 _CHUNK = 100
-#: The percentiles bounding a percentile-bootstrap 95% interval.
-CI95 = (2.5, 97.5)
-
-
-def percentile_ci(replicates: F64) -> list[float]:
-    """Percentile 95% interval ``[lo, hi]`` of bootstrap replicates of a figure (non-empty)."""
-    return [float(v) for v in np.percentile(replicates, CI95)]
+__all__ = ["bootstrap_ci", "draw_rows", "mean_ci", "paired_diff_ci", "percentile_ci",
+           "resample_counts", "resampled_figures"]
 
 
 def draw_rows(n: int, resamples: int, rng: np.random.Generator) -> NDArray[np.int64]:

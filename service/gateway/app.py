@@ -47,6 +47,7 @@ from service.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from service.gateway.quotas import RateLimited, open_quotas
 from service.gateway.requests import AUTO_MODEL, FeedbackIn, invalid, parse_json
 from service.gateway.tenants import bearer_key, tenant_of
+from service.gateway.tracing import open_tracing
 from service.gateway.upstream.pool import UpstreamPool, build_upstreams
 from service.shared.body_limit import BodyLimit
 from service.shared.errors import Unauthorized
@@ -228,6 +229,9 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
             pool = UpstreamPool(build_upstreams(config, options.upstream_keys), config.failover,
                                 http)
             pool.on_failure = app.state.metrics.upstream_failure
+            tracing = open_tracing(config.tracing, options.span_exporter)
+            stack.push_async_callback(tracing.aclose)  # after the requests' records (below)
+            pool.tracing = tracing
             cache = await response_cache(config, decisions, app.state.metrics, stack)
             budget = await budget_knob(config, store)
             completions = Completions(config, decisions, arm_assigner(config), store,
@@ -235,7 +239,7 @@ def _lifespan(config: GatewayConfig, options: GatewayOptions) -> Any:
                                       quotas=await open_quotas(config.limits, config.traffic.url,
                                                                stack),
                                       shadow=shadow_labeler(config, pool, store, app.state.metrics,
-                                                     tokenizer, stack))
+                                                            tokenizer, stack), tracing=tracing)
             if budget is not None:
                 app.state.metrics.watch_budget(completions.planner.budget_knob,
                                                budget.__len__)

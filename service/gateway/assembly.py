@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from router_model.settings import DEFAULT_BUNDLE, ServerLimits, ServiceSettings
 from service.gateway.batch.jobs import JobStore, open_job_store
@@ -43,6 +44,9 @@ class GatewayOptions:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     #: Connection and in-flight limits of the gateway's server (``service.shared.server_limits``).
     server: ServerLimits = field(default_factory=ServerLimits)
+    #: Where spans go instead of ``tracing.endpoint`` (tests: an in-memory exporter); setting
+    #: it turns tracing on (``service.gateway.tracing``).
+    span_exporter: SpanExporter | None = None
 
 
 def decision_source(config: GatewayConfig, options: GatewayOptions) -> DecisionSource:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry.trace import Span
 
 from router_model.encoder import word_piece_ids
 from router_model.errors import PromptTooLarge, UpstreamError
@@ -37,13 +38,26 @@ from service.gateway.quotas import Quotas
 from service.gateway.records import (
     Call,
     Usage,
+    answer_text,
     build_record,
+    plan_attributes,
+    record_attributes,
     usage_of,
 )
 from service.gateway.requests import ChatRequest, cache_mode, read_chat
 from service.gateway.shadow import ShadowLabeler
 from service.gateway.tenants import tenant_of
-from service.gateway.upstream.pool import Forwarded, UpstreamPool
+from service.gateway.tracing import (
+    CACHE,
+    CASCADE,
+    ROUTE,
+    WRITE,
+    Tracing,
+    ended_on_error,
+    finish,
+    trace_id,
+)
+from service.gateway.upstream.pool import Forwarded, UpstreamPool, body_chunks
 from service.gateway.upstream.refusals import sealed_refusal
 from service.gateway.upstream.sse import SseTap, data_of, json_event, valid_event, with_member
 from service.store.traffic import TrafficStore
@@ -71,6 +85,7 @@ class Completions:
     budget: BudgetKnob | None = None
     quotas: Quotas | None = None
     shadow: ShadowLabeler | None = None
+    tracing: Tracing = field(default_factory=Tracing)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _big_parses: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     planner: Planner = field(init=False)
@@ -91,11 +106,23 @@ class Completions:
             BadRequest, ModelNotFound, InvalidPrompt: when the request cannot be used.
             UpstreamError: when every upstream failed (the failure is recorded first).
         """
+        span = self.tracing.request(headers)
+        if span is None:  # tracing off: not one context manager more on the request path
+            return await self._handle(chat, headers, plan, None)
+        # the span ends with the request's record (``_finish``: for a stream, at its end)
+        with ended_on_error(span), self.tracing.current(span):
+            return await self._handle(chat, headers, plan, span)
+
+    async def _handle(self, chat: ChatRequest, headers: Mapping[str, str], plan: Plan | None,
+                      span: Span | None) -> Response:
         start = time.perf_counter()
         body, scored = chat.body, chat.scored
         if plan is None:
-            plan = await self.planner.plan(body, headers, chat.messages)
-        call = Call(body, chat.messages, scored, plan, start, tenant=chat.tenant)
+            with self.tracing.span(ROUTE) as routed:
+                plan = await self.planner.plan(body, headers, chat.messages)
+                if routed.is_recording():
+                    routed.set_attributes(plan_attributes(plan))
+        call = Call(body, chat.messages, scored, plan, start, tenant=chat.tenant, span=span)
         forward = call.forward = chat.forward()
         cascade = cascade_wanted(self.config.cascade, body.tierwise, body.stream)
         call.trimmed = await trim_forward(forward, self.config.trim, body.tierwise, self.tokenizer)
@@ -104,7 +131,9 @@ class Completions:
         # streams are neither served nor stored; "off" neither looks up nor stores
         if self.cache is not None and not body.stream and mode != "off":
             call.cache_key = self.cache.key(forward, call.tenant, plan.tier)
-            hit = await self.cache.lookup(call.cache_key, mode)
+            with self.tracing.span(CACHE, {"tierwise.tier": plan.tier}) as looked:
+                hit = await self.cache.lookup(call.cache_key, mode)
+                looked.set_attribute("tierwise.cache", hit.layer if hit else "miss")
             self.metrics.cache.labels(hit.layer if hit else "miss").inc()
             if hit is not None:
                 return await self._replay(call, hit)
@@ -162,11 +191,15 @@ class Completions:
             return await self.upstreams.send(body, tier, stream=False, allowed=below)
 
         async def cost_of(tier: Tier, doc: dict[str, Any]) -> float:
-            usage = await self._usage(call, doc.get("usage"), _text_of(doc))
+            usage = await self._usage(call, doc.get("usage"), answer_text(doc))
             return tier.cost(usage.input_tokens, usage.output_tokens)
 
-        answer, call.cascade = await Cascade(self.config.cascade, self.tiers).first_try(
-            forward, routed, draft, decision, send, cost_of)
+        with self.tracing.span(CASCADE, {"tierwise.draft_tier": draft.name,
+                                         "tierwise.tier": routed.name}) as drafted:
+            answer, call.cascade = await Cascade(self.config.cascade, self.tiers).first_try(
+                forward, routed, draft, decision, send, cost_of)
+            drafted.set_attributes({"tierwise.cascade.reason": call.cascade.reason,
+                                    "tierwise.cascade.escalated": call.cascade.escalated})
         return answer
 
     def headers(self, call: Call) -> dict[str, str]:
@@ -222,14 +255,14 @@ class Completions:
             for choice in doc.get("choices") or []:
                 if isinstance(choice, dict):
                     choice.pop("logprobs", None)
-        usage = await self._usage(call, doc.get("usage"), _text_of(doc))
+        usage = await self._usage(call, doc.get("usage"), answer_text(doc))
         doc.setdefault("model", answer.upstream.tier.model)
         record = await self._finish(call, response.status_code, usage)
         if self.cache is not None and call.cache_key is not None and not answer.failovers:
             keys = self.cache.store(call.cache_key, doc, record.cost_usd, answer.upstream.tier.name)
             self.cache.remember(call.plan.decision_id, keys)  # bad feedback on it evicts it
         if self.shadow is not None:
-            self.shadow.consider(call, record, _text_of(doc))
+            self.shadow.consider(call, record, answer_text(doc))
         doc["tierwise"] = self.info(call, record)
         return JSONResponse(doc, headers=self.headers(call))
 
@@ -240,7 +273,7 @@ class Completions:
             self.cache.remember(call.plan.decision_id, hit.keys)
         doc = replay(hit)
         record = await self._finish(call, 200, await self._usage(call, doc.get("usage"),
-                                                                 _text_of(doc)))
+                                                                 answer_text(doc)))
         saved = record.levers.get("cache", 0.0)  # what this request would have cost upstream
         self.metrics.cache_saved.inc(saved)
         # the response says what the record says: source "cache", the hit's tier and its model
@@ -257,7 +290,7 @@ class Completions:
         held: bytes | None = None
         status, trailer = 200, b""
         try:
-            async for chunk in _chain(answer):
+            async for chunk in body_chunks(answer):
                 for event in map(valid_event, tap.feed(chunk)):
                     is_done, has_usage = tap.inspect(event)
                     done = done or is_done
@@ -316,11 +349,13 @@ class Completions:
         """Build, commit (before the caller answers), count and log the request's record."""
         call.recorded = True
         record = await self._record(call, status, usage)
-        try:
-            await self.store.record(record)
-        except Exception:  # availability first: the answer still goes out, the loss is counted
-            self.metrics.traffic_errors.inc()
-            logger.exception("traffic record %s was not committed", record.decision_id)
+        with self.tracing.span(WRITE, parent=call.span) as written:
+            try:
+                await self.store.record(record)
+            except Exception as exc:  # availability first: the answer still goes out, the loss
+                self.metrics.traffic_errors.inc()  # is counted
+                written.record_exception(exc)
+                logger.exception("traffic record %s was not committed", record.decision_id)
         self.metrics.observe(record)
         if self.quotas is not None:
             await self.quotas.charge(call.tenant, record.input_tokens + record.output_tokens,
@@ -332,8 +367,11 @@ class Completions:
             extra={"decision_id": record.decision_id, "arm": record.arm, "tier": record.tier,
                    "model": record.model, "status": record.status, "source": record.source,
                    "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
-                   "cost_usd": record.cost_usd, "prompt_sha256": record.prompt_sha256},
+                   "cost_usd": record.cost_usd, "prompt_sha256": record.prompt_sha256,
+                   **({} if call.span is None else {"trace_id": trace_id(call.span)})},
         )
+        if call.span is not None:
+            finish(call.span, record_attributes(record), error=status >= 500)
         return record
 
     async def _record(self, call: Call, status: int, usage: Usage) -> TrafficRecord:
@@ -355,21 +393,3 @@ class Completions:
         """Wait for records still being written for abandoned streams."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def _text_of(doc: dict[str, Any]) -> str:
-    """The answer text of a completion: every choice's message content
-    (``service.gateway.upstream.pool``
-    refuses other shapes; here they would count as no text, never as an error)."""
-    choices = doc.get("choices")
-    found = [c.get("message") for c in choices if isinstance(c, dict)] if isinstance(
-        choices, list) else []
-    return "".join(str(m.get("content") or "") for m in found if isinstance(m, dict))
-
-
-async def _chain(answer: Forwarded) -> AsyncIterator[bytes]:
-    if answer.first:
-        yield answer.first
-    if answer.rest is not None:
-        async for chunk in answer.rest:
-            yield chunk

@@ -248,6 +248,21 @@ class ShadowConfig(_Strict):
     template: Path | None = None
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry traces (``service.gateway.tracing``): off unless ``endpoint`` is set."""
+
+    #: The OTLP/HTTP traces URL of a collector, e.g. ``http://otel-collector:4318/v1/traces``
+    #: (absent: no tracing, and no cost on the request path).
+    endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    #: The ``service.name`` resource attribute of every span.
+    service_name: str = Field(default="tierwise-gateway", min_length=1)
+    #: Share of requests traced (by trace id); a client's ``traceparent`` sampled flag wins.
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    #: Deadline of one export of a batch of spans (retries included); past it the batch is
+    #: dropped and the SDK logs it. Exports run on their own thread, never in a request.
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+
 class GatewayConfig(_Strict):
     """The whole gateway config file."""
 
@@ -267,6 +282,7 @@ class GatewayConfig(_Strict):
     cascade: CascadeConfig = CascadeConfig()
     batch: BatchConfig = BatchConfig()
     shadow: ShadowConfig = ShadowConfig()
+    tracing: TracingConfig = TracingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:

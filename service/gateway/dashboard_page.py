@@ -97,6 +97,37 @@ def breakers_table(breakers: dict[str, str]) -> str:
     return f"<table><tr><th>tier</th><th>breaker</th></tr>{rows}</table>"
 
 
+def _quality(arm: dict[str, Any]) -> str:
+    if arm["quality"] is None:
+        return escape(arm["quality_note"] or "–")
+    lo, hi = arm["quality_ci"]
+    return f"{arm['quality']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _against(cmp: dict[str, Any] | None) -> str:
+    """The router arm minus this arm: cost per request, quality [95% CI], permutation p."""
+    if cmp is None or cmp["quality_diff"] is None:
+        return "<td>–</td><td>–</td>"
+    q = cmp["quality_diff"]
+    return (f"<td>{cmp['cost_diff_usd']:+.6f}</td>"
+            f"<td>{q['diff']:+.3f} [{q['lo']:+.3f}, {q['hi']:+.3f}], p = {q['p_value']:.3g}</td>")
+
+
+def arms_table(ab: dict[str, Any]) -> str:
+    """The A/B arms: requests, cost per request, mean feedback with its 95% CI, and the router
+    arm's differences from each other arm (``tierwise ab-report``'s figures), then its verdict."""
+    rows = "".join(
+        f'<tr id="arm-{escape(name)}"><td>{escape(name)}</td><td>{arm["requests"]:,}</td>'
+        f"<td>{'–' if arm['cost_per_request_usd'] is None else usd(arm['cost_per_request_usd'])}"
+        f"</td><td>{arm['labeled']:,}</td><td>{_quality(arm)}</td>"
+        f"{_against(ab['comparisons'].get(name))}</tr>" for name, arm in ab["arms"].items())
+    reference = escape(ab["reference"])
+    return (f"<table><tr><th>arm</th><th>requests</th><th>cost / request</th><th>labeled</th>"
+            f"<th>quality (mean feedback) [95% CI]</th><th>{reference} − arm: cost (USD)</th>"
+            f"<th>{reference} − arm: quality [95% CI], p</th></tr>{rows}</table>"
+            f'<p id="ab-verdict">{escape(ab["verdict"])}</p>')
+
+
 def _x(i: int, n: int) -> float:
     return PAD + (WIDTH - 2 * PAD) * (i / max(n - 1, 1))
 
@@ -174,6 +205,7 @@ def dashboard_html(data: dict[str, Any], buckets: Sequence[Bucket], tiers: Seque
     body = (
         f"{head}{cards(data)}<h2>spend against the all-top-tier baseline</h2>"
         f"{spend_chart(buckets)}<h2>savings by part</h2>{parts_table(data)}"
-        f"<h2>tier mix</h2>{tier_chart(buckets, tiers)}{status}"
+        f"<h2>tier mix</h2>{tier_chart(buckets, tiers)}"
+        f"<h2>A/B arms</h2>{arms_table(data['ab'])}{status}"
     )
     return document("tierwise dashboard", body, window)

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from router_model.chat import ChatMessage
 from router_model.records import TrafficRecord
 from router_model.router import prompt_digest
@@ -52,6 +54,8 @@ class Call:
     tenant: str = ""
     #: The body forwarded upstream (for shadow labels: ``service.gateway.shadow``).
     forward: dict[str, Any] | None = None
+    #: The request's trace span when tracing is on (``service.gateway.tracing``).
+    span: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -155,3 +159,28 @@ def build_record(call: Call, status: int, usage: Usage, tiers: Sequence[Tier],
         cache_layer=call.hit.layer if call.hit is not None else "",
         cache_similarity=call.hit.similarity if call.hit is not None else None,
     )
+
+
+def plan_attributes(plan: Plan) -> dict[str, str]:
+    """The route span's attributes: where the plan sends the request, and why."""
+    return {"tierwise.decision_id": plan.decision_id, "tierwise.arm": plan.arm,
+            "tierwise.source": plan.source, "tierwise.tier": plan.tier}
+
+
+def record_attributes(record: TrafficRecord) -> dict[str, str | int | float]:
+    """The request span's last attributes: what its traffic record says."""
+    return {"tierwise.decision_id": record.decision_id, "tierwise.arm": record.arm,
+            "tierwise.source": record.source, "tierwise.tier": record.tier,
+            "tierwise.model": record.model, "tierwise.failovers": record.failovers,
+            "tierwise.cost_usd": record.cost_usd, "http.response.status_code": record.status,
+            "gen_ai.usage.input_tokens": record.input_tokens,
+            "gen_ai.usage.output_tokens": record.output_tokens}
+
+
+def answer_text(doc: dict[str, Any]) -> str:
+    """The answer text of a completion: every choice's message content (the upstream pool
+    refuses other shapes; here they would count as no text, never as an error)."""
+    choices = doc.get("choices")
+    found = [c.get("message") for c in choices if isinstance(c, dict)] if isinstance(
+        choices, list) else []
+    return "".join(str(m.get("content") or "") for m in found if isinstance(m, dict))

@@ -1,13 +1,15 @@
 """The dashboard's aggregates of the traffic store, computed in SQL (SQLite and PostgreSQL).
 
-Two queries per page: one ``GROUP BY`` over the hourly rollup (``service.store.rollup``: spend,
+Three queries per page: one ``GROUP BY`` over the hourly rollup (``service.store.rollup``: spend,
 baseline, savings by part, tier mix per hour or day bucket, the router latency histogram that
-gives p50 and p99; a few rows per hour whatever the traffic), and the newest model version
-(``created_at`` index, backwards).
+gives p50 and p99, requests and cost per A/B arm; a few rows per hour whatever the traffic), one
+over the labeled requests (feedback quality per arm: ``service.store.arms``), and the newest
+model version (``created_at`` index, backwards).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from service.store.arms import ABArms, ab_arms, labels_sql
 from service.store.rollup import LATENCY_BOUNDS, LATENCY_COLUMNS, SUMS, TABLE
 from service.store.traffic import SHADOW_SQL, SavingsReport, savings_report, with_shadow
 
@@ -38,13 +41,15 @@ Fetch = Callable[[str, tuple[Any, ...]], Awaitable[list[tuple[Any, ...]]]]
 
 @dataclass(frozen=True)
 class Dialect:
-    """What differs between the backends' SQL here: the placeholder."""
+    """What differs between the backends' SQL here: the placeholder, and how a time is passed
+    (SQLite keeps ``created_at`` as ISO 8601 text, PostgreSQL as ``timestamptz``)."""
 
     placeholder: str
+    time: Callable[[datetime], Any]
 
 
-SQLITE = Dialect("?")
-POSTGRES = Dialect("%s")
+SQLITE = Dialect("?", datetime.isoformat)
+POSTGRES = Dialect("%s", lambda t: t)
 
 
 class Bucket(BaseModel):
@@ -76,6 +81,8 @@ class Aggregates(BaseModel):
     series: list[Bucket]
     latency: Latency
     model_version: str | None
+    #: The A/B arms with quality, cost and their CIs (``tierwise ab-report``'s figures).
+    ab: ABArms
 
 
 def main_sql(d: Dialect, bucket: str) -> str:
@@ -150,15 +157,16 @@ async def aggregates(fetch: Fetch, d: Dialect, window: str, now: datetime | None
     p50, p99 = percentiles(histogram, (0.50, 0.99))
     latency = Latency(samples=sum(histogram), p50_ms=p50, p99_ms=p99)
     version = await fetch(VERSION_SQL, ())
-    # the shadow labels' spend in the window (ISO text: SQLite compares it as stored, PostgreSQL
-    # casts it to its timestamp)
-    since = (start or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC).isoformat()
-    shadow = await fetch(f"{SHADOW_SQL} WHERE created_at >= {d.placeholder}", (since,))
+    epoch = start or datetime(1970, 1, 1, tzinfo=UTC)
+    # the shadow labels' spend in the window
+    shadow = await fetch(f"{SHADOW_SQL} WHERE created_at >= {d.placeholder}", (d.time(epoch),))
+    labels = await fetch(labels_sql(d.placeholder), (d.time(epoch), d.time(epoch)))
+    ab = await asyncio.to_thread(ab_arms, rows, labels)  # a few ms of resampling: off the loop
     return Aggregates(
         window=window, bucket=bucket, since=start,
         savings=with_shadow(savings_report([r[1:SAVINGS_END] for r in rows]),
                             shadow[0] if shadow else None),
         series=series(rows),
         latency=latency,
-        model_version=str(version[0][0]) if version else None,
+        model_version=str(version[0][0]) if version else None, ab=ab,
     )

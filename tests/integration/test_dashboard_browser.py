@@ -64,6 +64,7 @@ def test_dashboard_in_headless_chromium(make_gateway: Any, fast_bundle: Path,
     for figure in (total["cost_usd"], total["top_tier_cost_usd"], total["savings_usd"]):
         assert usd(figure) in text
     assert f"{total['requests']:,}" in text and "tier mix" in text and charts >= 3
+    assert "A/B arms" in text and "not enough data" in text  # one arm, no labels: no verdict
     png = tmp_path / "dashboard.png"
     png.write_bytes(base64.b64decode(shot["data"]))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

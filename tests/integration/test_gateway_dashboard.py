@@ -94,3 +94,29 @@ def test_store_down_is_a_503_page_and_the_gateway_keeps_answering(
         with sqlite3.connect(tmp_path / "traffic.db") as db:
             db.execute("ALTER TABLE traffic_away RENAME TO traffic")
         assert admin.get("/dashboard").status_code == 200
+
+
+def test_dashboard_shows_the_ab_arms(make_gateway: Any, fast_bundle: Path) -> None:
+    arms = [{"name": "router", "weight": 0.5},
+            {"name": "always_strong", "tier": "strong", "weight": 0.5}]
+    gw = make_gateway(fast_bundle, ab={"arms": arms})
+    client = gw.client()
+    with gw.http() as http:
+        for i in range(12):
+            answer = client.chat.completions.create(
+                model="tierwise-auto", user=f"user-{i}",
+                messages=[{"role": "user", "content": EASY}])
+            label = {"decision_id": answer.model_dump()["tierwise"]["decision_id"],
+                     "score": 1.0}
+            assert http.post("/v1/feedback", json=label).status_code == 200
+    with gw.http(ADMIN_KEY) as admin:
+        ab = admin.get("/v1/tierwise/dashboard.json").json()["ab"]
+        page = admin.get("/dashboard").text
+    assert set(ab["arms"]) == {"router", "always_strong"}
+    assert sum(a["requests"] for a in ab["arms"].values()) == 12
+    assert sum(a["labeled"] for a in ab["arms"].values()) == 12
+    assert ab["arms"]["always_strong"]["cost_per_request_usd"] > 0
+    assert ab["verdict"].startswith("not enough data")  # 12 labels: below the 30 needed
+    assert "<h2>A/B arms</h2>" in page
+    assert 'id="arm-router"' in page and 'id="arm-always_strong"' in page
+    assert "not enough data" in page

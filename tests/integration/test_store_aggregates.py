@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from gateway_support import postgres_url_fixture  # noqa: F401  (fixture)
 
-from router_model.records import TrafficRecord
+from router_model.records import FeedbackRecord, TrafficRecord
 from service.store.aggregates import Aggregates
 from service.store.backends import open_store
+from training.ab_report import online_report
+from training.traffic import read_decisions
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
 
@@ -81,3 +83,72 @@ def test_buckets_savings_and_percentiles(store_url: str) -> None:
     assert len(week.series) == 3 and week.bucket == "hour"
     assert everything.bucket == "day" and everything.savings.total.requests == 103
     assert everything.model_version == "tiny:v1"
+
+
+def ab_records() -> tuple[list[TrafficRecord], list[FeedbackRecord]]:
+    """A router arm (cheaper, a little worse) and an always_strong arm, each 60 labeled
+    requests, plus rows no arm counts: pass-through, failed, and unlabeled requests."""
+    records, labels = [], []
+    for i in range(120):
+        router = i % 2 == 0
+        tier = "weak" if router and i % 4 == 0 else "strong"
+        r = record(i / 60, tier, arm="router" if router else "always_strong",
+                   source="router" if router else "fixed_arm",
+                   cost_usd=1e-4 if tier == "weak" else 3e-4)
+        records.append(r)
+        labels.append(FeedbackRecord(decision_id=r.decision_id, score=(i % 5) / 4))
+        if i % 7 == 0:  # a second label: the decision's quality is the mean of both
+            labels.append(FeedbackRecord(decision_id=r.decision_id, thumbs="up"))
+    records += [record(0, "strong", arm="passthrough", source="passthrough"),
+                record(0, "weak", status=502), record(0, "weak")]
+    labels += [FeedbackRecord(decision_id=records[-3].decision_id, score=0.0),
+               FeedbackRecord(decision_id=records[-2].decision_id, score=0.0)]
+    return records, labels
+
+
+def test_ab_arms_are_the_ab_report_figures(store_url: str) -> None:
+    records, labels = ab_records()
+
+    async def go() -> Aggregates:
+        store = open_store(store_url)
+        await store.start()
+        try:
+            for r in records:
+                await store.record(r)
+            for f in labels:
+                await store.add_feedback(f, "")
+            return await store.dashboard("all")
+        finally:
+            await store.aclose()
+
+    ab = asyncio.run(go()).ab
+    report = online_report(read_decisions(store_url), seed=0, min_labeled=30)
+    assert set(ab.arms) == set(report["arms"]) == {"router", "always_strong"}
+    for name, arm in ab.arms.items():
+        want = report["arms"][name]
+        assert (arm.requests, arm.labeled) == (want["requests"], want["labeled"])
+        assert arm.cost_per_request_usd == pytest.approx(want["cost_per_request_usd"])
+        assert arm.quality == pytest.approx(want["quality"])
+        assert arm.quality_ci == pytest.approx(want["quality_ci"])
+    (cmp,) = ab.comparisons.values()
+    want = report["comparisons"]["always_strong"]
+    assert cmp.cost_diff_usd == pytest.approx(want["cost_diff"]["diff"])
+    assert cmp.quality_diff == pytest.approx(want["quality_diff"])
+    assert cmp.verdict == want["verdict"] == ab.verdict
+    assert (ab.arms["router"].requests, ab.arms["router"].labeled) == (61, 60)
+    assert ab.verdict.startswith("router arm saves 33.9% per request against 'always_strong'")
+
+
+def test_ab_arms_with_too_few_labels_give_no_number(store_url: str) -> None:
+    (found,) = run(store_url, [record(0, "weak"), record(0, "strong", arm="always_strong",
+                                                         source="fixed_arm")], ["24h"])
+    assert found.ab.arms["router"].quality is None
+    assert found.ab.arms["router"].quality_note == "not enough data: 0 labels (need 30)"
+    assert found.ab.comparisons["always_strong"].quality_diff is None
+    assert found.ab.verdict.startswith("not enough data: 0 labeled requests on 'router'")
+
+
+def test_one_arm_is_no_comparison(store_url: str) -> None:
+    (alone,) = run(store_url, [record(0, "weak")], ["24h"])
+    assert alone.ab.verdict == "not enough data: need the 'router' arm and one other, got " \
+                               "['router']"

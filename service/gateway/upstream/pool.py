@@ -40,11 +40,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from opentelemetry.trace import Span, Status, StatusCode
 
 from router_model.errors import UpstreamError
 from router_model.tiers import Tier, ladder_order
 from service.gateway.config import FailoverConfig, GatewayConfig
 from service.gateway.json_text import may_spell_surrogate, replace_lone_surrogates
+from service.gateway.tracing import ATTEMPT, Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +157,8 @@ class UpstreamPool:
             for u in self._upstreams
         }
         self.on_failure: Callable[[str, str], None] = lambda tier, reason: None
+        #: One ``upstream.attempt`` span per attempt when tracing is on (the app sets it).
+        self.tracing = Tracing()
 
     def order(self, tier: str, allowed: Collection[str] | None = None) -> list[Upstream]:
         """The failover order from ``tier`` (``ladder_order``), keeping only ``allowed`` tiers."""
@@ -184,7 +188,11 @@ class UpstreamPool:
             if not breaker.allow():
                 failures.append(f"{upstream.tier.name}: circuit open")
                 continue
-            reason, answer = await self._attempt(upstream, body, stream, len(failures))
+            with self.tracing.span(ATTEMPT, {"tierwise.tier": upstream.tier.name,
+                                             "tierwise.attempt": len(failures) + 1}) as span:
+                reason, answer = await self._attempt(upstream, body, stream, len(failures))
+                if span.is_recording():
+                    _outcome(span, reason, answer)
             if answer is not None:
                 if stream and answer.ok:
                     breaker.started()  # the stream's end tells (``ended`` or ``broke``)
@@ -257,6 +265,15 @@ class UpstreamPool:
         return reason, None
 
 
+def _outcome(span: Span, reason: str, answer: Forwarded | None) -> None:
+    """An attempt span's outcome: the upstream's status, or why the attempt failed (an error)."""
+    span.set_attribute("tierwise.outcome", reason.split(" ")[0])
+    if answer is not None:
+        span.set_attribute("http.response.status_code", answer.response.status_code)
+    else:
+        span.set_status(Status(StatusCode.ERROR, reason))
+
+
 async def _read(answer: Forwarded, stream: bool) -> str | None:
     """Read a non-stream answer whole (a stream's first chunk); what makes it unusable, if any.
 
@@ -315,3 +332,12 @@ def build_upstreams(config: GatewayConfig, keys: Mapping[str, str | None]) -> li
         url = t.base_url.rstrip("/") + "/chat/completions"
         out.append(Upstream(t.tier(), url, keys.get(t.api_key_env), timeout, t.timeout_s))
     return out
+
+
+async def body_chunks(answer: Forwarded) -> AsyncIterator[bytes]:
+    """The bytes of a forwarded answer: its first chunk, then the rest of the stream."""
+    if answer.first:
+        yield answer.first
+    if answer.rest is not None:
+        async for chunk in answer.rest:
+            yield chunk
