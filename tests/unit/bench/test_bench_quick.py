@@ -34,6 +34,9 @@ QUICK: dict[str, tuple[list[str], str]] = {
     # trains its champion under its own name (a shipped bundle's name is refused), replays 60
     # fixture rows through a real gateway, then ab-report and retrain as commands
     "bench_replay.py": ([], "registry: champion -> version 1"),
+    # streams 60 LLMRouter prompts through a real gateway with shadow sampling at 1.0 and a fake
+    # judge answering the recorded outcomes, retraining after 30 and 60 labels
+    "bench_learning.py": (["--labeled-dir", "{labeled}"], "after 60 prompts (60 labeled)"),
 }
 #: Under 10 s each on a quiet 2-core machine: the rest starts servers, converts or trains.
 FAST = {"bench_cache_store.py"}
@@ -70,6 +73,8 @@ def test_every_bench_script_has_a_quick_mode() -> None:
     helpers = {"wire_client.py", "grpc_wire_client.py", "serve_process.py",
                "router_throughput.py", "protocol_candidates.py", "protocol_data.py"}
     scripts = {p.name for p in (REPO / "bench").glob("*.py")} - helpers
-    assert scripts - {"bench_protocol.py"} == set(QUICK)
+    # these have their own quick tests (tests/unit/bench, tests/integration/test_bench_*.py)
+    own = {"bench_protocol.py", "bench_cache_precision.py", "bench_abuse.py", "bench_dashboard.py"}
+    assert scripts - own == set(QUICK)
     for name in sorted(scripts):
         assert "--quick" in (REPO / "bench" / name).read_text("utf-8"), name
