@@ -63,7 +63,7 @@ from numpy.typing import NDArray
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from bench_cross_task import LLMROUTER_STRONG, LLMROUTER_WEAK  # noqa: E402
-from bench_gateway import Process, emit, free_port, wait_http  # noqa: E402
+from bench_gateway import Process, emit, free_port, shadow_counts, wait_http  # noqa: E402
 from bench_replay import tierwise  # noqa: E402
 from protocol_data import load_sources  # noqa: E402
 
@@ -189,17 +189,6 @@ def send(url: str, rows: Sequence[LabeledRow], workers: int) -> None:
         t.start()
     for t in threads:
         t.join()
-
-
-def shadow_counts(url: str) -> dict[str, float]:
-    """The gateway's shadow counters: samples by result, and ``cost_usd``."""
-    out: dict[str, float] = {}
-    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith('tierwise_gateway_shadow_samples_total{result="'):
-            out[line.split('"')[1]] = float(line.split()[-1])
-        elif line.startswith("tierwise_gateway_shadow_cost_usd_total "):
-            out["cost_usd"] = float(line.split()[-1])
-    return out
 
 
 def wait_shadow(url: str, n: int, timeout: float = 1800) -> dict[str, float]:
