@@ -5,7 +5,10 @@ fake_upstream.py``), ``tierwise gateway`` (routing in process with the full enco
 traffic committed to SQLite on disk with ``synchronous=FULL`` before each answer) and, when its
 separate venv exists, LiteLLM's proxy forwarding to the same upstream. One client sends the same
 real prompts to each, interleaved round by round; "added" is a percentile through the proxy minus
-the same percentile direct. Prints a table; not a test.
+the same percentile direct. A third gateway runs the same bundle with shadow sampling at 100%
+(every routed request also asks the other tier and a judge, the fake upstream's verdict, in the
+background); its client p50 is compared with shadow off, same run, interleaved, with a paired
+bootstrap interval of the difference. Prints a table; not a test.
 
     python bench/bench_gateway.py [--model DIR] [--n 300] [--litellm /tmp/litellm-venv]
 
@@ -29,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -40,6 +44,8 @@ STRONG = "gpt-4-1106-preview"
 MASTER_KEY = "sk-bench-master"
 CLIENT_KEY = "bench-client"
 logger = logging.getLogger("bench_gateway")
+SHADOW_OFF = "tierwise routed (tierwise-auto, full encoder)"
+SHADOW_ON = "tierwise routed, shadow 100% (same bundle)"
 
 
 def emit(line: str) -> None:
@@ -59,10 +65,17 @@ def serve_upstream(port: int) -> None:
     import uvicorn
 
     sys.path.insert(0, str(REPO / "tests"))
-    from fake_upstream import FakeUpstream
+    from fake_upstream import ANSWER_WORDS, FakeUpstream
 
-    uvicorn.run(FakeUpstream("bench").app(), host="127.0.0.1", port=port, log_level="warning",
-                access_log=False)
+    answer = "".join(ANSWER_WORDS)
+
+    # a judge's grading prompt (the shadow gateway's) gets a verdict, any other prompt the answer
+    def reply(body: dict[str, Any]) -> str:
+        text = str(body["messages"][-1].get("content") or "")
+        return "Fair. Rating: [[7]]" if text.startswith("[Instruction]") else answer
+
+    uvicorn.run(FakeUpstream("bench", reply=reply).app(), host="127.0.0.1", port=port,
+                log_level="warning", access_log=False)
 
 
 class Process:
@@ -127,9 +140,11 @@ def start_upstream(stack: ExitStack, env: dict[str, str]) -> str:
 
 
 def start_tierwise(
-    stack: ExitStack, env: dict[str, str], upstream: str, model: Path, workdir: Path
+    stack: ExitStack, env: dict[str, str], upstream: str, model: Path, workdir: Path,
+    shadow: dict[str, Any] | None = None,
 ) -> str:
-    """``tierwise gateway`` on a free port; its config and traffic DB go in ``workdir``."""
+    """``tierwise gateway`` on a free port; its config and traffic DB go in ``workdir``;
+    ``shadow`` is its config's shadow section (None: off)."""
     tier = {"base_url": upstream, "api_key_env": "BENCH_UPSTREAM_KEY", "timeout_s": 30}
     config = {
         "tiers": [{"name": "weak", "model": WEAK, "input_price": 0.6, "output_price": 0.6,
@@ -139,6 +154,7 @@ def start_tierwise(
         "router": {"bundle": str(model)},
         "default_tier": "strong",
         "traffic": {"url": f"sqlite:///{workdir / 'bench-traffic.db'}"},
+        **({"shadow": shadow} if shadow else {}),
     }
     path = workdir / "bench-gateway.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -176,6 +192,17 @@ def start_litellm(stack: ExitStack, env: dict[str, str], upstream: str, venv: Pa
     url = f"http://127.0.0.1:{bound}"
     wait_http(url + "/health/liveliness")
     return url
+
+
+def shadow_counts(url: str) -> dict[str, float]:
+    """A gateway's shadow counters (``/metrics``): samples by result, and ``cost_usd``."""
+    out: dict[str, float] = {}
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith('tierwise_gateway_shadow_samples_total{result="'):
+            out[line.split('"')[1]] = float(line.split()[-1])
+        elif line.startswith("tierwise_gateway_shadow_cost_usd_total "):
+            out["cost_usd"] = float(line.split()[-1])
+    return out
 
 
 def prompts() -> list[str]:
@@ -220,6 +247,17 @@ def report(samples: dict[str, list[float]]) -> None:
         emit(f"  {name:<44} {p50:8.2f} {p99:8.2f} {p50 - base50:10.2f} {p99 - base99:10.2f}")
 
 
+def report_shadow(off: list[float], on: list[float], seed: int = 0) -> None:
+    """Shadow on minus off: p50 difference with a 95% bootstrap interval over paired rounds."""
+    a, b = np.asarray(off) * 1000, np.asarray(on) * 1000
+    rows = np.random.default_rng(seed).integers(0, len(a), size=(2000, len(a)))
+    diffs = np.percentile(b[rows], 50, axis=1) - np.percentile(a[rows], 50, axis=1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    p_on, p_off = np.percentile(b, 50), np.percentile(a, 50)
+    emit(f"  shadow 100% vs off, same bundle, interleaved: p50 {p_on:.2f} vs {p_off:.2f} ms, "
+         f"difference {p_on - p_off:+.2f} ms (95% CI [{lo:+.2f}, {hi:+.2f}])")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model", type=Path, default=REPO / "data" / "models" / "routellm")
@@ -252,15 +290,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (args.fast_model / "manifest.json").exists():
             fast_dir = Path(tempfile.mkdtemp(dir=args.traffic_dir or tmp))
             fast = start_tierwise(stack, env, upstream, args.fast_model, fast_dir) + "/v1"
+        shadow_dir = Path(tempfile.mkdtemp(dir=args.traffic_dir or tmp))
+        # the same bundle with shadow sampling at 100%: every routed request also asks the other
+        # tier and the judge (the fake upstream's verdict) in the background
+        shadowed = start_tierwise(stack, env, upstream, args.model, shadow_dir, shadow={
+            "rate": 1.0, "judge": "strong", "queue": 1000, "concurrency": 2}) + "/v1"
         litellm = start_litellm(stack, env, upstream, args.litellm, tmp)
         client = stack.enter_context(httpx.Client(timeout=30))
         targets: dict[str, Callable[[str], float]] = {
             "direct (fake upstream)": lambda t: call(client, upstream, None, WEAK, t),
             "tierwise pass-through (model=weak)": lambda t: call(
                 client, gateway, CLIENT_KEY, "weak", t),
-            "tierwise routed (tierwise-auto, full encoder)": lambda t: call(
+            SHADOW_OFF: lambda t: call(
                 client, gateway, CLIENT_KEY, "tierwise-auto", t),
         }
+        targets[SHADOW_ON] = lambda t: call(client, shadowed, CLIENT_KEY, "tierwise-auto", t)
         if fast is not None:
             targets["tierwise routed (tierwise-auto, hand features)"] = lambda t: call(
                 client, fast, CLIENT_KEY, "tierwise-auto", t)
@@ -269,7 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                               "weak", t)
         emit(f"bench_gateway: {args.n} requests per path, {len(texts)} real prompts, "
              f"bundle {args.model.name}, {os.cpu_count()} CPUs")
-        report(measure(targets, texts, args.n))
+        samples = measure(targets, texts, args.n)
+        report(samples)
+        report_shadow(samples[SHADOW_OFF], samples[SHADOW_ON])
+        counts = shadow_counts(shadowed.removesuffix("/v1"))
+        emit(f"  shadow samples: {', '.join(f'{k} {v:g}' for k, v in sorted(counts.items()))}")
     return 0
 
 
