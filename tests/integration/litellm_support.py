@@ -19,6 +19,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 WEAK_MODEL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG_MODEL = "gpt-4-1106-preview"
 GROUP = "auto"
+#: Chats the shipped fast bundle sends to both tiers.
+CHATS = [
+    "What is the capital of France?",
+    "Prove that there are infinitely many primes, then generalise the argument to primes of "
+    "the form 4k+3 and explain where it fails for 4k+1.",
+    "hi",
+    "Write a Python function that merges two sorted lists in linear time, with tests.",
+]
 
 
 @dataclass

@@ -21,7 +21,7 @@ pytest.importorskip("litellm_support")  # sets LiteLLM's offline switch before l
 litellm = pytest.importorskip("litellm", reason="the LiteLLM plug-in needs tierwise[litellm]")
 
 from fake_upstream import FakeUpstream, closed_port, start_server  # noqa: E402
-from litellm_support import GROUP, Upstreams, tier_upstreams  # noqa: E402
+from litellm_support import CHATS, GROUP, Upstreams, tier_upstreams  # noqa: E402
 
 from integrations.litellm_tierwise import (  # noqa: E402
     TierwiseOptions,
@@ -31,13 +31,6 @@ from integrations.tierwise_client import TierwiseClient  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "data" / "models" / "routellm_fast"
-CHATS = [
-    "What is the capital of France?",
-    "Prove that there are infinitely many primes, then generalise the argument to primes of "
-    "the form 4k+3 and explain where it fails for 4k+1.",
-    "hi",
-    "Write a Python function that merges two sorted lists in linear time, with tests.",
-]
 
 
 @pytest.fixture(scope="module")
