@@ -28,8 +28,8 @@ test-deploy: $(STAMP)
 	TIERWISE_DEPLOY_TESTS=1 $(BIN)/python -m pytest -q tests/deploy
 
 lint: $(STAMP)
-	$(BIN)/ruff check router_model service training cli tests bench
-	$(BIN)/mypy router_model service training cli
+	$(BIN)/ruff check router_model service training cli integrations tests bench
+	$(BIN)/mypy router_model service training cli integrations
 	$(BIN)/lint-imports
 
 # rebuild every shipped bundle, its reports and RESULTS.md from data/sources

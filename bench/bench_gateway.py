@@ -3,7 +3,10 @@
 Every server runs as its own process on loopback: the fake OpenAI upstream (``tests/
 fake_upstream.py``), ``tierwise gateway`` (routing in process with the full encoder bundle,
 traffic committed to SQLite on disk with ``synchronous=FULL`` before each answer) and, when its
-separate venv exists, LiteLLM's proxy forwarding to the same upstream. One client sends the same
+separate venv exists, LiteLLM's proxy forwarding to the same upstream, also with tierwise's LiteLLM
+hook (``integrations/litellm_tierwise.py``) asking ``tierwise serve`` (the fast bundle, over gRPC)
+which of a group's two deployments answers; the router service's own answer time (a gRPC
+``Route`` from this client) is reported next to it. One client sends the same
 real prompts to each, interleaved round by round; "added" is a percentile through the proxy minus
 the same percentile direct. A third gateway runs the same bundle with shadow sampling at 100%
 (every routed request also asks the other tier and a judge, the fake upstream's verdict, in the
@@ -12,8 +15,8 @@ bootstrap interval of the difference. Prints a table; not a test.
 
     python bench/bench_gateway.py [--model DIR] [--n 300] [--litellm /tmp/litellm-venv]
 
-LiteLLM goes in its own venv, never the project's:
-``python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]==1.108.7'``.
+LiteLLM's venv needs tierwise too, for the hook:
+``python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install -e '.[litellm]'``.
 """
 
 from __future__ import annotations
@@ -168,21 +171,48 @@ def start_tierwise(
     return f"http://127.0.0.1:{port}"
 
 
+def start_router(stack: ExitStack, env: dict[str, str], model: Path) -> str:
+    """``tierwise serve`` on free ports; its gRPC address."""
+    proc = Process([sys.executable, "-m", "cli.main", "serve", "--model", str(model),
+                    "--http-port", "0", "--grpc-port", "0"], env, "router")
+    stack.callback(proc.stop)
+    port = proc.wait_for(r"grpc listening on [\d.]+:(\d+)").group(1)
+    proc.wait_for(r"http listening on")
+    return f"127.0.0.1:{port}"
+
+
+HOOK = """from integrations.litellm_tierwise import TierwiseOptions, TierwiseProxyHook
+
+proxy_hook = TierwiseProxyHook(TierwiseOptions(
+    router="grpc://{router}", groups=("auto",), fail_open="auto-strong", timeout_s=0.5))
+"""
+
+
 def start_litellm(stack: ExitStack, env: dict[str, str], upstream: str, venv: Path,
-                  tmp: Path) -> str | None:
+                  tmp: Path, router: str | None = None) -> str | None:
+    """LiteLLM's proxy: group ``weak`` plain; with ``router``, group ``auto`` (a weak and a
+    strong deployment) routed by tierwise's hook."""
     exe = venv / "bin" / "litellm"
     if not exe.exists():
         emit(f"  LiteLLM: not installed at {venv} (see the module docstring); skipped")
         return None
-    config = {
+    config: dict[str, Any] = {
         "model_list": [{"model_name": "weak", "litellm_params": {
             "model": f"openai/{WEAK}", "api_base": upstream, "api_key": "sk-fake"}}],
         "general_settings": {"master_key": MASTER_KEY},
     }
+    if router is not None:
+        config["model_list"] += [
+            {"model_name": "auto", "litellm_params": {
+                "model": f"openai/{model}", "api_base": upstream, "api_key": "sk-fake"},
+             "model_info": {"id": f"auto-{tier}", "tierwise_tier": tier}}
+            for tier, model in (("weak", WEAK), ("strong", STRONG))]
+        config["litellm_settings"] = {"callbacks": ["tierwise_hook.proxy_hook"]}
+        (tmp / "tierwise_hook.py").write_text(HOOK.format(router=router), encoding="utf-8")
     path = tmp / "litellm.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     child = {**env, "LITELLM_MASTER_KEY": MASTER_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-             "DISABLE_SCHEMA_UPDATE": "True"}
+             "DISABLE_SCHEMA_UPDATE": "True", "PYTHONPATH": str(REPO)}
     port = free_port()
     proc = Process([str(exe), "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
                     "--num_workers", "1"], child, "litellm")
@@ -203,6 +233,34 @@ def shadow_counts(url: str) -> dict[str, float]:
         elif line.startswith("tierwise_gateway_shadow_cost_usd_total "):
             out["cost_usd"] = float(line.split()[-1])
     return out
+
+
+class RouteCaller:
+    """Seconds per gRPC ``Route`` of one chat: the router service's answer time, as the hook
+    sees it (same transport, same process boundary)."""
+
+    def __init__(self, target: str) -> None:
+        import grpc
+
+        from protos.tierwise.v1 import router_pb2, router_pb2_grpc
+
+        self._pb = router_pb2
+        self._channel = grpc.insecure_channel(target)
+        self._stub = router_pb2_grpc.RouterStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def __enter__(self) -> RouteCaller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._channel.close()
+
+    def __call__(self, prompt: str) -> float:
+        pb = self._pb
+        request = pb.RouteRequest(messages=[pb.ChatMessage(
+            role="user", content=[pb.ContentPart(type="text", text=prompt)])])
+        start = time.perf_counter()
+        self._stub.Route(request, timeout=30)
+        return time.perf_counter() - start
 
 
 def prompts() -> list[str]:
@@ -245,6 +303,13 @@ def report(samples: dict[str, list[float]]) -> None:
         ms = np.asarray(values) * 1000
         p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
         emit(f"  {name:<44} {p50:8.2f} {p99:8.2f} {p50 - base50:10.2f} {p99 - base99:10.2f}")
+    hook, plain = "litellm proxy + tierwise hook (hand features)", "litellm proxy 1.108.7"
+    if hook in samples:
+        added = np.percentile(samples[hook], 50) * 1000 - np.percentile(samples[plain], 50) * 1000
+        route = np.percentile(samples["router service Route alone (gRPC)"], 50) * 1000
+        emit(f"  tierwise hook adds {added:.2f} ms p50 to LiteLLM's proxy; the router service's "
+             f"Route alone takes {route:.2f} ms p50: {added - route:+.2f} ms beyond it "
+             "(target: at most +1 ms)")
 
 
 def report_shadow(off: list[float], on: list[float], seed: int = 0) -> None:
@@ -295,7 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # tier and the judge (the fake upstream's verdict) in the background
         shadowed = start_tierwise(stack, env, upstream, args.model, shadow_dir, shadow={
             "rate": 1.0, "judge": "strong", "queue": 1000, "concurrency": 2}) + "/v1"
-        litellm = start_litellm(stack, env, upstream, args.litellm, tmp)
+        router = None
+        if (args.litellm / "bin" / "litellm").exists() and fast is not None:
+            router = start_router(stack, env, args.fast_model)
+        litellm = start_litellm(stack, env, upstream, args.litellm, tmp, router)
         client = stack.enter_context(httpx.Client(timeout=30))
         targets: dict[str, Callable[[str], float]] = {
             "direct (fake upstream)": lambda t: call(client, upstream, None, WEAK, t),
@@ -311,6 +379,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if litellm is not None:
             targets["litellm proxy 1.108.7"] = lambda t: call(client, litellm, MASTER_KEY,
                                                               "weak", t)
+        if litellm is not None and router is not None:
+            targets["litellm proxy + tierwise hook (hand features)"] = lambda t: call(
+                client, litellm, MASTER_KEY, "auto", t)
+            route = stack.enter_context(RouteCaller(router))
+            targets["router service Route alone (gRPC)"] = route
         emit(f"bench_gateway: {args.n} requests per path, {len(texts)} real prompts, "
              f"bundle {args.model.name}, {os.cpu_count()} CPUs")
         samples = measure(targets, texts, args.n)
