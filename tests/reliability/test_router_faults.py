@@ -28,20 +28,22 @@ SHIPPED = REPO / "data" / "models" / "routellm_fast"
 
 def gateway_load(
     gw: Any, total: int, on_answer: Any, clients: int = 8
-) -> list[tuple[int, str, str]]:
+) -> list[tuple[int, str, str, int]]:
     """``total`` auto-routed requests (quality 1: the router would pick strong) from ``clients``
-    threads; ``on_answer(n)`` is called after each answer. Returns (status, tier, source)."""
+    threads; ``on_answer(n)`` is called after each answer. Returns (status, tier, source,
+    failovers)."""
     lock, done = threading.Lock(), [0]
     body = {"model": "tierwise-auto", "messages": [{"role": "user", "content": HARD}],
             "tierwise": {"quality": 1.0}}
 
-    def one(http: httpx.Client, _: int) -> tuple[int, str, str]:
+    def one(http: httpx.Client, _: int) -> tuple[int, str, str, int]:
         r = http.post("/v1/chat/completions", json=body)
         with lock:
             done[0] += 1
             on_answer(done[0])
-        return r.status_code, r.headers.get("x-tierwise-tier", ""), r.headers.get(
-            "x-tierwise-source", "")
+        headers = r.headers
+        return (r.status_code, headers.get("x-tierwise-tier", ""),
+                headers.get("x-tierwise-source", ""), int(headers.get("x-tierwise-failovers", 0)))
 
     with gw.http() as http, ThreadPoolExecutor(clients) as pool:
         return list(pool.map(lambda i: one(http, i), range(total)))
@@ -73,17 +75,21 @@ def test_router_sigkill_fails_open(
     finally:
         code = router.kill(signal.SIGKILL)
     assert code == -signal.SIGKILL
-    counts = Counter(results)
-    assert all(status == 200 for status, _, _ in results)
-    assert set(counts) <= {(200, "strong", "router"), (200, "weak", "fail_open")}
-    assert counts[(200, "strong", "router")] >= 30
-    assert counts[(200, "weak", "fail_open")] >= 60
+    assert all(status == 200 for status, _, _, _ in results)
+    # a fail-open request goes to weak; on a loaded machine weak may pass its 1 s timeout and
+    # fail over to strong, which the answer says (x-tierwise-failovers)
+    assert all((tier, source) == ("strong", "router") or source == "fail_open"
+               and (tier == "weak" or tier == "strong" and failovers > 0)
+               for _, tier, source, failovers in results), Counter(results)
+    counts = Counter(source for _, _, source, _ in results)
+    assert counts["router"] >= 30
+    assert counts["fail_open"] >= 60
     with gw.http() as http:
         metrics = http.get("/metrics").text
-    fail_open = counts[(200, "weak", "fail_open")]
+    fail_open = counts["fail_open"]
     assert f"tierwise_gateway_fail_open_total {float(fail_open)}" in metrics
     observed(f"answered {len(results)}/120 in {time.monotonic() - start:.1f} s: "
-             f"{counts[(200, 'strong', 'router')]} routed (strong) then {fail_open} "
+             f"{counts['router']} routed (strong) then {fail_open} "
              f"fail-open (tier=weak); router exit {code}")
 
 
