@@ -71,7 +71,7 @@ def test_quick_mode_runs(script: str, labeled: Path) -> None:
 def test_every_bench_script_has_a_quick_mode() -> None:
     # helpers imported by the scripts are not benches; these have their own quick-mode tests
     own_tests = {"bench_protocol.py", "bench_abuse.py", "bench_cache_precision.py",
-                 "bench_dashboard.py"}
+                 "bench_dashboard.py", "bench_replicas.py"}
     helpers = {"wire_client.py", "grpc_wire_client.py", "serve_process.py",
                "router_throughput.py", "protocol_candidates.py", "protocol_data.py"}
     scripts = {p.name for p in (REPO / "bench").glob("*.py")} - helpers
