@@ -31,17 +31,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import (  # noqa: E402
-    REPO,
-    STRONG,
-    WEAK,
-    Process,
-    emit,
-    start_upstream,
-)
+from bench_gateway import REPO, emit, run_gateway, start_upstream, two_tiers  # noqa: E402
 
 #: idle phase's client; big-body key and the other key; rate-limited key and the other key
 KEYS = ("bench-idle", "bench-big", "bench-other", "bench-limited", "bench-other-2")
@@ -54,33 +46,14 @@ def start_gateway(
     stack: ExitStack, upstream: str, workdir: Path, rpm: int
 ) -> tuple[str, int]:
     """The gateway with a per-key RPM limit and a 2 s header timeout; its URL and pid."""
-    tier = {"base_url": upstream, "api_key_env": "BENCH_UPSTREAM_KEY", "timeout_s": 30}
     config = {
-        "tiers": [{"name": "weak", "model": WEAK, "input_price": 0.6, "output_price": 0.6,
-                   **tier},
-                  {"name": "strong", "model": STRONG, "input_price": 10, "output_price": 30,
-                   **tier}],
+        "tiers": two_tiers(upstream),
         "default_tier": "strong",
         "traffic": {"url": f"sqlite:///{workdir / 'abuse-traffic.db'}"},
         "limits": {"requests_per_minute": rpm},
     }
-    path = workdir / "abuse-gateway.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    env = {"BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": ",".join(KEYS),
-           "TIERWISE_GATEWAY__SERVER__HEADER_TIMEOUT_S": "2",
-           "PATH": "/usr/bin:/bin"}
-    proc = Process([sys.executable, "-m", "cli.main", "gateway", "--config", str(path),
-                    "--port", "0"], env, "tierwise")
-    stack.callback(proc.stop)
-    port = proc.wait_for(r"gateway listening on http://127.0.0.1:(\d+)").group(1)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    env = {"TIERWISE_GATEWAY__SERVER__HEADER_TIMEOUT_S": "2", "PATH": "/usr/bin:/bin"}
+    url, proc = run_gateway(stack, env, config, workdir / "abuse-gateway.yaml", ",".join(KEYS))
     return url, proc.proc.pid
 
 

@@ -142,33 +142,43 @@ def start_upstream(stack: ExitStack, env: dict[str, str]) -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
+def two_tiers(upstream: str, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """The routellm pair (weak Mixtral, strong GPT-4) on ``upstream``, at their list prices."""
+    tier = {"base_url": upstream, "api_key_env": "BENCH_UPSTREAM_KEY", "timeout_s": timeout_s}
+    return [{"name": "weak", "model": WEAK, "input_price": 0.6, "output_price": 0.6, **tier},
+            {"name": "strong", "model": STRONG, "input_price": 10, "output_price": 30, **tier}]
+
+
+def run_gateway(stack: ExitStack, env: dict[str, str], config: dict[str, Any], path: Path,
+                keys: str = CLIENT_KEY, name: str = "tierwise") -> tuple[str, Process]:
+    """``tierwise gateway`` with ``config`` (written to ``path``; upstream key
+    ``BENCH_UPSTREAM_KEY``, client keys ``keys``) on a free port, stopped with ``stack``; its
+    URL and process, once its app has started."""
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    # default log level (INFO): the gateway logs one line per request, as in production
+    child = {**env, "BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": keys}
+    proc = Process([sys.executable, "-m", "cli.main", "gateway", "--config", str(path),
+                    "--port", "0"], child, name)
+    stack.callback(proc.stop)
+    port = proc.wait_for(r"gateway listening on http://127.0.0.1:(\d+)").group(1)
+    proc.wait_for("Application startup complete")
+    return f"http://127.0.0.1:{port}", proc
+
+
 def start_tierwise(
     stack: ExitStack, env: dict[str, str], upstream: str, model: Path, workdir: Path,
     shadow: dict[str, Any] | None = None,
 ) -> str:
     """``tierwise gateway`` on a free port; its config and traffic DB go in ``workdir``;
     ``shadow`` is its config's shadow section (None: off)."""
-    tier = {"base_url": upstream, "api_key_env": "BENCH_UPSTREAM_KEY", "timeout_s": 30}
     config = {
-        "tiers": [{"name": "weak", "model": WEAK, "input_price": 0.6, "output_price": 0.6,
-                   **tier},
-                  {"name": "strong", "model": STRONG, "input_price": 10, "output_price": 30,
-                   **tier}],
+        "tiers": two_tiers(upstream),
         "router": {"bundle": str(model)},
         "default_tier": "strong",
         "traffic": {"url": f"sqlite:///{workdir / 'bench-traffic.db'}"},
         **({"shadow": shadow} if shadow else {}),
     }
-    path = workdir / "bench-gateway.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    # default log level (INFO): the gateway logs one line per request, as in production
-    child = {**env, "BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": CLIENT_KEY}
-    proc = Process([sys.executable, "-m", "cli.main", "gateway", "--config", str(path),
-                    "--port", "0"], child, "tierwise")
-    stack.callback(proc.stop)
-    port = proc.wait_for(r"gateway listening on http://127.0.0.1:(\d+)").group(1)
-    proc.wait_for("Application startup complete")
-    return f"http://127.0.0.1:{port}"
+    return run_gateway(stack, env, config, workdir / "bench-gateway.yaml")[0]
 
 
 def start_router(stack: ExitStack, env: dict[str, str], model: Path) -> str:

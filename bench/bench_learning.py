@@ -63,7 +63,14 @@ from numpy.typing import NDArray
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from bench_cross_task import LLMROUTER_STRONG, LLMROUTER_WEAK  # noqa: E402
-from bench_gateway import Process, emit, free_port, shadow_counts, wait_http  # noqa: E402
+from bench_gateway import (  # noqa: E402
+    Process,
+    emit,
+    free_port,
+    run_gateway,
+    shadow_counts,
+    wait_http,
+)
 from bench_replay import tierwise  # noqa: E402
 from protocol_data import load_sources  # noqa: E402
 
@@ -161,16 +168,7 @@ def start_gateway(stack: ExitStack, env: dict[str, str], upstream: str, manifest
               "traffic": {"url": db, "store_prompts": False},
               "shadow": {"rate": 1.0, "judge": "strong", "max_usd_per_day": 1e9,
                          "queue": 100_000, "concurrency": 4, "timeout_s": 60}}
-    path = tmp / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    # default log level (INFO): its startup line gives the port; one line per request
-    child = {**env, "BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": CLIENT_KEY}
-    proc = Process([sys.executable, "-m", "cli.main", "gateway", "--config", str(path),
-                    "--port", "0"], child, "gateway")
-    stack.callback(proc.stop)
-    port = proc.wait_for(r"gateway listening on http://127.0.0.1:(\d+)").group(1)
-    wait_http(f"http://127.0.0.1:{port}/healthz")
-    return f"http://127.0.0.1:{port}", db
+    return run_gateway(stack, env, config, tmp / "gateway.yaml", name="gateway")[0], db
 
 
 def send(url: str, rows: Sequence[LabeledRow], workers: int) -> None:

@@ -46,7 +46,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from bench_gateway import Process, emit, start_upstream  # noqa: E402
+from bench_gateway import emit, run_gateway, start_upstream  # noqa: E402
 
 from router_model.artifact import read_bundle  # noqa: E402
 from router_model.settings import Settings  # noqa: E402
@@ -103,16 +103,7 @@ def start_gateway(stack: ExitStack, env: dict[str, str], upstream: str, model: P
     config = {"tiers": tiers, "router": {"bundle": str(model)}, "default_tier": tiers[-1]["name"],
               "traffic": {"url": db, "store_prompts": False},
               "ab": {"salt": "bench", "arms": ARMS}}
-    path = workdir / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    # default log level (INFO): one line per request, as in production
-    child = {**env, "BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": CLIENT_KEY}
-    proc = Process([sys.executable, "-m", "cli.main", "gateway", "--config", str(path),
-                    "--port", "0"], child, "gateway")
-    stack.callback(proc.stop)
-    port = proc.wait_for(r"gateway listening on http://127.0.0.1:(\d+)").group(1)
-    proc.wait_for("Application startup complete")
-    return f"http://127.0.0.1:{port}", db
+    return run_gateway(stack, env, config, workdir / "gateway.yaml", name="gateway")[0], db
 
 
 def replay_all(url: str, rows: Sequence[LabeledRow], workers: int) -> ReplayResult:

@@ -37,10 +37,16 @@ from urllib.parse import urlsplit
 
 import httpx
 import psycopg
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import REPO, STRONG, WEAK, Process, emit, start_upstream  # noqa: E402
+from bench_gateway import (  # noqa: E402
+    REPO,
+    Process,
+    emit,
+    run_gateway,
+    start_upstream,
+    two_tiers,
+)
 
 KEY = "bench-replicas-key"
 MODEL = REPO / "data" / "models" / "routellm_fast"  # hand features: light replicas
@@ -73,25 +79,9 @@ def fresh_database(base: str, stack: ExitStack) -> str:
 def start_replica(stack: ExitStack, upstream: str, traffic_url: str, workdir: Path,
                   name: str) -> tuple[str, Process]:
     """One gateway replica on a free port: its URL and process."""
-    tier = {"base_url": upstream, "api_key_env": "BENCH_UPSTREAM_KEY", "timeout_s": 30}
-    config = {
-        "tiers": [{"name": "weak", "model": WEAK, "input_price": 0.6, "output_price": 0.6,
-                   **tier},
-                  {"name": "strong", "model": STRONG, "input_price": 10, "output_price": 30,
-                   **tier}],
-        "router": {"bundle": str(MODEL)},
-        "default_tier": "strong",
-        "traffic": {"url": traffic_url},
-    }
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    env = {**os.environ, "BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": KEY}
-    proc = Process([sys.executable, "-m", "cli.main", "gateway", "--config", str(path),
-                    "--port", "0"], env, name)
-    stack.callback(proc.stop)
-    port = proc.wait_for(r"gateway listening on http://127.0.0.1:(\d+)").group(1)
-    proc.wait_for("Application startup complete")
-    return f"http://127.0.0.1:{port}", proc
+    config = {"tiers": two_tiers(upstream), "router": {"bundle": str(MODEL)},
+              "default_tier": "strong", "traffic": {"url": traffic_url}}
+    return run_gateway(stack, dict(os.environ), config, workdir / f"{name}.yaml", KEY, name)
 
 
 def run_load(urls: Sequence[str], victim: Process, n: int, clients: int) -> Outcome:
