@@ -119,8 +119,9 @@ def test_prometheus_runs_every_rule_and_panel(make_gateway: Any, fast_bundle: Pa
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            try:
-                if all(query(base, f'up{{job="{j}"}} == 1') for j in hosts):
+            try:  # 503 "Service Unavailable" (plain text) until its storage is ready
+                ready = httpx.get(f"{base}/-/ready", timeout=10).status_code == 200
+                if ready and all(query(base, f'up{{job="{j}"}} == 1') for j in hosts):
                     break
             except httpx.HTTPError:
                 pass
