@@ -24,6 +24,10 @@ from router_model.errors import InvalidData
 from router_model.records import FeedbackRecord, JudgeLabel, TrafficRecord
 
 TRAFFIC_TABLE = "traffic"
+#: The client encoding of every PostgreSQL connection: text comes back as str even from a
+#: database created without one (SQL_ASCII, what ``initdb`` makes under the C locale), where
+#: psycopg would otherwise return bytes and no key, tier or id would compare equal.
+PG_CLIENT_ENCODING = "utf8"
 FEEDBACK_TABLE = "feedback"
 JUDGE_TABLE = "judge_labels"
 

@@ -57,6 +57,7 @@ from router_model.traffic_schema import (
     FEEDBACK_TABLE,
     JUDGE_TABLE,
     NAMES,
+    PG_CLIENT_ENCODING,
     TRAFFIC_TABLE,
     decode_record,
     select_list,
@@ -152,7 +153,7 @@ def _postgres_rows(url: str, since: datetime | None) -> tuple[list[Any], list[An
 
     where, params = ("WHERE created_at >= %s", (since,)) if since else ("", ())
     try:
-        with psycopg.connect(url, connect_timeout=10) as conn:
+        with psycopg.connect(url, connect_timeout=10, client_encoding=PG_CLIENT_ENCODING) as conn:
             head = conn.execute(f"SELECT * FROM {TRAFFIC_TABLE} LIMIT 0").description
             sql = (f"SELECT {select_list(_columns(head))} FROM {TRAFFIC_TABLE} {where} "
                    "ORDER BY created_at")

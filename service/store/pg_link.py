@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from router_model.errors import InvalidData
+from router_model.traffic_schema import PG_CLIENT_ENCODING
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class PgLink:
         """
         try:
             self._conn = await psycopg.AsyncConnection.connect(
-                self._url, connect_timeout=OPEN_TIMEOUT_S
+                self._url, connect_timeout=OPEN_TIMEOUT_S, client_encoding=PG_CLIENT_ENCODING
             )
         except psycopg.Error as exc:
             raise InvalidData(f"{self.cannot_open} ({exc})") from exc
@@ -67,7 +68,7 @@ class PgLink:
             logger.warning("%s (PostgreSQL): connection lost, reconnecting", self._what)
             await self._conn.close()
             self._conn = await psycopg.AsyncConnection.connect(
-                self._url, connect_timeout=RECONNECT_TIMEOUT_S
+                self._url, connect_timeout=RECONNECT_TIMEOUT_S, client_encoding=PG_CLIENT_ENCODING
             )
         return self._conn
 

@@ -1,7 +1,6 @@
 """The Compose stack's files: every service, reference and config is consistent.
 
-Static checks (they need no containers): the stack itself is brought up by
-``deploy/compose/up.sh`` (docs/deploy.md); see that page for what has been run.
+Static checks (they need no containers); ``test_compose_stack.py`` brings the stack up.
 """
 
 from __future__ import annotations

@@ -6,9 +6,14 @@ TIERWISE_TEST_POSTGRES_URL (CI starts a server); skipped without it.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import psycopg
+import pytest
 from gateway_support import (  # noqa: F401  (fixtures)
     HARD,
     STRONG,
@@ -20,6 +25,8 @@ from gateway_support import (  # noqa: F401  (fixtures)
     upstreams_fixture,
     wait_until,
 )
+
+from training.traffic import read_decisions
 
 #: HARD reworded (cosine ~0.997 under the router's MiniLM encoder).
 PARAPHRASE = "Prove there are infinitely many primes and then derive the prime number theorem."
@@ -58,3 +65,31 @@ def test_two_replicas_share_exact_and_semantic_hits(
     other_tenant = ask(two, HARD, key="tw-client-key-2")
     assert other_tenant["tierwise"]["cache"] is None
     assert len(upstreams.strong.requests) == 2  # the first ask and the other tenant's
+
+
+@pytest.fixture(name="sql_ascii_url")
+def sql_ascii_url_fixture(postgres_url: str) -> Iterator[str]:
+    """A database with no encoding (SQL_ASCII: what ``initdb`` makes under the C locale, as the
+    compose stack's PostgreSQL did), on the test server."""
+    name = f"tierwise_ascii_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
+                     "TEMPLATE template0")
+    yield urlsplit(postgres_url)._replace(path="/" + name).geturl()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_database_without_an_encoding_serves_hits_and_reads_back(
+    make_gateway: Any, full_bundle: Path, sql_ascii_url: str
+) -> None:
+    # psycopg returns bytes for text from a SQL_ASCII database unless the client sets an
+    # encoding: cache tiers and decision ids then never compared equal (every lookup missed)
+    gw: Gateway = make_gateway(full_bundle, cache={"enabled": True, "url": sql_ascii_url},
+                               traffic={"url": sql_ascii_url})
+    first = ask(gw, HARD)
+    wait_until(lambda: cache_rows(sql_ascii_url) == 1, "the answer committed")
+    again = ask(gw, HARD)
+    assert (first["tierwise"]["cache"], again["tierwise"]["cache"]) == (None, "exact")
+    decided = {d.record.decision_id for d in read_decisions(sql_ascii_url)}
+    assert decided == {first["tierwise"]["decision_id"], again["tierwise"]["decision_id"]}

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from psycopg.types.json import Json
 
 from router_model.encoder import EMBEDDING_DIM
+from router_model.traffic_schema import PG_CLIENT_ENCODING
 from service.gateway.levers.cache.index import VectorIndex
 from service.gateway.levers.cache.store import (
     CANDIDATES,
@@ -381,7 +382,7 @@ async def _connect(url: str) -> Conn:
     async with asyncio.timeout(CONNECT_S):
         return await psycopg.AsyncConnection.connect(
             url, autocommit=True, connect_timeout=int(CONNECT_S),
-            options="-c synchronous_commit=off",
+            client_encoding=PG_CLIENT_ENCODING, options="-c synchronous_commit=off",
         )
 
 
