@@ -151,11 +151,9 @@ def two_tiers(upstream: str, timeout_s: float = 30) -> list[dict[str, Any]]:
 
 def run_gateway(stack: ExitStack, env: dict[str, str], config: dict[str, Any], path: Path,
                 keys: str = CLIENT_KEY, name: str = "tierwise") -> tuple[str, Process]:
-    """``tierwise gateway`` with ``config`` (written to ``path``; upstream key
-    ``BENCH_UPSTREAM_KEY``, client keys ``keys``) on a free port, stopped with ``stack``; its
-    URL and process, once its app has started."""
+    """``tierwise gateway`` with ``config`` (written to ``path``) on a free port, stopped with
+    ``stack``; its URL and process once started. Logs at INFO: one line per request."""
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    # default log level (INFO): the gateway logs one line per request, as in production
     child = {**env, "BENCH_UPSTREAM_KEY": "sk-fake", "TIERWISE_API_KEYS": keys}
     proc = Process([sys.executable, "-m", "cli.main", "gateway", "--config", str(path),
                     "--port", "0"], child, name)
@@ -165,19 +163,13 @@ def run_gateway(stack: ExitStack, env: dict[str, str], config: dict[str, Any], p
     return f"http://127.0.0.1:{port}", proc
 
 
-def start_tierwise(
-    stack: ExitStack, env: dict[str, str], upstream: str, model: Path, workdir: Path,
-    shadow: dict[str, Any] | None = None,
-) -> str:
+def start_tierwise(stack: ExitStack, env: dict[str, str], upstream: str, model: Path,
+                   workdir: Path, shadow: dict[str, Any] | None = None) -> str:
     """``tierwise gateway`` on a free port; its config and traffic DB go in ``workdir``;
     ``shadow`` is its config's shadow section (None: off)."""
-    config = {
-        "tiers": two_tiers(upstream),
-        "router": {"bundle": str(model)},
-        "default_tier": "strong",
-        "traffic": {"url": f"sqlite:///{workdir / 'bench-traffic.db'}"},
-        **({"shadow": shadow} if shadow else {}),
-    }
+    config = {"tiers": two_tiers(upstream), "router": {"bundle": str(model)},
+              "default_tier": "strong", "traffic": {"url": f"sqlite:///{workdir / 'bench.db'}"},
+              **({"shadow": shadow} if shadow else {})}
     return run_gateway(stack, env, config, workdir / "bench-gateway.yaml")[0]
 
 

@@ -68,8 +68,8 @@ _UPSERT = (
     f"INSERT INTO {TABLE} (key, scope, doc, cost_usd, tier, embedding, canonical, expires_at) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s)) "
     "ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc, cost_usd = EXCLUDED.cost_usd, "
-    "canonical = EXCLUDED.canonical, "
-    f"tier = EXCLUDED.tier, embedding = coalesce(EXCLUDED.embedding, {TABLE}.embedding), "
+    "canonical = EXCLUDED.canonical, tier = EXCLUDED.tier, "
+    f"embedding = coalesce(EXCLUDED.embedding, {TABLE}.embedding), "
     "created_at = clock_timestamp(), expires_at = EXCLUDED.expires_at"
 )
 _EXACT = f"SELECT doc, cost_usd, tier FROM {TABLE} WHERE key = %s AND expires_at > now()"
@@ -377,8 +377,7 @@ async def _abandon(task: asyncio.Future[Any], conn: Conn) -> None:
 
 
 async def _connect(url: str) -> Conn:
-    # synchronous_commit off: a write returns before its WAL reaches disk; a server crash may
-    # lose the last cached answers (never corrupt the table), and a cache can afford that
+    # synchronous_commit off: a server crash may lose the last answers, never corrupt the table
     async with asyncio.timeout(CONNECT_S):
         return await psycopg.AsyncConnection.connect(
             url, autocommit=True, connect_timeout=int(CONNECT_S),
