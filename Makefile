@@ -19,7 +19,7 @@ serve: $(STAMP)
 
 # lint, type-check, import contracts, then the whole test suite (not the deploy tests: below)
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q --ignore=tests/deploy
+	$(BIN)/python -m pytest -q --durations=15 --ignore=tests/deploy
 
 # real containers and manifests (docs/deploy.md): builds the image from the Containerfile on a
 # debootstrapped Debian base (kept between runs), runs it read-only, renders deploy/k8s.

@@ -5,7 +5,8 @@ own processes on loopback (``bench_gateway``'s helpers). Three figures, each aga
 taken in the same run:
 
 1. a good client's p99 alone, then while ``--idle`` connections sit open (half of them having
-   sent half a request), and how many the server closed after its header timeout (2 s here);
+   sent half a request; held by child processes of 5,000 each), and how many the server closed:
+   past its connection cap (2,048) the longest-waiting, the rest by its header timeout (2 s);
 2. another key's p99 alone, then while one key sends ``--big`` concurrent 3.9 MB prompts (each
    refused 413 before any heavy work), and the gateway's RSS before, at the end and after;
 3. the latency of a 429 for a key at its requests-per-minute limit, and the other keys' p50
@@ -20,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
+import selectors
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,30 +85,52 @@ def p(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def idle_connections(url: str, n_idle: int, n: int) -> None:
-    port = int(url.rsplit(":", 1)[1])
-    base = latencies(url, KEYS[0], n)
+def hold_connections(port: int, n: int) -> None:
+    """Child mode: open ``n`` connections (every other one half a request), say "ready", wait
+    for stdin to close, then print how many the server had closed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, n + 256)), hard))
     socks = []
-    for i in range(n_idle):
+    for i in range(n):
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
         if i % 2:
             s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-slow: 1")
         socks.append(s)
-    during = latencies(url, KEYS[0], n)
-    time.sleep(2.5)
+    emit("ready")
+    sys.stdin.read()
+    with selectors.DefaultSelector() as sel:
+        for s in socks:
+            sel.register(s, selectors.EVENT_READ)
+        readable = {key.fileobj for key, _ in sel.select(timeout=1)}
     closed = 0
     for s in socks:
-        s.settimeout(0.01)
-        try:
-            closed += s.recv(1) == b""
-        except TimeoutError:
-            pass
-        except OSError:
-            closed += 1
+        if s in readable:
+            try:
+                closed += s.recv(1) == b""
+            except OSError:
+                closed += 1
         s.close()
+    emit(f"closed {closed}")
+
+
+def idle_connections(url: str, n_idle: int, n: int) -> None:
+    """A good client's p99 alone and while ``n_idle`` connections are held open by child
+    processes of at most 5,000 each (a process's descriptor limit here is 20,000)."""
+    port = int(url.rsplit(":", 1)[1])
+    base = latencies(url, KEYS[0], n)
+    sizes = [min(5000, n_idle - i) for i in range(0, n_idle, 5000)]
+    holders = [subprocess.Popen([sys.executable, __file__, "--hold", str(port), str(k)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for k in sizes]
+    for h in holders:
+        assert h.stdout is not None and h.stdout.readline().strip() == "ready"
+    during = latencies(url, KEYS[0], n)
+    time.sleep(2.5)  # past the 2 s header timeout
+    closed = sum(int(h.communicate("")[0].split()[-1]) for h in holders)
     emit(f"| idle connections ({n_idle}, half slowloris) | good client p99 | {p(base, 99):.1f} ms"
          f" | {p(during, 99):.1f} ms ({p(during, 99) / p(base, 99):.2f}x); {closed}/{n_idle} "
-         "closed by the 2 s header timeout |")
+         "closed by the server (past the connection cap: the longest waiting; then the 2 s "
+         "header timeout) |")
 
 
 async def _big_burst(url: str, n_big: int) -> list[int]:
@@ -150,10 +176,14 @@ def rate_limited(url: str, n: int, rpm: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small counts (for the test)")
+    parser.add_argument("--hold", nargs=2, type=int, metavar=("PORT", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--idle", type=int, default=5000)
     parser.add_argument("--big", type=int, default=32)
     parser.add_argument("--n", type=int, default=200)
     args = parser.parse_args(argv)
+    if args.hold:
+        hold_connections(*args.hold)
+        return 0
     idle, big, n = (100, 2, 10) if args.quick else (args.idle, args.big, args.n)
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         upstream = start_upstream(stack, {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})

@@ -44,7 +44,8 @@ class ServerLimits(BaseModel):
     keep_alive_s: float = Field(default=5.0, gt=0)
     #: Request line plus headers larger than this get 431 and the connection is closed.
     max_header_bytes: int = Field(default=32_768, ge=1024)
-    #: Open connections per process: one more is closed as soon as it is accepted.
+    #: Open connections per process: one more takes the place of the one waiting longest for
+    #: a request's headers, or is closed at once when every connection is serving a request.
     max_connections: int = Field(default=2048, ge=1)
     #: Requests in flight per process; one more gets 503 with ``Retry-After`` (health and
     #: metrics are exempt).

@@ -9,7 +9,11 @@ of uvicorn's h11 protocol:
 - a header timer: the request line and headers must be complete ``header_timeout_s`` after the
   connection opened or its previous answer went out, else the connection is closed;
 - ``max_header_bytes``: more pending header bytes than that get 431 and the connection closes;
-- ``max_connections``: a connection accepted past it is closed at once (its descriptor freed).
+- ``max_connections``: a connection accepted at the cap closes the one that has waited longest
+  for a request's headers (an idle, keep-alive or slowloris client) to take its place; only when
+  every connection is busy with a request is the new one closed at once. So a flood of idle
+  connections cannot keep a well-behaved client out: its connection sends a request at once,
+  the flood's have waited longer.
 
 ``InFlightLimit`` (ASGI) sheds requests past ``max_in_flight`` with 503 and ``Retry-After``
 before any work is done; liveness, readiness and metrics are exempt.
@@ -21,6 +25,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import h11
@@ -59,20 +64,30 @@ def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
 def guarded_protocol(limits: ServerLimits) -> type[H11Protocol]:
     """uvicorn's h11 protocol with a header timer, a 431 and a connection cap (module doc)."""
     refused = _RateLimitedLog(f"connections over max_connections {limits.max_connections} "
-                              "closed at accept")
+                              "closed at accept (every connection busy with a request)")
+    evicted = _RateLimitedLog(f"at max_connections {limits.max_connections}: connections "
+                              "waiting longest for headers closed to admit new ones")
+
+    #: connections waiting for a request's headers, the longest-waiting first
+    waiting: OrderedDict[H11Protocol, None] = OrderedDict()
 
     class GuardedH11(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if len(self.connections) >= limits.max_connections:
-                refused.note()
-                transport.abort()
-                return
+                if not waiting:  # every connection is busy with a request
+                    refused.note()
+                    transport.abort()
+                    return
+                oldest, _ = waiting.popitem(last=False)  # it takes the new one's place
+                oldest.transport.abort()
+                evicted.note()
             super().connection_made(transport)
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            waiting.pop(self, None)
             if self._header_timer is not None:
                 self._header_timer.cancel()
             if self in self.connections:
@@ -87,6 +102,8 @@ def guarded_protocol(limits: ServerLimits) -> type[H11Protocol]:
                         self._refuse_431()
                         return
             super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # a whole request line and headers
+                waiting.pop(self, None)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -96,6 +113,8 @@ def guarded_protocol(limits: ServerLimits) -> type[H11Protocol]:
             if self._header_timer is not None:
                 self._header_timer.cancel()
             self._header_timer = self.loop.call_later(limits.header_timeout_s, self._expire)
+            waiting.pop(self, None)
+            waiting[self] = None
 
         def _expire(self) -> None:
             # still waiting for a whole request line and headers: a slow or idle client
