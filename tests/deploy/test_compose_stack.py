@@ -31,7 +31,9 @@ import yaml
 from deploy_support import CONTAINERS_CONF, REPO, free_port, podman, report
 
 DEPLOY = REPO / "deploy"
-KEY = "client-key-1"  # deploy/compose/keys.env
+KEY, OTHER_KEY = "client-key-1", "client-key-2"  # deploy/compose/keys.env
+#: Requests per minute per key: above what the other tests send with KEY (182).
+RPM = 240
 PG_PASSWORD = "tierwise"  # keys.env's PGPASSWORD, run-postgres's default
 UPSTREAM = ("import sys; sys.path.insert(0, '/fake'); import uvicorn; "
             "from fake_upstream import FakeUpstream; "
@@ -78,6 +80,7 @@ def stack_file(tmp: Path, images: dict[str, str], ports: dict[str, int]) -> Path
     gateway = yaml.safe_load((DEPLOY / "compose" / "gateway.yaml").read_text("utf-8"))
     for tier in gateway["tiers"]:
         tier["base_url"] = "http://upstream:9000/v1"
+    gateway["limits"] = {"requests_per_minute": RPM}  # per key, shared through PostgreSQL
     (tmp / "gateway.yaml").write_text(yaml.safe_dump(gateway), "utf-8")
     for name, svc in services.items():
         svc.pop("build", None)
@@ -167,8 +170,8 @@ def requests_served(stack: Stack, service: str) -> float:
                if line.startswith("tierwise_gateway_requests_total{"))
 
 
-def client(url: str) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=60, headers={"authorization": f"Bearer {KEY}"})
+def client(url: str, key: str = KEY) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=60, headers={"authorization": f"Bearer {key}"})
 
 
 def test_requests_through_haproxy_reach_both_replicas_and_are_recorded_once(stack: Stack) -> None:
@@ -197,6 +200,22 @@ def test_an_answer_cached_by_one_replica_is_a_hit_on_the_other(stack: Stack) -> 
     assert "x-tierwise-cache" not in first.headers
     assert second.headers.get("x-tierwise-cache") == "exact", dict(second.headers)
     assert second.json()["choices"] == first.json()["choices"]
+
+
+def test_a_keys_rate_limit_holds_across_both_replicas(stack: Stack) -> None:
+    if time.time() % 60 > 45:  # the limit's windows are calendar minutes: start early in one
+        time.sleep(61 - time.time() % 60)
+    statuses: Counter[int] = Counter()
+    retry_after = set()
+    with client(stack.url("gateway-1"), OTHER_KEY) as one, \
+            client(stack.url("gateway-2"), OTHER_KEY) as two:
+        for i in range(RPM + 20):  # alternating: each replica alone would admit all of them
+            r = chat(one if i % 2 else two, f"Count to three ({i}).")
+            statuses[r.status_code] += 1
+            if r.status_code == 429:
+                retry_after.add(r.headers.get("retry-after") is not None)
+    assert statuses == {200: RPM, 429: 20}, statuses
+    assert retry_after == {True}
 
 
 def test_prometheus_scrapes_the_router_and_both_gateways(stack: Stack) -> None:
