@@ -187,3 +187,17 @@ def test_big_bodies_do_not_stall_other_keys(
     assert all(b.state == "closed" for b in gw.completions.upstreams.breakers.values())
     observed(f"big prompts: {statuses.count(413)}/8 refused 413; other key 10/10 answered, "
              f"max {max(times):.0f} ms; breakers closed")
+
+
+def test_big_bodies_under_the_cap_are_answered_and_broken_ones_named(
+    make_gateway: Any, fast_bundle: Path
+) -> None:
+    gw = make_gateway(fast_bundle)
+    fits = {**CHAT, "model": "tierwise-auto",
+            "messages": [{"role": "user", "content": "word " * 30_000}]}  # 150 KB, under the cap
+    with gw.http() as http:
+        answered = http.post("/v1/chat/completions", json=fits)
+        broken = http.post("/v1/chat/completions", content=json.dumps(fits).encode()[:-2],
+                           headers={"content-type": "application/json"})
+    assert answered.status_code == 200, answered.text
+    assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
