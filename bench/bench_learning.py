@@ -31,7 +31,7 @@ folds of the held-out rows (``--folds``-fold cross-validation over them, traffic
 retrain's default), the issue's target: within 0.02 of it after at most 1,000 labels.
 
     python bench/bench_learning.py [--steps 100 300 1000 3000]
-    python bench/bench_learning.py --quick    # 30 / 60 labels, fixture base data: a smoke run
+    python bench/bench_learning.py --quick    # one step of 40 labels, fixture base data: smoke
 
 The labeled files come from ``data/sources`` (``tierwise convert``; converted here when missing).
 The first full run embeds the RouteLLM base rows once (``data/cache``); later runs read them.
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--labeled-dir", type=Path, default=None, help="default: settings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
-                   help="30 / 60 labels, 40 held out, fixture base rows (a smoke run, no figures)")
+                   help="40 labels, 40 held out, fixture base rows (a smoke run, no figures)")
     p.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     p.add_argument("--table", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_converted(settings.sources_dir, labeled)
     base_files = tuple(labeled / f for f in SHIPPED[manifest.name].data_files)
     if a.quick:
-        a.steps, a.holdout, a.folds, base_files = [30, 60], 40, 2, (QUICK_BASE,)
+        a.steps, a.holdout, a.folds, base_files = [40], 40, 2, (QUICK_BASE,)
     kind = load_kind(labeled, models, a.holdout, a.seed)
     if a.quick:
         kind = Kind(kind.held, kind.stream[:max(a.steps)])

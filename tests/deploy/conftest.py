@@ -19,8 +19,10 @@ from deploy_support import (
     BASE_IMAGE,
     CONTAINERS_CONF,
     FIGURES,
+    INFRA_IMAGE,
     REPO,
     SERVE_IMAGE,
+    TRAIN_IMAGE,
     build,
     need_podman,
     podman,
@@ -64,6 +66,27 @@ def serve_image(base_image: str) -> str:
     size = int(podman("image", "inspect", "--format", "{{.Size}}", SERVE_IMAGE).stdout.strip())
     report(f"serving image {SERVE_IMAGE}: built in {seconds:.0f} s, size {size / 1e6:.0f} MB")
     return SERVE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def infra_image(base_image: str) -> str:
+    """PostgreSQL, HAProxy and Prometheus from Debian's packages (``infra.Containerfile``), for
+    the Compose stack tests; they skip without podman-compose."""
+    if shutil.which("podman-compose") is None:
+        pytest.skip("podman-compose is not installed (apt-get install podman-compose)")
+    compose_dir = REPO / "deploy" / "compose"
+    podman("build", "--network=host", "--build-arg", f"BASE_IMAGE={base_image}", "-t",
+           INFRA_IMAGE, "-f", str(compose_dir / "infra.Containerfile"), str(compose_dir),
+           timeout=1200)
+    return INFRA_IMAGE
+
+
+@pytest.fixture(scope="session")
+def train_image(base_image: str) -> str:
+    """The Containerfile's ``train`` target (MLflow's server, the registry client)."""
+    seconds = build(base_image, TRAIN_IMAGE, target="train")
+    report(f"train image {TRAIN_IMAGE}: built in {seconds:.0f} s")
+    return TRAIN_IMAGE
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 CONTAINERS_CONF = REPO / "deploy" / "podman" / "containers.conf"
 BASE_IMAGE = os.environ.get("TIERWISE_DEPLOY_BASE", "localhost/tierwise-base:bookworm")
 SERVE_IMAGE = "localhost/tierwise:test-deploy"
+TRAIN_IMAGE = "localhost/tierwise-train:test-deploy"
+INFRA_IMAGE = "localhost/tierwise-infra:test-deploy"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 #: Measured figures, printed in the session summary (``conftest.pytest_terminal_summary``).
 FIGURES: list[str] = []

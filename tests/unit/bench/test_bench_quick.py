@@ -36,7 +36,7 @@ QUICK: dict[str, tuple[list[str], str]] = {
     "bench_replay.py": ([], "registry: champion -> version 1"),
     # streams 60 LLMRouter prompts through a real gateway with shadow sampling at 1.0 and a fake
     # judge answering the recorded outcomes, retraining after 30 and 60 labels
-    "bench_learning.py": (["--labeled-dir", "{labeled}"], "after 60 prompts (60 labeled)"),
+    "bench_learning.py": (["--labeled-dir", "{labeled}"], "after 40 prompts (40 labeled)"),
 }
 #: Under 10 s each on a quiet 2-core machine: the rest starts servers, converts or trains.
 FAST = {"bench_cache_store.py"}
