@@ -40,9 +40,7 @@ class PgLink:
                 host and database, never the password.
         """
         try:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self._url, connect_timeout=OPEN_TIMEOUT_S, client_encoding=PG_CLIENT_ENCODING
-            )
+            self._conn = await self._connect(OPEN_TIMEOUT_S)
         except psycopg.Error as exc:
             raise InvalidData(f"{self.cannot_open} ({exc})") from exc
         return self._conn
@@ -67,10 +65,13 @@ class PgLink:
         if self._conn.broken or self._conn.closed:
             logger.warning("%s (PostgreSQL): connection lost, reconnecting", self._what)
             await self._conn.close()
-            self._conn = await psycopg.AsyncConnection.connect(
-                self._url, connect_timeout=RECONNECT_TIMEOUT_S, client_encoding=PG_CLIENT_ENCODING
-            )
+            self._conn = await self._connect(RECONNECT_TIMEOUT_S)
         return self._conn
+
+    async def _connect(self, timeout_s: int) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            self._url, connect_timeout=timeout_s, client_encoding=PG_CLIENT_ENCODING
+        )
 
     async def close(self) -> None:
         if self._conn is not None:

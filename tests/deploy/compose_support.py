@@ -30,7 +30,7 @@ UPSTREAM = ("import sys; sys.path.insert(0, '/fake'); import uvicorn; "
 @dataclass
 class Stack:
     project: str
-    ports: dict[str, int]  # haproxy, gateway-1, gateway-2, prometheus
+    ports: dict[str, int]  # host port by service (those published: gateways, haproxy, ...)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
