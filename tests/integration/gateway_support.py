@@ -69,9 +69,9 @@ def config_doc(ups: Upstreams, tmp: Path, **overrides: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "tiers": [
             {"name": "weak", "model": WEAK, "base_url": ups.weak_url, "api_key_env": KEY_ENV,
-             "input_price": 0.6, "output_price": 0.6, "timeout_s": 1.0},
+             "input_price": 0.6, "output_price": 0.6, "timeout_s": 10.0},
             {"name": "strong", "model": STRONG, "base_url": ups.strong_url,
-             "api_key_env": KEY_ENV, "input_price": 10.0, "output_price": 30.0, "timeout_s": 1.0},
+             "api_key_env": KEY_ENV, "input_price": 10.0, "output_price": 30.0, "timeout_s": 10.0},
         ],
         "default_tier": "weak",
         "traffic": {"url": f"sqlite:///{tmp / 'traffic.db'}", "store_prompts": False},

@@ -50,9 +50,9 @@ def with_tiers(upstreams: Upstreams, **changes: Any) -> list[dict[str, Any]]:
 
     tiers = [
         {"name": "weak", "model": WEAK, "base_url": upstreams.weak_url, "api_key_env": KEY_ENV,
-         "input_price": 0.6, "output_price": 0.6, "timeout_s": 1.0},
+         "input_price": 0.6, "output_price": 0.6, "timeout_s": 10.0},
         {"name": "strong", "model": STRONG, "base_url": upstreams.strong_url,
-         "api_key_env": KEY_ENV, "input_price": 10.0, "output_price": 30.0, "timeout_s": 1.0},
+         "api_key_env": KEY_ENV, "input_price": 10.0, "output_price": 30.0, "timeout_s": 10.0},
     ]
     for tier in tiers:
         tier.update(changes.get(tier["name"], {}))

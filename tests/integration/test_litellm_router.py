@@ -54,6 +54,22 @@ def ask(router: Any, strategy: TierwiseRoutingStrategy, text: str) -> Any:
     return asyncio.run(run())
 
 
+def timed_picks(strategy: TierwiseRoutingStrategy) -> list[float]:
+    """Seconds each of the strategy's decisions took: the fail-open deadline is on the decision,
+    not on the whole LiteLLM call (whose first call on a loaded machine spends seconds loading)."""
+    seconds: list[float] = []
+    apick = strategy.picker.apick
+
+    async def timed(*args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await apick(*args)
+        finally:
+            seconds.append(time.perf_counter() - start)
+    strategy.picker.apick = timed  # type: ignore[method-assign]
+    return seconds
+
+
 def routed(upstreams: Upstreams, address: str, timeout_s: float = 1.0) -> tuple[Any, Any]:
     router = litellm.Router(model_list=upstreams.model_list())
     options = TierwiseOptions(router=address, groups=(GROUP,), fail_open="auto-strong",
@@ -99,13 +115,12 @@ def test_router_down_fails_open_and_says_so(
 ) -> None:
     for address in (f"grpc://127.0.0.1:{closed_port()}", f"http://127.0.0.1:{closed_port()}"):
         router, strategy = routed(upstreams, address, timeout_s=0.5)
+        picks = timed_picks(strategy)
         upstreams.clear()
         with caplog.at_level(logging.WARNING, "integrations.litellm_tierwise"):
-            start = time.perf_counter()
             ask(router, strategy, CHATS[0])
-            elapsed = time.perf_counter() - start
         assert upstreams.served_by() == "strong"
-        assert elapsed < 0.5 + 0.5, elapsed  # within the deadline, plus the call itself
+        assert len(picks) == 1 and picks[0] < 0.5 + 0.3, picks  # the deadline, plus scheduling
         assert "fails open to auto-strong" in caplog.text
 
 
@@ -118,13 +133,12 @@ def test_slow_router_fails_open_within_the_deadline(
     server = start_server(app)
     try:
         router, strategy = routed(upstreams, server.url, timeout_s=0.2)
+        picks = timed_picks(strategy)
         upstreams.clear()
         with caplog.at_level(logging.WARNING, "integrations.litellm_tierwise"):
-            start = time.perf_counter()
             ask(router, strategy, CHATS[0])
-            elapsed = time.perf_counter() - start
         assert upstreams.served_by() == "strong"
-        assert elapsed < 0.2 + 0.5, elapsed
+        assert len(picks) == 1 and 0.2 <= picks[0] < 0.2 + 0.3, picks  # waited the deadline only
         assert "no decision within 200 ms" in caplog.text
     finally:
         server.stop()

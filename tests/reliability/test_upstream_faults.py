@@ -33,7 +33,7 @@ def tiers(ups: Upstreams, weak_url: str | None = None, weak_timeout: float = 1.0
          "api_key_env": KEY_ENV, "input_price": 0.6, "output_price": 0.6,
          "timeout_s": weak_timeout},
         {"name": "strong", "model": STRONG, "base_url": ups.strong_url, "api_key_env": KEY_ENV,
-         "input_price": 10.0, "output_price": 30.0, "timeout_s": 2.0},
+         "input_price": 10.0, "output_price": 30.0, "timeout_s": 10.0},
     ]
 
 
