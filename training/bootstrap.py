@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from router_model.ab_stats import percentile_ci
 from router_model.policy import choose_tiers
-from training.evaluate import F64, Frame, check_outcomes, curve_figures, curve_point, sweep_router
+from training.evaluate import F64, Frame, axis_figures, check_outcomes, sweep_router
 
 logger = logging.getLogger(__name__)
 
@@ -71,20 +71,22 @@ def resample_counts(n: int, resamples: int, seed: int) -> NDArray[np.int64]:
     return out
 
 
-def _curve_figures(
-    grid: list[float], cost: F64, quality: F64, shares: F64, fixed: tuple[F64, F64]
-) -> dict[str, Any]:
-    """One resample's figures from its curve (per knob) and fixed-tier (cost, quality) rows."""
+def _curve_figures(cost: F64, quality: F64, shares: F64, fixed: tuple[F64, F64]) -> dict[str, Any]:
+    """One resample's figures from its curve (per knob) and fixed-tier (cost, quality) rows: the
+    same share axis as ``curve_point`` gives, measured as ``curve_figures`` measures it."""
     fixed_cost, fixed_quality = fixed
-    span = (float(fixed_cost[0]), float(fixed_cost[-1]))
-    curve = [curve_point(q, cost[j], quality[j], shares[j], span) for j, q in enumerate(grid)]
+    lo, hi = float(fixed_cost[0]), float(fixed_cost[-1])
+    if shares.shape[1] == 2 or not hi - lo > 0:
+        x = shares[:, -1]
+    else:
+        x = np.clip((cost - lo) / (hi - lo), 0.0, 1.0)
     frame = Frame(
         float(fixed_quality[0]),
         float(fixed_quality[-1]),
         float(min(cost.min(), fixed_cost.min())),
         float(max(cost.max(), fixed_cost.max())),
     )
-    return curve_figures(curve, frame, single=False)
+    return axis_figures(x, cost, quality, frame, single=False)
 
 
 def resampled_figures(
@@ -120,7 +122,7 @@ def resampled_figures(
         for i in range(len(wc)):
             quality, cost = mixed[i, :n_knobs], mixed[i, n_knobs : 2 * n_knobs]
             shares = mixed[i, 2 * n_knobs :].reshape(k, n_knobs).T
-            figs = _curve_figures(grid, cost, quality, shares, (fixed_c[i], fixed_q[i]))
+            figs = _curve_figures(cost, quality, shares, (fixed_c[i], fixed_q[i]))
             for m in METRICS:
                 if figs[m] is not None:
                     out[m][start + i] = figs[m]

@@ -238,15 +238,16 @@ def _cost_quality(curve: Sequence[CurvePoint]) -> tuple[F64, F64]:
 
 def _ndch(x: F64, y: F64) -> list[int]:
     """Indices of the non-decreasing upper convex hull of (x, y), by increasing x."""
-    order = [int(i) for i in np.lexsort((-y, x))]
+    order: list[int] = np.lexsort((-y, x)).tolist()
+    xs, ys = x.tolist(), y.tolist()  # Python floats: the same doubles, a faster loop
     # one point per x (the best), from the cheapest point up to the first best quality
-    uniq = [order[0]] + [j for i, j in zip(order, order[1:], strict=False) if x[j] != x[i]]
+    uniq = [order[0]] + [j for i, j in zip(order, order[1:], strict=False) if xs[j] != xs[i]]
     uniq = uniq[: int(np.argmax(y[uniq])) + 1]
     hull: list[int] = []
     for j in uniq:
         while len(hull) >= 2:
             a, b = hull[-2], hull[-1]
-            if (x[b] - x[a]) * (y[j] - y[a]) - (y[b] - y[a]) * (x[j] - x[a]) < 0:
+            if (xs[b] - xs[a]) * (ys[j] - ys[a]) - (ys[b] - ys[a]) * (xs[j] - xs[a]) < 0:
                 break
             hull.pop()  # b lies on or under the chord a-j
         hull.append(j)
@@ -283,8 +284,23 @@ def pgr(quality: float, weak_quality: float, strong_quality: float) -> float:
 def _pgr_curve(curve: Sequence[CurvePoint], weak: float, strong: float) -> tuple[F64, F64]:
     if not curve:
         raise ValueError("the curve is empty")
+    x, _, quality = _curve_axes(curve)
+    return _pgr_xy(x, quality, weak, strong)
+
+
+def _curve_axes(curve: Sequence[CurvePoint]) -> tuple[F64, F64, F64]:
+    """(share axis, cost, quality) per point: the share axis is the strong tier's share of calls
+    with two tiers, the cost share with more."""
     x = np.array([p.strong_share if len(p.tier_shares) == 2 else p.cost_share for p in curve])
-    g = np.array([pgr(p.quality, weak, strong) for p in curve])
+    return (x, *_cost_quality(curve))
+
+
+def _pgr_xy(x: F64, quality: F64, weak: float, strong: float) -> tuple[F64, F64]:
+    """The points' (share, PGR), by share then PGR (``pgr`` of each point)."""
+    gap = strong - weak
+    if abs(gap) <= EPS:
+        raise ValueError("PGR is undefined when strong and weak quality are equal")
+    g = (quality - weak) / gap
     order = np.lexsort((g, x))
     return x[order], g[order]
 
@@ -295,7 +311,10 @@ def apgr(curve: Sequence[CurvePoint], weak_quality: float, strong_quality: float
     Raises:
         ValueError: on an empty curve or equal strong and weak quality.
     """
-    x, g = _pgr_curve(curve, weak_quality, strong_quality)
+    return _apgr_xy(*_pgr_curve(curve, weak_quality, strong_quality))
+
+
+def _apgr_xy(x: F64, g: F64) -> float:
     return _area(np.concatenate([[0.0], x, [1.0]]), np.concatenate([[0.0], g, [1.0]]))
 
 
@@ -306,7 +325,10 @@ def cpt(curve: Sequence[CurvePoint], target_pgr: float, weak_quality: float,
     Raises:
         ValueError: on an empty curve or equal strong and weak quality.
     """
-    x, g = _pgr_curve(curve, weak_quality, strong_quality)
+    return _cpt_xy(*_pgr_curve(curve, weak_quality, strong_quality), target_pgr)
+
+
+def _cpt_xy(x: F64, g: F64, target_pgr: float) -> float | None:
     hit = np.flatnonzero(g >= target_pgr - EPS)
     if hit.size == 0:
         return None
@@ -325,7 +347,10 @@ def aiq(curve: Sequence[CurvePoint], cost_min: float, cost_max: float) -> float:
     """
     if not curve or not cost_max > cost_min:
         raise ValueError(f"AIQ needs points and cost_max > cost_min, got [{cost_min}, {cost_max}]")
-    x, y = _cost_quality(curve)
+    return _aiq_xy(*_cost_quality(curve), cost_min, cost_max)
+
+
+def _aiq_xy(x: F64, y: F64, cost_min: float, cost_max: float) -> float:
     h = _ndch(x, y)
     hx, hy = x[h], y[h]
     start = max(cost_min, float(hx[0]))
@@ -350,12 +375,25 @@ def point_dict(p: CurvePoint) -> dict[str, Any]:
 
 
 def curve_figures(curve: Sequence[CurvePoint], f: Frame, single: bool) -> dict[str, Any]:
-    """APGR/CPT/AIQ of a curve; a single point has no area, so its APGR and AIQ are None."""
+    """APGR/CPT/AIQ of a curve; a single point has no area, so its APGR and AIQ are None.
+
+    Raises:
+        ValueError: on an empty curve.
+    """
+    if not curve:
+        raise ValueError("the curve is empty")
+    return axis_figures(*_curve_axes(curve), f, single)
+
+
+def axis_figures(x: F64, cost: F64, quality: F64, f: Frame, single: bool) -> dict[str, Any]:
+    """``curve_figures`` of a curve given as arrays: share axis, cost and quality per point
+    (``training.bootstrap`` measures a thousand resampled curves this way, no points built)."""
     gap = abs(f.strong - f.weak) > EPS
     spread = f.cost_max > f.cost_min
+    xs, g = _pgr_xy(x, quality, f.weak, f.strong) if gap else (x, quality)
     return {
-        "apgr": apgr(curve, f.weak, f.strong) if gap and not single else None,
-        "cpt50": cpt(curve, 0.5, f.weak, f.strong) if gap else None,
-        "cpt80": cpt(curve, 0.8, f.weak, f.strong) if gap else None,
-        "aiq": aiq(curve, f.cost_min, f.cost_max) if spread and not single else None,
+        "apgr": _apgr_xy(xs, g) if gap and not single else None,
+        "cpt50": _cpt_xy(xs, g, 0.5) if gap else None,
+        "cpt80": _cpt_xy(xs, g, 0.8) if gap else None,
+        "aiq": _aiq_xy(cost, quality, f.cost_min, f.cost_max) if spread and not single else None,
     }
