@@ -89,7 +89,7 @@ def task_rows(name: str, labeled: Path) -> tuple[str, str, list[str], NDArray[np
 
 
 #: ``--quick``: rows per task.
-QUICK_ROWS = 200
+QUICK_ROWS = 100
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -226,7 +226,7 @@ def latency_section(
     service: RouteService, router: ComplexityRouter, sets: dict[int, list[str]], n: int
 ) -> None:
     for size, prompts in sets.items():
-        count = max(n // (10 if size == 2000 else 1), 30)
+        count = max(n // (10 if size == 2000 else 1), min(n, 30))  # --quick: n of 5
         floor, inproc = paired_s(service, prompts, count, floor_fn(router, prompts))
         hand = timed(lambda p=prompts[0], s=size: hand_features(p, s), max(count // 5, 10))
         ratio = pct(inproc, 50) / pct(floor, 50)

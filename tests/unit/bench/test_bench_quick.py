@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[3]
 QUICK: dict[str, tuple[list[str], str]] = {
     "bench_cache_store.py": ([], "in-process (MemoryCacheStore): 200 entries"),
     "bench_budget.py": (["--labeled-dir", "{labeled}"], "llmrouter        300"),
-    "bench_cross_task.py": (["--labeled-dir", "{labeled}"], "mmlu_pro: 200 rows"),
+    "bench_cross_task.py": (["--labeled-dir", "{labeled}"], "mmlu_pro: 100 rows"),
     "bench_training.py": (["--labeled-dir", "{labeled}"], "total warm:"),
     "bench_ceilings.py": (["--labeled-dir", "{labeled}"], "validation task ("),
     "bench_seeds.py": (["--labeled-dir", "{labeled}"], "over 1 training seeds"),
