@@ -222,7 +222,7 @@ def row(label: str, held: Dataset, proba: NDArray[np.float64], knob: float | Non
 
 
 def cv_reference(manifest: Manifest, base: Dataset, stream: Dataset, held: Dataset, folds: int,
-                 seed: int) -> tuple[NDArray[np.float64], float]:
+                 seed: int, weight: float = TRAFFIC_WEIGHT) -> tuple[NDArray[np.float64], float]:
     """Out-of-fold probabilities on the held-out rows of the recipe fitted on base + stream +
     the other folds, and the strong share at each fold model's own default knob (pooled)."""
     proba = np.zeros((len(held.rows), 2))
@@ -231,9 +231,9 @@ def cv_reference(manifest: Manifest, base: Dataset, stream: Dataset, held: Datas
     for part in parts:
         rest = np.setdiff1d(np.arange(len(held.rows)), part)
         ds = concat(concat(base, stream), held.subset(rest))
-        weight = np.concatenate([np.ones(len(base.rows)),
-                                 np.full(len(ds.rows) - len(base.rows), TRAFFIC_WEIGHT)])
-        fitted = fit_calibrated(ds, manifest.estimator, 2, seed, sample_weight=weight)
+        weights = np.concatenate([np.ones(len(base.rows)),
+                                  np.full(len(ds.rows) - len(base.rows), weight)])
+        fitted = fit_calibrated(ds, manifest.estimator, 2, seed, sample_weight=weights)
         proba[part] = predict_proba_full(fitted.estimator, held.X[part], 2)
         fold = held.subset(part)
         rep = build_report(fold.scores, fold.costs, ["weak", "strong"], proba[part],

@@ -37,6 +37,8 @@ QUICK: dict[str, tuple[list[str], str]] = {
     # streams 60 LLMRouter prompts through a real gateway with shadow sampling at 1.0 and a fake
     # judge answering the recorded outcomes, retraining after 30 and 60 labels
     "bench_learning.py": (["--labeled-dir", "{labeled}"], "after 40 prompts (40 labeled)"),
+    # the same fits without the gateway, over shuffles: 1 shuffle, 40 labels
+    "bench_learning_seeds.py": (["--labeled-dir", "{labeled}"], "weight 2: shipped"),
 }
 #: Under 10 s each on a quiet 2-core machine: the rest starts servers, converts or trains.
 FAST = {"bench_cache_store.py"}
