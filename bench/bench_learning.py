@@ -85,7 +85,7 @@ from training.fit import predict_proba_full  # noqa: E402
 from training.pipeline import default_knob, fit_calibrated  # noqa: E402
 from training.recipes import SHIPPED  # noqa: E402
 from training.report import build_report  # noqa: E402
-from training.retrain import concat  # noqa: E402
+from training.retrain import TRAFFIC_WEIGHT, concat  # noqa: E402
 from training.sources import ensure_converted  # noqa: E402
 
 CLIENT_KEY = "bench-client"
@@ -94,8 +94,6 @@ KIND = ("llmrouter/cluster0", "llmrouter/cluster1", "llmrouter/cluster2")
 JUDGE_MARK, ANSWER_MARK = "[Instruction]", "[The Start of Assistant's Answer]"
 EXAMPLE = REPO / "data" / "gateway.example.yaml"
 QUICK_BASE = REPO / "data" / "fixtures" / "routellm_small.jsonl"
-#: retrain's default ``--traffic-weight``: the reference weighs the kind's rows alike.
-TRAFFIC_WEIGHT = 2.0
 
 
 def key_of(prompt: str) -> str:
