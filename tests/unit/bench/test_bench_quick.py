@@ -29,7 +29,7 @@ QUICK: dict[str, tuple[list[str], str]] = {
     "bench_router.py": ([], "tierwise router bench:"),
     "bench_load.py": ([], "result: no errors"),
     "bench_gateway.py": ([], "bench_gateway: 10 requests per path"),
-    # runs the hostile-input reliability scenarios; the report goes to a temp file
+    # runs one hostile-input scenario (exit 0 needs its results rendered); report to a temp file
     "reliability_report.py": ([], ""),
     # trains its champion under its own name (a shipped bundle's name is refused), replays 60
     # fixture rows through a real gateway, then ab-report and retrain as commands
