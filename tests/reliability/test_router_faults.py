@@ -76,8 +76,8 @@ def test_router_sigkill_fails_open(
         code = router.kill(signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert all(status == 200 for status, _, _, _ in results)
-    # a fail-open request goes to weak; on a loaded machine weak may pass its 1 s timeout and
-    # fail over to strong, which the answer says (x-tierwise-failovers)
+    # a fail-open request goes to weak; should weak pass its timeout on a loaded machine, it
+    # fails over to strong, which the answer says (x-tierwise-failovers)
     assert all((tier, source) == ("strong", "router") or source == "fail_open"
                and (tier == "weak" or tier == "strong" and failovers > 0)
                for _, tier, source, failovers in results), Counter(results)
@@ -88,9 +88,10 @@ def test_router_sigkill_fails_open(
         metrics = http.get("/metrics").text
     fail_open = counts["fail_open"]
     assert f"tierwise_gateway_fail_open_total {float(fail_open)}" in metrics
+    on_weak = sum(source == "fail_open" and tier == "weak" for _, tier, source, _ in results)
     observed(f"answered {len(results)}/120 in {time.monotonic() - start:.1f} s: "
-             f"{counts['router']} routed (strong) then {fail_open} "
-             f"fail-open (tier=weak); router exit {code}")
+             f"{counts['router']} routed (strong) then {fail_open} fail-open ({on_weak} answered "
+             f"by weak, {fail_open - on_weak} failed over to strong); router exit {code}")
 
 
 def wait_for(condition: Any, timeout_s: float = 30) -> None:
