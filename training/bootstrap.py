@@ -26,7 +26,14 @@ from numpy.typing import NDArray
 
 from router_model.ab_stats import percentile_ci
 from router_model.policy import choose_tiers
-from training.evaluate import F64, Frame, axis_figures, check_outcomes, sweep_router
+from training.evaluate import (
+    F64,
+    Frame,
+    axis_figures,
+    check_outcomes,
+    cost_share,
+    sweep_router,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +82,8 @@ def _curve_figures(cost: F64, quality: F64, shares: F64, fixed: tuple[F64, F64])
     """One resample's figures from its curve (per knob) and fixed-tier (cost, quality) rows: the
     same share axis as ``curve_point`` gives, measured as ``curve_figures`` measures it."""
     fixed_cost, fixed_quality = fixed
-    lo, hi = float(fixed_cost[0]), float(fixed_cost[-1])
-    if shares.shape[1] == 2 or not hi - lo > 0:
-        x = shares[:, -1]
-    else:
-        x = np.clip((cost - lo) / (hi - lo), 0.0, 1.0)
+    span = (float(fixed_cost[0]), float(fixed_cost[-1]))
+    x = shares[:, -1] if shares.shape[1] == 2 else cost_share(cost, shares[:, -1], span)
     frame = Frame(
         float(fixed_quality[0]),
         float(fixed_quality[-1]),

@@ -67,13 +67,18 @@ def check_outcomes(scores: F64, costs: F64) -> tuple[F64, F64]:
 def curve_point(
     knob: float | None, cost: float, quality: float, shares: F64, span: tuple[float, float]
 ) -> CurvePoint:
-    lo, hi = span
-    # no price spread between tier 0 and the top: the top tier's share is the only spend measure
-    share = (cost - lo) / (hi - lo) if hi - lo > 0 else float(shares[-1])
     return CurvePoint(
         knob=knob, cost=float(cost), quality=float(quality), strong_share=float(shares[-1]),
-        cost_share=float(np.clip(share, 0.0, 1.0)), tier_shares=tuple(float(x) for x in shares),
+        cost_share=float(cost_share(cost, shares[-1], span)),
+        tier_shares=tuple(float(x) for x in shares),
     )
+
+
+def cost_share(cost: Any, top_share: Any, span: tuple[float, float]) -> Any:
+    """``CurvePoint.cost_share`` of a point, or of points given as arrays."""
+    lo, hi = span
+    # no price spread between tier 0 and the top: the top tier's share is the only spend measure
+    return np.clip((cost - lo) / (hi - lo) if hi - lo > 0 else top_share, 0.0, 1.0)
 
 
 def _span(c: F64) -> tuple[float, float]:
@@ -282,15 +287,14 @@ def pgr(quality: float, weak_quality: float, strong_quality: float) -> float:
 
 
 def _pgr_curve(curve: Sequence[CurvePoint], weak: float, strong: float) -> tuple[F64, F64]:
-    if not curve:
-        raise ValueError("the curve is empty")
     x, _, quality = _curve_axes(curve)
     return _pgr_xy(x, quality, weak, strong)
 
 
 def _curve_axes(curve: Sequence[CurvePoint]) -> tuple[F64, F64, F64]:
-    """(share axis, cost, quality) per point: the share axis is the strong tier's share of calls
-    with two tiers, the cost share with more."""
+    """(share axis (module doc), cost, quality) per point of a non-empty curve."""
+    if not curve:
+        raise ValueError("the curve is empty")
     x = np.array([p.strong_share if len(p.tier_shares) == 2 else p.cost_share for p in curve])
     return (x, *_cost_quality(curve))
 
@@ -380,14 +384,11 @@ def curve_figures(curve: Sequence[CurvePoint], f: Frame, single: bool) -> dict[s
     Raises:
         ValueError: on an empty curve.
     """
-    if not curve:
-        raise ValueError("the curve is empty")
     return axis_figures(*_curve_axes(curve), f, single)
 
 
 def axis_figures(x: F64, cost: F64, quality: F64, f: Frame, single: bool) -> dict[str, Any]:
-    """``curve_figures`` of a curve given as arrays: share axis, cost and quality per point
-    (``training.bootstrap`` measures a thousand resampled curves this way, no points built)."""
+    """``curve_figures`` of arrays (share axis, cost, quality per point): no points built."""
     gap = abs(f.strong - f.weak) > EPS
     spread = f.cost_max > f.cost_min
     xs, g = _pgr_xy(x, quality, f.weak, f.strong) if gap else (x, quality)
