@@ -149,7 +149,11 @@ def load_kind(labeled: Path, models: list[str], holdout: int, seed: int) -> Kind
     rows = [LabeledRow(prompt=r.prompt, scores={models[0]: w, models[1]: s}, id=r.id,
                        group=r.group)
             for r, w, s in load_sources(labeled, None, seed)["llmrouter"] if r.group in KIND]
-    rows = dedupe(rows)
+    return split_kind(dedupe(rows), holdout, seed)
+
+
+def split_kind(rows: Sequence[LabeledRow], holdout: int, seed: int) -> Kind:
+    """The rows shuffled by ``seed``: the first ``holdout`` held out, the rest the stream."""
     order = np.random.default_rng(seed).permutation(len(rows))
     return Kind([rows[i] for i in order[:holdout]], [rows[i] for i in order[holdout:]])
 

@@ -33,7 +33,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from bench_gateway import emit  # noqa: E402
-from bench_learning import KIND, QUICK_BASE, Kind, cv_reference, onnx_proba  # noqa: E402
+from bench_learning import (  # noqa: E402
+    KIND,
+    QUICK_BASE,
+    Kind,
+    cv_reference,
+    onnx_proba,
+    split_kind,
+)
 from protocol_data import load_sources  # noqa: E402
 
 from router_model.artifact import read_bundle  # noqa: E402
@@ -101,9 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
          + " ".join(f"{f'after {n}':>11}" for n in steps))
     table = np.zeros((a.seeds, len(a.weights), 2 + len(steps)))
     for seed in range(a.seeds):
-        order = np.random.default_rng(seed).permutation(len(rows))
-        kind = Kind([rows[i] for i in order[:a.holdout]],
-                    [rows[i] for i in order[a.holdout:]][:max(steps) if a.quick else None])
+        kind = split_kind(rows, a.holdout, seed)
+        if a.quick:
+            kind = Kind(kind.held, kind.stream[:max(steps)])
         held, stream = (build_dataset(part, tiers, ctx, tolerance=tol, source=name)
                         for name, part in (("held-out", kind.held), ("stream", kind.stream)))
         shipped = apgr(held, onnx_proba(a.model, held.X))
