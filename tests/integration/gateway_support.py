@@ -64,15 +64,25 @@ def upstreams_fixture() -> Iterator[Upstreams]:
         s.stop()
 
 
+def tier_docs(ups: Upstreams, **changes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The routellm tiers on the fake upstreams, with per-tier changes, e.g.
+    ``weak={"timeout_s": 0.3}``. The 10 s timeout outlasts a loaded machine's slow fake answer;
+    a test about a stall sets a short one."""
+    tiers: list[dict[str, Any]] = [
+        {"name": "weak", "model": WEAK, "base_url": ups.weak_url, "api_key_env": KEY_ENV,
+         "input_price": 0.6, "output_price": 0.6, "timeout_s": 10.0},
+        {"name": "strong", "model": STRONG, "base_url": ups.strong_url,
+         "api_key_env": KEY_ENV, "input_price": 10.0, "output_price": 30.0, "timeout_s": 10.0},
+    ]
+    for tier in tiers:
+        tier.update(changes.get(tier["name"], {}))
+    return tiers
+
+
 def config_doc(ups: Upstreams, tmp: Path, **overrides: Any) -> dict[str, Any]:
     """A gateway config document with the routellm tiers on the fake upstreams."""
     doc: dict[str, Any] = {
-        "tiers": [
-            {"name": "weak", "model": WEAK, "base_url": ups.weak_url, "api_key_env": KEY_ENV,
-             "input_price": 0.6, "output_price": 0.6, "timeout_s": 10.0},
-            {"name": "strong", "model": STRONG, "base_url": ups.strong_url,
-             "api_key_env": KEY_ENV, "input_price": 10.0, "output_price": 30.0, "timeout_s": 10.0},
-        ],
+        "tiers": tier_docs(ups),
         "default_tier": "weak",
         "traffic": {"url": f"sqlite:///{tmp / 'traffic.db'}", "store_prompts": False},
         "failover": {"failure_threshold": 3, "cooldown_s": 30},

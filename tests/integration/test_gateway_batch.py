@@ -158,10 +158,9 @@ def test_requests_that_cannot_be_batched(make_batch_gateway: Any) -> None:
 def test_a_batched_pass_through_request_saves_by_batching_only(
     make_batch_gateway: Any, batch_upstreams: Upstreams
 ) -> None:
-    from gateway_support import config_doc
+    from gateway_support import tier_docs
 
-    tiers = config_doc(batch_upstreams, Path("/tmp"))["tiers"]
-    tiers[0]["batch_discount"] = 0.5  # the weak tier can batch too
+    tiers = tier_docs(batch_upstreams, weak={"batch_discount": 0.5})  # weak can batch too
     gw = make_batch_gateway({"max_requests": 1}, tiers=tiers)
     job = submit(gw, "hi", model=WEAK, **NON_URGENT)
     assert job.status_code == 202 and job.headers["x-tierwise-tier"] == "weak"

@@ -18,6 +18,7 @@ from gateway_support import (  # noqa: F401  (fixtures)
     Gateway,
     Upstreams,
     make_gateway_fixture,
+    tier_docs,
     upstreams_fixture,
 )
 
@@ -44,26 +45,11 @@ def ask(gw: Gateway, extra: dict[str, Any] = WEAKEST, model: str = "tierwise-aut
     return raw, raw.parse()
 
 
-def with_tiers(upstreams: Upstreams, **changes: Any) -> list[dict[str, Any]]:
-    """The test tiers with per-tier changes, e.g. ``weak={"timeout_s": 0.3}``."""
-    from gateway_support import KEY_ENV
-
-    tiers = [
-        {"name": "weak", "model": WEAK, "base_url": upstreams.weak_url, "api_key_env": KEY_ENV,
-         "input_price": 0.6, "output_price": 0.6, "timeout_s": 10.0},
-        {"name": "strong", "model": STRONG, "base_url": upstreams.strong_url,
-         "api_key_env": KEY_ENV, "input_price": 10.0, "output_price": 30.0, "timeout_s": 10.0},
-    ]
-    for tier in tiers:
-        tier.update(changes.get(tier["name"], {}))
-    return tiers
-
-
 @pytest.mark.parametrize("mode", ["fail", "ratelimit", "stall"])
 def test_failover_up(
     make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, mode: str
 ) -> None:
-    gw = make_gateway(fast_bundle, tiers=with_tiers(upstreams, weak={"timeout_s": 0.3}))
+    gw = make_gateway(fast_bundle, tiers=tier_docs(upstreams, weak={"timeout_s": 0.3}))
     upstreams.weak.mode, upstreams.weak.stall_s = mode, 2.0
     raw, body = ask(gw)
     assert raw.headers["x-tierwise-tier"] == "strong" and body.model == STRONG
@@ -80,7 +66,7 @@ def test_refused_connection_fails_over(
     make_gateway: Any, fast_bundle: Path, upstreams: Upstreams
 ) -> None:
     dead = f"http://127.0.0.1:{closed_port()}/v1"
-    gw = make_gateway(fast_bundle, tiers=with_tiers(upstreams, weak={"base_url": dead}))
+    gw = make_gateway(fast_bundle, tiers=tier_docs(upstreams, weak={"base_url": dead}))
     raw, body = ask(gw)
     assert raw.headers["x-tierwise-tier"] == "strong" and body.model == STRONG
     with gw.http() as http:
@@ -151,7 +137,7 @@ def test_failed_probe_reopens(make_gateway: Any, fast_bundle: Path, upstreams: U
 def test_stream_fails_over_before_the_first_byte(
     make_gateway: Any, fast_bundle: Path, upstreams: Upstreams, mode: str
 ) -> None:
-    gw = make_gateway(fast_bundle, tiers=with_tiers(upstreams, weak={"timeout_s": 0.3}))
+    gw = make_gateway(fast_bundle, tiers=tier_docs(upstreams, weak={"timeout_s": 0.3}))
     upstreams.weak.mode, upstreams.weak.stall_s = mode, 2.0
     stream = gw.client().chat.completions.create(
         model="tierwise-auto", messages=chat(), stream=True, extra_body=WEAKEST)

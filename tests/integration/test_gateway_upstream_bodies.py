@@ -18,8 +18,8 @@ from gateway_support import (  # noqa: F401  (fixtures)
     STRONG,
     Gateway,
     Upstreams,
-    config_doc,
     make_gateway_fixture,
+    tier_docs,
     upstreams_fixture,
 )
 
@@ -39,9 +39,7 @@ def statuses(gw: Gateway) -> list[tuple[int, str, int]]:
 
 
 def weak_timeout(ups: Upstreams, timeout_s: float) -> list[dict[str, Any]]:
-    tiers: list[dict[str, Any]] = config_doc(ups, Path("unused"))["tiers"]
-    tiers[0]["timeout_s"] = timeout_s
-    return tiers
+    return tier_docs(ups, weak={"timeout_s": timeout_s})
 
 
 def events(response: httpx.Response) -> list[bytes]:

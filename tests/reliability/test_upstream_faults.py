@@ -21,20 +21,14 @@ from typing import Any
 import httpx
 import pytest
 from fake_upstream import closed_port
-from gateway_support import KEY_ENV, STRONG, WEAK, Gateway, Upstreams
+from gateway_support import STRONG, Gateway, Upstreams, tier_docs
 
 REQUESTS, CLIENTS = 24, 8
 WEAKEST = {"quality": 0.0}
 
 
 def tiers(ups: Upstreams, weak_url: str | None = None, weak_timeout: float = 1.0) -> Any:
-    return [
-        {"name": "weak", "model": WEAK, "base_url": weak_url or ups.weak_url,
-         "api_key_env": KEY_ENV, "input_price": 0.6, "output_price": 0.6,
-         "timeout_s": weak_timeout},
-        {"name": "strong", "model": STRONG, "base_url": ups.strong_url, "api_key_env": KEY_ENV,
-         "input_price": 10.0, "output_price": 30.0, "timeout_s": 10.0},
-    ]
+    return tier_docs(ups, weak={"base_url": weak_url or ups.weak_url, "timeout_s": weak_timeout})
 
 
 def rows(gw: Gateway) -> list[dict[str, Any]]:
