@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +13,14 @@ from typing import Any
 
 import httpx
 import yaml
-from deploy_support import CONTAINERS_CONF, REPO, podman
+from deploy_support import CONTAINERS_CONF, REPO, podman, wait_ready
 
 DEPLOY = REPO / "deploy"
 KEY, OTHER_KEY = "client-key-1", "client-key-2"  # deploy/compose/keys.env
 #: Requests per minute per key: above what the other tests send with KEY (182).
 RPM = 240
+#: How long a service of the stack may take to answer its health check.
+READY_S = 180.0
 PG_PASSWORD = "tierwise"  # keys.env's PGPASSWORD, run-postgres's default
 UPSTREAM = ("import sys; sys.path.insert(0, '/fake'); import uvicorn; "
             "from fake_upstream import FakeUpstream; "
@@ -115,24 +116,12 @@ def bring_up(stack: Stack, path: Path, services: tuple[str, ...] = (),
         up = compose(stack.project, "-f", str(path), "up", "-d", "--no-build", *services)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         for name in ready:
-            wait_ready(stack.url(name) + "/readyz")
+            wait_ready(stack.url(name) + "/readyz", READY_S)
     except AssertionError as exc:  # the containers' own words on why
         logs = [f"--- {name}\n" + podman("logs", "--tail", "15", stack.container(name),
                                          check=False).stderr[-1500:]
                 for name in ("postgres", "router", "gateway-1", "gateway-2")]
         raise AssertionError(f"{exc}\n" + "\n".join(logs)) from exc
-
-
-def wait_ready(url: str, limit_s: float = 180) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < limit_s:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return time.monotonic() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} not ready in {limit_s} s")
 
 
 def chat(http: httpx.Client, text: str) -> httpx.Response:

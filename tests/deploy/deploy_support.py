@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,22 @@ def build(base: str, tag: str, target: str = "serve") -> float:
     start = time.monotonic()
     podman(*args, str(REPO), timeout=1800)
     return time.monotonic() - start
+
+
+def wait_ready(url: str, budget: float, diagnose: Callable[[], str] = str,
+               alive: Callable[[], None] | None = None) -> float:
+    """Seconds until ``url`` answers 200, polled every 0.1 s. ``alive`` may raise to stop early
+    (a container that exited); past ``budget`` an AssertionError ends with ``diagnose()``."""
+    start = time.monotonic()
+    while time.monotonic() - start < budget:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as answer:
+                if answer.status == 200:
+                    return time.monotonic() - start
+        except OSError:  # refused, reset, timed out, or an HTTP error status
+            pass
+        if alive is not None:
+            alive()
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready in {budget} s\n{diagnose()}")
+

@@ -14,16 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from compose_support import (
+    READY_S,
     Stack,
     bring_up,
     chat,
     client,
     compose,
     stack_doc,
-    wait_ready,
     write_stack,
 )
-from deploy_support import REPO, free_port, report
+from deploy_support import REPO, free_port, report, wait_ready
 
 from training import registry
 
@@ -76,7 +76,7 @@ def test_moving_the_champion_alias_reaches_both_gateway_replicas(
     tracking = stack.url("mlflow")
     try:
         bring_up(stack, path, services=("mlflow",), ready=())
-        wait_ready(tracking + "/health")
+        wait_ready(tracking + "/health", READY_S)
         registry.log_and_register(tracking, name=NAME, bundle_dir=FIRST, params={}, metrics={},
                                   alias="champion")
         bring_up(stack, path)

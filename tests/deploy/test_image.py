@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deploy_support import free_port, podman, report
+from deploy_support import free_port, podman, report, wait_ready
 
 #: Start-up budget of the default bundle (issue 24: 15 s; slack for shared cores:
 #: a run beside another image build once missed 30 s).
@@ -42,23 +42,18 @@ def post(url: str, body: dict[str, object], headers: dict[str, str] | None = Non
         return err.code, json.loads(err.read() or b"{}")
 
 
-def wait_ready(url: str, name: str, budget: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < budget:
-        try:
-            if get(url, timeout=1.0)[0] == 200:
-                return time.monotonic() - start
-        except OSError:
-            pass
+def wait_ready_container(url: str, name: str, budget: float) -> float:
+    """``wait_ready`` of a container's endpoint, stopping early (with its logs) if it exits."""
+    def logs() -> str:
+        done = podman("logs", name, check=False)
+        return f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
+
+    def alive() -> None:
         state = podman("inspect", "--format", "{{.State.Status}}", name, check=False).stdout
         if state.strip() not in ("running", "created", "configured"):
-            logs = podman("logs", name, check=False)
-            raise AssertionError(f"{name} exited: {state}\n{logs.stdout[-3000:]}"
-                                 f"{logs.stderr[-3000:]}")
-        time.sleep(0.1)
-    logs = podman("logs", name, check=False)
-    raise AssertionError(f"{url} not ready in {budget} s\n{logs.stdout[-3000:]}"
-                         f"{logs.stderr[-3000:]}")
+            raise AssertionError(f"{name} exited: {state}\n{logs()}")
+
+    return wait_ready(url, budget, logs, alive)
 
 
 @pytest.fixture
@@ -72,7 +67,7 @@ def router(serve_image: str, state_dir: Path) -> Iterator[tuple[str, int, float]
            "-e", f"TIERWISE_SERVICE__HTTP_PORT={http}", "-e", f"TIERWISE_SERVICE__GRPC_PORT={grpc}",
            serve_image)
     try:
-        ready = wait_ready(f"http://127.0.0.1:{http}/readyz", name, READY_BUDGET_S)
+        ready = wait_ready_container(f"http://127.0.0.1:{http}/readyz", name, READY_BUDGET_S)
         cold = time.monotonic() - start
         report(f"router cold start (podman run -> /readyz 200): {cold:.1f} s "
                f"(ready {ready:.1f} s after run returned)")

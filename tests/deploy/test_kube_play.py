@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import free_port, podman, report
+from deploy_support import free_port, podman, report, wait_ready
 from fake_upstream import FakeUpstream, serving
-from test_image import get, post
+from test_image import post
 from test_k8s import by_kind, pod_spec, render
 
 KEY = "kube-play-client-key"
@@ -86,16 +86,11 @@ def played(serve_image: str, tmp_path: Path) -> Iterator[tuple[dict[str, int], P
 
 
 def wait(url: str, budget: float = 60.0) -> None:
-    deadline = time.monotonic() + budget
-    while time.monotonic() < deadline:
-        try:
-            if get(url, timeout=1.0)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pods = subprocess.run(["podman", "pod", "ps"], capture_output=True, text=True, check=False)
-    raise AssertionError(f"{url} not ready in {budget} s\n{pods.stdout}")
+    def pods() -> str:
+        return subprocess.run(["podman", "pod", "ps"], capture_output=True, text=True,
+                              check=False).stdout
+
+    wait_ready(url, budget, pods)
 
 
 def test_kube_play_routes_a_chat_through_the_gateway(
