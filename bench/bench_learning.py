@@ -27,8 +27,9 @@ requests (the gateway's ``tierwise_gateway_shadow_cost_usd``) at ``data/gateway.
 prices. Answer lengths are the fake's: each tier's answer is ``--answer-chars`` long, the judge's
 ``--judge-chars``, and the fake reports usage at 4 characters a token. Reference rows: the
 shipped bundle, and the same recipe fitted on its base data plus every stream row and the other
-folds of the held-out rows (``--folds``-fold cross-validation over them, traffic weight as in
-retrain's default), the issue's target: within 0.02 of it after at most 1,000 labels.
+folds of the held-out rows (``--folds``-fold cross-validation over them, fitted as retrain's
+defaults fit: traffic weight, ``--fit-on auto`` given every stream row), the issue's target:
+within 0.02 of it after at most 1,000 labels.
 
     python bench/bench_learning.py [--steps 100 300 1000 3000]
     python bench/bench_learning.py --quick    # one step of 40 labels, fixture base data: smoke
@@ -80,12 +81,23 @@ from router_model.settings import Settings  # noqa: E402
 from training import registry  # noqa: E402
 from training.bootstrap import bootstrap_ci, paired_diff_ci  # noqa: E402
 from training.data import LabeledRow, dedupe, write_labeled  # noqa: E402
-from training.dataset import Dataset, build_dataset, load_rows, make_context  # noqa: E402
+from training.dataset import (  # noqa: E402
+    Dataset,
+    build_dataset,
+    concat,
+    load_rows,
+    make_context,
+)
 from training.fit import predict_proba_full  # noqa: E402
-from training.pipeline import default_knob, fit_calibrated  # noqa: E402
+from training.pipeline import (  # noqa: E402
+    default_knob,
+    fit_calibrated,
+    gain_marks,
+    select_fit_rule,
+)
 from training.recipes import SHIPPED  # noqa: E402
 from training.report import build_report  # noqa: E402
-from training.retrain import TRAFFIC_WEIGHT, concat  # noqa: E402
+from training.retrain import TRAFFIC_WEIGHT  # noqa: E402
 from training.sources import ensure_converted  # noqa: E402
 
 CLIENT_KEY = "bench-client"
@@ -223,10 +235,25 @@ def row(label: str, held: Dataset, proba: NDArray[np.float64], knob: float | Non
          f"{share:6.3f}  {extra}")
 
 
+def reference_rule(manifest: Manifest, base: Dataset, stream: Dataset, seed: int,
+                   weight: float = TRAFFIC_WEIGHT) -> str:
+    """The fit rule ``tierwise retrain --fit-on auto`` picks given every stream row."""
+    ds = concat(base, stream)
+    n = len(base.rows)
+    weights = np.concatenate([np.ones(n), np.full(len(stream.rows), weight)])
+    return select_fit_rule(ds, manifest.estimator, seed, weights, np.ones(len(ds.rows), bool),
+                           np.arange(n, len(ds.rows)))[0]
+
+
 def cv_reference(manifest: Manifest, base: Dataset, stream: Dataset, held: Dataset, folds: int,
-                 seed: int, weight: float = TRAFFIC_WEIGHT) -> tuple[NDArray[np.float64], float]:
+                 seed: int, weight: float = TRAFFIC_WEIGHT, fit_on: str = "auto",
+                 ) -> tuple[NDArray[np.float64], float, str]:
     """Out-of-fold probabilities on the held-out rows of the recipe fitted on base + stream +
-    the other folds, and the strong share at each fold model's own default knob (pooled)."""
+    the other folds, as ``tierwise retrain`` fits (``fit_on``: its ``--fit-on``, ``auto`` the
+    rule it picks given every stream row; every row here has both tiers scored), the strong
+    share at each fold model's own default knob (pooled) and the rule used."""
+    if fit_on == "auto":
+        fit_on = reference_rule(manifest, base, stream, seed, weight)
     proba = np.zeros((len(held.rows), 2))
     strong = 0.0
     parts = np.array_split(np.random.default_rng(seed).permutation(len(held.rows)), folds)
@@ -235,13 +262,14 @@ def cv_reference(manifest: Manifest, base: Dataset, stream: Dataset, held: Datas
         ds = concat(concat(base, stream), held.subset(rest))
         weights = np.concatenate([np.ones(len(base.rows)),
                                   np.full(len(ds.rows) - len(base.rows), weight)])
-        fitted = fit_calibrated(ds, manifest.estimator, 2, seed, sample_weight=weights)
+        fitted = fit_calibrated(ds, manifest.estimator, 2, seed, sample_weight=weights,
+                                gain=gain_marks(fit_on, np.ones(len(ds.rows), dtype=bool)))
         proba[part] = predict_proba_full(fitted.estimator, held.X[part], 2)
         fold = held.subset(part)
         rep = build_report(fold.scores, fold.costs, ["weak", "strong"], proba[part],
                            default_knob=default_knob(fitted, ds))
         strong += rep["at_default_knob"]["strong_share"] * len(part)
-    return proba, strong / len(held.rows)
+    return proba, strong / len(held.rows), fit_on
 
 
 @dataclass(frozen=True)
@@ -341,12 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{len(kind.held)} held out, {len(kind.stream)} to stream; weak right on "
              f"{held.scores[:, 0].mean():.3f}, strong on {held.scores[:, 1].mean():.3f} of the "
              f"held-out; base {len(base.rows)} rows; {os.cpu_count()} CPUs")
-        ref, ref_share = cv_reference(manifest, base, stream, held, a.folds, a.seed)
+        ref, ref_share, rule = cv_reference(manifest, base, stream, held, a.folds, a.seed)
         emit(f"  {'router':<34} {'APGR':>6} {'95% CI':>15}  {'vs CV reference [CI]':<24} "
              f"{'strong':>6}  shadow USD/1k requests")
         row(f"shipped bundle ({a.model.name})", held, onnx_proba(a.model, held.X),
             manifest.threshold, ref)
-        row(f"reference: {a.folds}-fold CV, all outcomes", held, ref, None, None,
+        row(f"reference: {a.folds}-fold CV, all, {rule}", held, ref, None, None,
             share=ref_share)
         curve(Run(tmp, a.model, manifest, base_files, env, a), stack, kind, held, ref)
     return 0

@@ -3,20 +3,24 @@
 Not a test. ``bench_learning.py`` streams one shuffle of a kind through a real gateway, so its
 figures are one draw: on 1,000 held-out prompts with a small weak/strong gap, a router's APGR
 moves by 0.1 from one shuffle to the next. This runs the fits that run would end in, for
-``--seeds`` shuffles and each ``--weights`` traffic weight, without the gateway: the label a
+``--seeds`` shuffles, each ``--fit-on`` rule and each ``--weights`` traffic weight, without
+the gateway: the label a
 shadow sample stores is the recorded score on the judge's scale (``bench_learning``'s fake judge
 rates ``1 + round(9 * score)``, read back as ``(N - 1) / 9``), and ``tierwise retrain`` fits the
-bundle's recipe on its base rows (weight 1) plus the labeled traffic (the traffic weight), as here.
+bundle's recipe on its base rows (weight 1) plus the labeled traffic (the traffic weight), as here,
+on the score gain or the label (``--fit-on``; every row here has both tiers scored).
 
 Per shuffle: the shipped bundle, the reference (the recipe on base + every stream row + the
-other folds of the held-out rows, ``--folds``-fold CV, at the same traffic weight) and the
+other folds of the held-out rows, ``--folds``-fold CV, with the same rule and weight) and the
 challenger after each of ``--steps`` labels, all as APGR on the shuffle's ``--holdout`` rows.
-Then, per weight, the mean over shuffles, and the mean and the worst of (challenger - reference)
-with the mean's standard error. Kinds: ``llmrouter`` (``bench_learning``'s: LLMRouter's
-non-benchmark clusters, llama-3.1-8b / nemotron-51b as the tiers) and ``mmlu_pro``
-(``bench_cross_task``'s: MMLU-Pro questions not from MMLU, Mixtral-8x7B / gpt-4o).
+Then, per rule and weight, the mean over shuffles, and the mean and the worst of
+(challenger - reference) with the mean's standard error. Kinds: ``llmrouter``
+(``bench_learning``'s: LLMRouter's non-benchmark clusters, llama-3.1-8b / nemotron-51b as the
+tiers) and ``mmlu_pro`` (``bench_cross_task``'s: MMLU-Pro questions not from MMLU,
+Mixtral-8x7B / gpt-4o).
 
-    python bench/bench_learning_seeds.py [--kind llmrouter] [--seeds 6] [--weights 2 5 10 20]
+    python bench/bench_learning_seeds.py [--kind llmrouter] [--seeds 10] [--steps 300 1000]
+                                         [--fit-on auto gain label] [--weights 10]
     python bench/bench_learning_seeds.py --quick    # 1 shuffle, 40 labels, fixture base rows
 """
 
@@ -47,12 +51,11 @@ from router_model.artifact import read_bundle  # noqa: E402
 from router_model.judge import MAX_RATING, MIN_RATING  # noqa: E402
 from router_model.settings import Settings  # noqa: E402
 from training.data import LabeledRow, dedupe  # noqa: E402
-from training.dataset import Dataset, build_dataset, load_rows, make_context  # noqa: E402
+from training.dataset import Dataset, build_dataset, concat, load_rows, make_context  # noqa: E402
 from training.fit import predict_proba_full  # noqa: E402
-from training.pipeline import fit_calibrated  # noqa: E402
+from training.pipeline import fit_calibrated, gain_marks, select_fit_rule  # noqa: E402
 from training.recipes import SHIPPED  # noqa: E402
 from training.report import build_report  # noqa: E402
-from training.retrain import concat  # noqa: E402
 from training.sources import ensure_converted  # noqa: E402
 
 SCALE = MAX_RATING - MIN_RATING
@@ -79,8 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--model", type=Path, default=REPO / "data" / "models" / "routellm")
     p.add_argument("--kind", choices=("llmrouter", "mmlu_pro"), default="llmrouter")
-    p.add_argument("--seeds", type=int, default=6, help="shuffles (seeds 0..N-1)")
-    p.add_argument("--weights", type=float, nargs="+", default=[2.0, 5.0, 10.0, 20.0])
+    p.add_argument("--seeds", type=int, default=10, help="shuffles (seeds 0..N-1)")
+    p.add_argument("--fit-on", nargs="+", choices=("auto", "gain", "label"), default=["auto"],
+                   help="retrain's rules (auto: the reference's rule is the one auto picks given "
+                        "every stream row)")
+    p.add_argument("--weights", type=float, nargs="+", default=[10.0])
     p.add_argument("--steps", type=int, nargs="+", default=[300, 1000, 3000])
     p.add_argument("--holdout", type=int, default=1000)
     p.add_argument("--folds", type=int, default=5)
@@ -95,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_converted(settings.sources_dir, labeled)
     base_files = tuple(labeled / f for f in SHIPPED[bundle.name].data_files)
     if a.quick:
-        a.seeds, a.weights, a.steps, a.holdout, a.folds = 1, [2.0], [40], 40, 2
+        a.seeds, a.weights, a.steps, a.holdout, a.folds = 1, [10.0], [40], 40, 2
         base_files = (QUICK_BASE,)
     ctx = make_context(bundle.feature_set, None if a.quick else settings.cache_dir)
     tiers, tol = bundle.tier_ladder(), bundle.label_rule.tolerance
@@ -104,9 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = sorted({min(s, len(rows) - a.holdout) for s in a.steps})
     emit(f"bench_learning_seeds: {a.kind}, {len(rows)} rows, {a.holdout} held out per "
          f"shuffle; base {len(base.rows)} rows; {a.seeds} shuffles; APGR on the held-out rows")
-    emit(f"{'seed':>4} {'weight':>6} {'shipped':>7} {'reference':>9} "
+    configs = [(f, w) for f in a.fit_on for w in a.weights]
+    emit(f"{'seed':>4} {'fit':>5} {'weight':>6} {'shipped':>7} {'reference':>9} "
          + " ".join(f"{f'after {n}':>11}" for n in steps))
-    table = np.zeros((a.seeds, len(a.weights), 2 + len(steps)))
+    table = np.zeros((a.seeds, len(configs), 2 + len(steps)))
     for seed in range(a.seeds):
         kind = split_kind(rows, a.holdout, seed)
         if a.quick:
@@ -114,27 +121,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         held, stream = (build_dataset(part, tiers, ctx, tolerance=tol, source=name)
                         for name, part in (("held-out", kind.held), ("stream", kind.stream)))
         shipped = apgr(held, onnx_proba(a.model, held.X))
-        for j, w in enumerate(a.weights):
-            ref, _ = cv_reference(bundle, base, stream, held, a.folds, seed, weight=w)
+        for j, (fit_on, w) in enumerate(configs):
+            ref, _, ref_rule = cv_reference(bundle, base, stream, held, a.folds, seed,
+                                            weight=w, fit_on=fit_on)
+            rules = [ref_rule]
             table[seed, j, :2] = shipped, apgr(held, ref)
             for i, n in enumerate(steps):
                 part = stream.subset(np.arange(n))
                 weights = np.concatenate([np.ones(len(base.rows)), np.full(n, w)])
-                fitted = fit_calibrated(concat(base, part), bundle.estimator, 2, seed,
-                                        sample_weight=weights)
+                ds, complete = concat(base, part), np.ones(len(weights), dtype=bool)
+                rule = fit_on if fit_on != "auto" else select_fit_rule(
+                    ds, bundle.estimator, seed, weights, complete,
+                    np.arange(len(base.rows), len(ds.rows)))[0]
+                rules.append(rule)
+                fitted = fit_calibrated(ds, bundle.estimator, 2, seed, sample_weight=weights,
+                                        gain=gain_marks(rule, complete))
                 table[seed, j, 2 + i] = apgr(held, predict_proba_full(fitted.estimator,
                                                                       held.X, 2))
             shipped_, ref_, *after = table[seed, j]
-            emit(f"{seed:>4} {w:>6g} {shipped_:>7.3f} {ref_:>9.3f} "
-                 + " ".join(f"{x:>11.3f}" for x in after))
-    emit("\nper weight, over shuffles: mean APGR; after n labels, mean (challenger - reference) "
-         "+- its standard error, and the worst shuffle's")
-    for j, w in enumerate(a.weights):
+            emit(f"{seed:>4} {fit_on:>5} {w:>6g} {shipped_:>7.3f} {ref_:>8.3f}{rules[0][0]} "
+                 + " ".join(f"{x:>10.3f}{r[0]}" for x, r in zip(after, rules[1:], strict=True)))
+    emit("(after each APGR: the rule fitted, g = gain, l = label)")
+    emit("\nper rule and weight, over shuffles: mean APGR; after n labels, mean "
+         "(challenger - reference) +- its standard error, and the worst shuffle's")
+    for j, (fit_on, w) in enumerate(configs):
         t = table[:, j]
         diff = t[:, 2:] - t[:, 1:2]
         se = diff.std(axis=0, ddof=1) / np.sqrt(len(t)) if len(t) > 1 else np.full(len(steps),
                                                                                    np.nan)
-        emit(f"  weight {w:g}: shipped {t[:, 0].mean():.3f}, reference {t[:, 1].mean():.3f}; "
+        emit(f"  fit on {fit_on}, weight {w:g}: shipped {t[:, 0].mean():.3f}, "
+             f"reference {t[:, 1].mean():.3f}; "
               + "; ".join(f"after {n}: {t[:, 2 + i].mean():.3f} ({diff[:, i].mean():+.3f} "
                           f"+- {se[i]:.3f}, worst {diff[:, i].min():+.3f})"
                           for i, n in enumerate(steps)))

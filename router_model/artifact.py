@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,6 +38,11 @@ class LabelRule(BaseModel):
     model_config = ConfigDict(frozen=True)
     rule: str = "cheapest_adequate"
     tolerance: float = 0.0
+    #: What the classifier was fitted on: ``label`` (every row's cheapest-adequate label) or
+    #: ``gain`` (two tiers: rows with every tier scored fitted on which tier scored higher,
+    #: weighted by the score gap, ties left out; ``training.pipeline.gain_rows``), calibrated
+    #: alike: P(strong) is then the chance the strong tier scores higher where the tiers differ.
+    fit: Literal["label", "gain"] = "label"
 
 
 class Manifest(BaseModel):

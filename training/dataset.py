@@ -68,6 +68,14 @@ class Dataset:
         )
 
 
+def concat(a: Dataset, b: Dataset) -> Dataset:
+    """Rows of ``a`` then ``b``."""
+    return Dataset(rows=a.rows + b.rows, X=np.vstack([a.X, b.X]),
+                   n_tokens=np.concatenate([a.n_tokens, b.n_tokens]),
+                   scores=np.vstack([a.scores, b.scores]), costs=np.vstack([a.costs, b.costs]),
+                   labels=np.concatenate([a.labels, b.labels]), skipped=a.skipped + b.skipped)
+
+
 @dataclass(frozen=True)
 class FeatureContext:
     """What computing features needs: the featurizer and an optional embedding cache dir."""

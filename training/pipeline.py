@@ -45,11 +45,17 @@ def fit_calibrated(
     sample_weight: NDArray[np.float64] | None = None,
     *,
     balance_tasks: bool = False,
+    gain: NDArray[np.bool_] | None = None,
 ) -> Fitted:
     """Fit ``candidate`` on most rows and calibrate it on a held-out slice of the same rows.
 
     ``balance_tasks`` multiplies the weights by ``Dataset.task_weights`` in fitting; calibration
     stays unweighted, so probabilities (and the default knob) keep the rows' own mix.
+    ``gain`` marks rows (two tiers only) fitted on their score gain instead of their label
+    (``gain_rows``), and calibrated so too: a sigmoid calibrated on labels could reverse the
+    fit's order where the tiers differ least often where the strong tier wins most (Platt's slope
+    may be negative), and the order is what routing uses. The probability of the strong tier is
+    then that it scores higher, given that the tiers differ.
     """
     start = time.perf_counter()
     if balance_tasks:
@@ -59,15 +65,27 @@ def fit_calibrated(
     fit_idx_a = np.asarray(fit_idx, dtype=np.int64)
     cal_idx_a = np.asarray(cal_idx, dtype=np.int64)
     weight = None if sample_weight is None else sample_weight[fit_idx_a]
+    labels = ds.labels[fit_idx_a]
+    if gain is not None and gain.any():
+        keep, labels, weight = gain_rows(ds.scores[fit_idx_a], labels, weight,
+                                         gain[fit_idx_a])
+        fit_idx_a = fit_idx_a[keep]
+        if np.unique(labels).size < 2:
+            raise InvalidData(f"fitting on the score gain leaves {len(labels)} rows, all of one "
+                              "class (one tier never scored higher): fit on labels instead")
     est = fit_candidate(
         candidate,
         ds.X[fit_idx_a],
-        ds.labels[fit_idx_a],
+        labels,
         n_classes=n_classes,
         seed=seed,
         sample_weight=weight,
     )
-    cal = calibrate(est, ds.X[cal_idx_a], ds.labels[cal_idx_a], n_classes=n_classes)
+    X_cal, y_cal = ds.X[cal_idx_a], ds.labels[cal_idx_a]
+    if gain is not None and gain.any():
+        keep_cal, y_cal, _ = gain_rows(ds.scores[cal_idx_a], y_cal, None, gain[cal_idx_a])
+        X_cal = X_cal[keep_cal]
+    cal = calibrate(est, X_cal, y_cal, n_classes=n_classes)
     seconds = time.perf_counter() - start
     logger.info(
         "fitted %s on %d rows (+%d calibration) in %.1fs",
@@ -77,6 +95,95 @@ def fit_calibrated(
         seconds,
     )
     return Fitted(cal, candidate, cal_idx_a, seconds)
+
+
+def gain_rows(
+    scores: NDArray[np.float64],
+    labels: NDArray[np.int64],
+    weight: NDArray[np.float64] | None,
+    marked: NDArray[np.bool_],
+) -> tuple[NDArray[np.bool_], NDArray[np.int64], NDArray[np.float64]]:
+    """Fit rows of a two-tier ladder on what the dearer tier gains (``gain`` = strong - weak).
+
+    A marked row whose tiers scored alike says nothing about which tier to pay for: it is left
+    out of the fit. Any other marked row is labelled by which tier scored higher, weighted by
+    ``|gain|``, so a logistic fit orders prompts by how likely the dearer tier wins where the
+    tiers differ. The cheapest-adequate label instead counts every tie as "the cheap tier" and a
+    row where the cheap tier did better the same as a tie, which also teaches how often the
+    tiers differ at all (what matters on a benchmark of right-or-wrong answers, where "both
+    wrong" marks the hardest questions). Which helps depends on the traffic: ``select_fit_rule``.
+    Unmarked rows keep their label and weight. Returns the rows kept, their labels and weights.
+    """
+    if scores.shape[1] != 2:
+        raise ValueError(f"gain labels need two tiers, got {scores.shape[1]}")
+    w = np.ones(len(labels)) if weight is None else np.asarray(weight, dtype=np.float64)
+    d = scores[:, 1] - scores[:, 0]
+    keep = ~marked | (d != 0)
+    new_labels = np.where(marked, (d > 0).astype(np.int64), labels)
+    new_weight = np.where(marked, w * np.abs(d), w)
+    return keep, new_labels[keep], new_weight[keep]
+
+
+def gain_marks(fit: str, complete: NDArray[np.bool_]) -> NDArray[np.bool_] | None:
+    """The rows to fit on their score gain under a label rule's ``fit`` (``complete``: rows with
+    every tier scored); None when the rule fits labels."""
+    return np.asarray(complete, dtype=bool) if fit == "gain" else None
+
+
+#: Fit rules ``select_fit_rule`` compares (``LabelRule.fit``).
+FIT_RULES = ("label", "gain")
+#: Fully scored traffic rows below which ``select_fit_rule`` keeps ``label`` without comparing.
+FIT_RULE_MIN_ROWS = 100
+#: Folds of the traffic rows ``select_fit_rule`` compares the rules on.
+FIT_RULE_FOLDS = 3
+
+
+def select_fit_rule(
+    ds: Dataset,
+    candidate: str,
+    seed: int,
+    weights: NDArray[np.float64],
+    complete: NDArray[np.bool_],
+    judged: NDArray[np.int64],
+    folds: int = FIT_RULE_FOLDS,
+) -> tuple[str, dict[str, Any]]:
+    """The fit rule (``label`` or ``gain``) whose fits rank the deployment's own prompts better.
+
+    ``judged`` are the rows of ``ds`` to compare on (traffic with every tier scored), ``complete``
+    marks every row with every tier scored (base data and those). Each rule is fitted
+    ``folds`` times, each time without one fold of ``judged`` (every other row in, weighted as
+    the challenger will be), and the out-of-fold probabilities are pooled: the rule with the
+    higher APGR on ``judged`` wins, ``label`` on a tie. Two tiers only; with fewer than
+    ``FIT_RULE_MIN_ROWS`` judged rows ``label`` is kept without comparing (a few dozen rows
+    cannot tell the rules apart). Returns the rule and what decided it.
+    """
+    n = len(judged)
+    if ds.scores.shape[1] != 2:
+        return "label", {"why": "the gain rule needs two tiers"}
+    if n < FIT_RULE_MIN_ROWS:
+        return "label", {"why": f"{n} fully scored traffic rows (at least {FIT_RULE_MIN_ROWS} "
+                                "needed to compare the rules)"}
+    held = ds.subset(judged)
+    parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
+    apgr: dict[str, float] = {}
+    for rule in FIT_RULES:
+        proba = np.zeros((n, 2))
+        for part in parts:
+            train = np.setdiff1d(np.arange(len(ds.rows)), judged[part])
+            try:
+                fitted = fit_calibrated(ds.subset(train), candidate, 2, seed,
+                                        sample_weight=weights[train],
+                                        gain=gain_marks(rule, complete[train]))
+            except InvalidData:  # the gain rule cannot fit these rows: it cannot win
+                proba[:] = np.nan
+                break
+            proba[part] = predict_proba_full(fitted.estimator, held.X[part], 2)
+        value = None if np.isnan(proba).any() else build_report(
+            held.scores, held.costs, ["weak", "strong"], proba)["apgr"]
+        apgr[rule] = float("nan") if value is None else float(value)
+    rule = "gain" if apgr["gain"] > apgr["label"] else "label"
+    logger.info("fit rule %s: out-of-fold APGR on %d judged traffic rows %s", rule, n, apgr)
+    return rule, {"apgr": apgr, "rows": n, "folds": folds}
 
 
 def report_on(fitted: Fitted, ds: Dataset, tier_names: Sequence[str]) -> dict[str, Any]:

@@ -52,17 +52,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from router_model.artifact import Manifest, read_bundle, write_bundle
+from router_model.artifact import LabelRule, Manifest, read_bundle, write_bundle
 from router_model.errors import InvalidData, NotFound, RouterError
 from router_model.logs import configure_logging
 from router_model.settings import Settings
 from router_model.tiers import Tier
 from training import registry
 from training.cli_args import number_in
-from training.data import LabeledRow, data_sha256, group_split
-from training.dataset import Dataset, build_dataset, load_rows, make_context
+from training.data import data_sha256, group_split
+from training.dataset import Dataset, build_dataset, concat, load_rows, make_context
 from training.export import export_checked
-from training.pipeline import default_knob, fit_calibrated
+from training.pipeline import default_knob, fit_calibrated, gain_marks, select_fit_rule
 from training.protocol import check_trainable
 from training.recipes import SHIPPED, Recipe
 from training.retrain_gate import (
@@ -77,10 +77,11 @@ from training.retrain_gate import (
 )
 from training.traffic import (
     DEFAULT_ADEQUATE,
-    TrafficLabels,
     label_traffic,
     parse_since,
     read_decisions,
+    split_traffic,
+    traffic_dataset,
 )
 
 logger = logging.getLogger(__name__)
@@ -120,34 +121,10 @@ class RetrainConfig:
     #: Multiplies ``traffic_weight`` for rows whose scores all came from the LLM judge (shadow
     #: labels); rows with client feedback keep ``traffic_weight``.
     judge_weight: float = 1.0
-
-
-def traffic_dataset(t: TrafficLabels, idx: NDArray[np.int64], tiers: Sequence[Tier]) -> Dataset:
-    """Labeled traffic rows as a ``Dataset`` (prompt text or its hash stands in for the row)."""
-    rows = tuple(
-        LabeledRow(prompt=t.prompts[i] or f"sha256:{t.prompt_sha256[i]}",
-                   scores={tier.model: float(t.scores[i, j]) for j, tier in enumerate(tiers)},
-                   id=t.prompt_sha256[i], group="traffic")
-        for i in idx
-    )
-    return Dataset(rows=rows, X=t.X[idx], n_tokens=np.zeros(len(idx), dtype=np.int64),
-                   scores=t.scores[idx], costs=t.costs[idx], labels=t.labels[idx], skipped=0)
-
-
-def concat(a: Dataset, b: Dataset) -> Dataset:
-    """Rows of ``a`` then ``b``."""
-    return Dataset(rows=a.rows + b.rows, X=np.vstack([a.X, b.X]),
-                   n_tokens=np.concatenate([a.n_tokens, b.n_tokens]),
-                   scores=np.vstack([a.scores, b.scores]), costs=np.vstack([a.costs, b.costs]),
-                   labels=np.concatenate([a.labels, b.labels]), skipped=a.skipped + b.skipped)
-
-
-def split_traffic(t: TrafficLabels, fraction: float) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """(train, holdout) indices: the holdout is the most recent ``fraction`` of prompts."""
-    order = np.argsort(np.asarray([w.timestamp() for w in t.created_at]), kind="stable")
-    n_hold = int(round(len(order) * fraction)) if len(order) > 1 else 0
-    return order[: len(order) - n_hold].astype(np.int64), order[len(order) - n_hold:].astype(
-        np.int64)
+    #: ``auto``, ``gain`` or ``label`` (``LabelRule.fit``): ``gain`` fits a two-tier challenger's
+    #: fully scored rows (base data, judged traffic) on their score gain; ``auto`` picks the rule
+    #: by cross-validation on the judged traffic (``training.pipeline.select_fit_rule``).
+    fit_on: str = "auto"
 
 
 def load_base(cfg: RetrainConfig, manifest: Manifest, tiers: Sequence[Tier]) -> tuple[Dataset,
@@ -198,6 +175,8 @@ class Prepared:
 
     train: Dataset
     weights: NDArray[np.float64]
+    #: Rows fitted on their score gain (None: every row on its label).
+    gain: NDArray[np.bool_] | None
     base: Dataset
     frame: Frame
     summary: dict[str, Any]
@@ -224,6 +203,9 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
                                                   (base, recent), frozen)
     merged = concat(base, recent)
     source_of = dict(zip(labels.prompt_sha256, labels.sources, strict=True))
+    complete_of = dict(zip(labels.prompt_sha256, labels.complete, strict=True))
+    complete = np.concatenate([np.ones(len(base.rows), dtype=bool), np.asarray(
+        [complete_of.get(row.id or "", False) for row in recent.rows], dtype=bool)])
     weights = np.concatenate([np.ones(len(base.rows)), [
         cfg.traffic_weight * (cfg.judge_weight if source_of.get(row.id or "") == "judge" else 1.0)
         for row in recent.rows]])
@@ -231,29 +213,41 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
     check_trainable(merged, [t.name for t in tiers], Recipe(
         name=cfg.name, tiers_file="", tolerance=manifest.label_rule.tolerance,
         data_files=(*(str(f) for f in cfg.base_data), "traffic store (training part)")))
+    fit_on, fit_rule = cfg.fit_on, {"why": f"--fit-on {cfg.fit_on}"}
+    if fit_on == "gain" and len(tiers) != 2:
+        raise InvalidData(f"--fit-on gain needs a two-tier bundle; {cfg.name} has {len(tiers)}")
+    if fit_on == "auto":  # compared on the traffic rows the judge scored in full
+        fit_on, fit_rule = select_fit_rule(
+            merged, cfg.estimator or manifest.estimator, cfg.seed, weights, complete,
+            np.flatnonzero(complete[len(base.rows):]) + len(base.rows))
+    gain = gain_marks(fit_on, complete)
     holdout = traffic_dataset(labels, hold_idx, tiers) if len(hold_idx) else None
     summary = {"traffic_labeled": len(labels.labels), "traffic_train": len(recent.rows),
                "traffic_holdout": len(hold_idx), "traffic_skipped": labels.skipped,
                "label_sources": dict(Counter(labels.sources)),
                "base_rows": len(base.rows), "frozen_rows": len(frozen.rows),
                "label_shares": np.bincount(merged.labels, minlength=len(tiers)).tolist(),
+               "fit_on": fit_on, "fit_rule": fit_rule,
+               "traffic_fit_on_gain": 0 if gain is None else int(gain[len(base.rows):].sum()),
                "eval_overlap": None if overlap is None else {
                    "rows": overlap.shared, "base": overlap.base, "traffic": overlap.traffic}}
     logger.info("retrain data: %s", summary)
-    return Prepared(merged, weights, base, Frame(frozen, holdout), summary)
+    return Prepared(merged, weights, gain, base, Frame(frozen, holdout), summary)
 
 
-def fit_challenger(cfg: RetrainConfig, manifest: Manifest, ds: Dataset,
-                   weights: NDArray[np.float64]) -> tuple[Manifest, bytes]:
+def fit_challenger(cfg: RetrainConfig, manifest: Manifest, prep: Prepared) -> tuple[Manifest,
+                                                                                   bytes]:
     """Fit, calibrate and export the challenger; its manifest is the champion's, updated."""
-    k = len(manifest.classes)
+    k, ds = len(manifest.classes), prep.train
     candidate = cfg.estimator or manifest.estimator
-    fitted = fit_calibrated(ds, candidate, k, cfg.seed, sample_weight=weights)
+    fitted = fit_calibrated(ds, candidate, k, cfg.seed, sample_weight=prep.weights, gain=prep.gain)
     onnx_bytes, parity = export_checked(fitted.estimator, ds.X[fitted.cal_idx], k)
     digest = hashlib.sha256(data_sha256(cfg.base_data).encode())
     digest.update(ds.X.tobytes())
     new = manifest.model_copy(update={
         "estimator": candidate, "threshold": round(default_knob(fitted, ds), 6),
+        "label_rule": LabelRule(tolerance=manifest.label_rule.tolerance,
+                                fit="label" if prep.gain is None else "gain"),
         "metrics": {"onnx_parity_max_abs_diff": parity, "n_rows": len(ds.rows),
                     "retrained_from": manifest.model_version},
         "train_data_sha256": digest.hexdigest(),
@@ -273,7 +267,7 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
     champ_version, manifest, champ_onnx = champion_bundle(cfg)
     prep = prepare(cfg, manifest)
     frame, summary = prep.frame, prep.summary
-    new_manifest, new_onnx = fit_challenger(cfg, manifest, prep.train, prep.weights)
+    new_manifest, new_onnx = fit_challenger(cfg, manifest, prep)
     names = list(manifest.classes)
     judged = "artifact" if cfg.eval_data is not None else "refit on base-train"
     if cfg.eval_data is None:  # the artifact was fitted on the frozen rows: judge its recipe
@@ -291,7 +285,8 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
         "name": cfg.name, "promoted": promote, "reasons": reasons, "cards": cards, "data": summary,
         "champion_version": champ_version, "margin": cfg.margin,
         "max_slowdown": cfg.max_slowdown, "traffic_weight": cfg.traffic_weight,
-        "judge_weight": cfg.judge_weight, "challenger_model_version": new_manifest.model_version,
+        "judge_weight": cfg.judge_weight, "fit_on": summary["fit_on"],
+        "challenger_model_version": new_manifest.model_version,
         "frozen_diff_ci95": diff_ci, "require_ci": cfg.require_ci,
         "min_eval_rows": cfg.min_eval_rows, "champion_judged": judged,
     }
@@ -350,6 +345,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-weight", type=number_in(0, np.inf, hi_open=True), default=1.0,
                    help="multiplies --traffic-weight for rows labeled by the LLM judge alone "
                         "(shadow labels); rows with client feedback keep --traffic-weight")
+    p.add_argument("--fit-on", choices=("auto", "gain", "label"), default="auto",
+                   help="gain: a two-tier challenger fits rows with every tier scored (base data, "
+                        "judge labels) on which tier scored higher, weighted by the gap, ties "
+                        "left out; label: on the cheapest-adequate label; auto: the one ranking "
+                        "the judged traffic better in cross-validation (docs/learning.md)")
     p.add_argument("--holdout-fraction", type=number_in(0, 1, hi_open=True), default=0.2,
                    help="share in [0, 1) of the latest labeled traffic prompts held out")
     p.add_argument("--bundle-out", type=Path, help="write a promoted bundle here (service watch)")
@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bundle_out=args.bundle_out, estimator=args.estimator,
             seed=t.seed if args.seed is None else args.seed, require_ci=args.require_ci,
             min_eval_rows=args.min_eval_rows, cache_dir=None if args.no_cache else t.cache_dir,
-            judge_weight=args.judge_weight,
+            judge_weight=args.judge_weight, fit_on=args.fit_on,
         )
         run_retrain(cfg)
     except RouterError as exc:

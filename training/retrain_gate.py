@@ -23,7 +23,7 @@ from training.bootstrap import paired_diff_ci
 from training.data import LabeledRow, data_sha256, normalise_prompt
 from training.dataset import Dataset
 from training.export import export_checked
-from training.pipeline import fit_calibrated, gate_metric
+from training.pipeline import fit_calibrated, gain_marks, gate_metric
 from training.report import build_report
 
 logger = logging.getLogger(__name__)
@@ -238,6 +238,7 @@ def refit_champion(manifest: Manifest, base: Dataset, seed: int) -> bytes:
     calibrated on the base training split only, exported: what the gate judges by default,
     since the champion artifact itself was fitted on the rows the frozen set is drawn from."""
     k = len(manifest.classes)
-    fitted = fit_calibrated(base, manifest.estimator, k, seed)
+    gain = gain_marks(manifest.label_rule.fit, np.ones(len(base.rows), dtype=bool))
+    fitted = fit_calibrated(base, manifest.estimator, k, seed, gain=gain)
     onnx_bytes, _ = export_checked(fitted.estimator, base.X[fitted.cal_idx], k)
     return onnx_bytes

@@ -63,7 +63,8 @@ from router_model.traffic_schema import (
     select_list,
     store_location,
 )
-from training.data import cheapest_adequate
+from training.data import LabeledRow, cheapest_adequate
+from training.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class TrafficLabels:
     skipped: dict[str, int] = field(default_factory=dict)
     #: Per row: ``feedback``, ``judge`` or ``judge+feedback`` (module docstring).
     sources: tuple[str, ...] = ()
+    #: Per row: every tier scored (no score imputed), as a row of the labeled-data format.
+    complete: tuple[bool, ...] = ()
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -299,6 +302,7 @@ def label_traffic(
         elif why != "unlabelled":
             skipped[why] += 1
     X, labels, scores, costs, when, keys, prompts, sources = [], [], [], [], [], [], [], []
+    complete: list[bool] = []
     for key, ds in groups.items():
         outcomes, source = _outcomes(ds, index)
         found = _label_row(outcomes, len(tiers), threshold, tolerance)
@@ -314,11 +318,32 @@ def label_traffic(
         keys.append(key)
         prompts.append(first.prompt)
         sources.append(source)
+        complete.append(len(outcomes) == len(tiers))
     return TrafficLabels(
         X=np.asarray(X, dtype=np.float32).reshape(len(X), width),
         labels=np.asarray(labels, dtype=np.int64),
         scores=np.asarray(scores, dtype=np.float64).reshape(len(X), len(tiers)),
         costs=np.asarray(costs, dtype=np.float64).reshape(len(X), len(tiers)),
         created_at=tuple(when), prompt_sha256=tuple(keys), prompts=tuple(prompts),
-        skipped=dict(skipped), sources=tuple(sources),
+        skipped=dict(skipped), sources=tuple(sources), complete=tuple(complete),
     )
+
+
+def traffic_dataset(t: TrafficLabels, idx: NDArray[np.int64], tiers: Sequence[Tier]) -> Dataset:
+    """Labeled traffic rows as a ``Dataset`` (prompt text or its hash stands in for the row)."""
+    rows = tuple(
+        LabeledRow(prompt=t.prompts[i] or f"sha256:{t.prompt_sha256[i]}",
+                   scores={tier.model: float(t.scores[i, j]) for j, tier in enumerate(tiers)},
+                   id=t.prompt_sha256[i], group="traffic")
+        for i in idx
+    )
+    return Dataset(rows=rows, X=t.X[idx], n_tokens=np.zeros(len(idx), dtype=np.int64),
+                   scores=t.scores[idx], costs=t.costs[idx], labels=t.labels[idx], skipped=0)
+
+
+def split_traffic(t: TrafficLabels, fraction: float) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(train, holdout) indices: the holdout is the most recent ``fraction`` of prompts."""
+    order = np.argsort(np.asarray([w.timestamp() for w in t.created_at]), kind="stable")
+    n_hold = int(round(len(order) * fraction)) if len(order) > 1 else 0
+    return order[: len(order) - n_hold].astype(np.int64), order[len(order) - n_hold:].astype(
+        np.int64)

@@ -38,7 +38,7 @@ QUICK: dict[str, tuple[list[str], str]] = {
     # judge answering the recorded outcomes, retraining after 30 and 60 labels
     "bench_learning.py": (["--labeled-dir", "{labeled}"], "after 40 prompts (40 labeled)"),
     # the same fits without the gateway, over shuffles: 1 shuffle, 40 labels
-    "bench_learning_seeds.py": (["--labeled-dir", "{labeled}"], "weight 2: shipped"),
+    "bench_learning_seeds.py": (["--labeled-dir", "{labeled}"], "fit on auto, weight 10: shipped"),
 }
 #: Under 10 s each on a quiet 2-core machine: the rest starts servers, converts or trains.
 FAST = {"bench_cache_store.py"}

@@ -43,6 +43,7 @@ def test_read_and_label(tmp_path: Path) -> None:
     labels = label_traffic(decisions, TIERS, width=4, threshold=0.5)
     assert labels.labels.tolist() == [0, 1]  # p0 -> weak; 'same' -> strong (replayed)
     assert labels.scores.tolist() == [[1.0, 1.0], [0.0, 1.0]]
+    assert labels.complete == (False, True)  # p0's strong score is imputed; 'same' saw both
     assert labels.skipped == {"feature_mismatch": 1, "unidentified": 1}
     assert labels.X.shape == (2, 4)
     later = read_decisions(url, parse_since((T0.replace(second=3)).isoformat()))
