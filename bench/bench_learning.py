@@ -29,7 +29,9 @@ prices. Answer lengths are the fake's: each tier's answer is ``--answer-chars`` 
 shipped bundle, and the same recipe fitted on its base data plus every stream row and the other
 folds of the held-out rows (``--folds``-fold cross-validation over them, fitted as retrain's
 defaults fit: traffic weight, ``--fit-on auto`` given every stream row), the issue's target:
-within 0.02 of it after at most 1,000 labels.
+within 0.02 of it after at most 1,000 labels. Last, the oracle: a router that knows each
+held-out prompt's outcome (the strong tier where it scores higher), at the knob that reaches the
+same PGR target as a bundle's default; its strong share is the issue's second target.
 
     python bench/bench_learning.py [--steps 100 300 1000 3000]
     python bench/bench_learning.py --quick    # one step of 40 labels, fixture base data: smoke
@@ -93,6 +95,7 @@ from training.pipeline import (  # noqa: E402
     default_knob,
     fit_calibrated,
     gain_marks,
+    knob_for_pgr,
     select_fit_rule,
 )
 from training.recipes import SHIPPED  # noqa: E402
@@ -322,7 +325,7 @@ def curve(run: Run, stack: ExitStack, kind: Kind, held: Dataset,
         row(f"after {n} prompts ({decision['data']['traffic_labeled']} labeled)", held,
             onnx_proba(out / "challenger", held.X), manifest.threshold, ref,
             f"${spend:7.3f}   {n / took:5.1f} prompts/s, retrain {retrain_s:.0f}s, "
-            f"{int(counts.get('labeled', 0))} labelled")
+            f"{int(counts.get('labeled', 0))} labelled, fit on {decision['fit_on']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -376,6 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             manifest.threshold, ref)
         row(f"reference: {a.folds}-fold CV, all, {rule}", held, ref, None, None,
             share=ref_share)
+        gain = held.scores[:, 1] - held.scores[:, 0]  # the oracle knows who wins
+        oracle = np.stack([gain < 0, gain > 0], axis=1) + 0.5 * (gain == 0)[:, None]
+        row("oracle (knows the outcomes)", held, oracle,
+            knob_for_pgr(held.scores, held.costs, oracle), None)
         curve(Run(tmp, a.model, manifest, base_files, env, a), stack, kind, held, ref)
     return 0
 
