@@ -62,7 +62,7 @@ def test_auto_compares_the_fit_rules_on_the_judged_traffic(fast_bundle: Path,
                          "--holdout-fraction", "0", "--seed", "0"]) == 0
     decision = json.loads((out / "retrain_decision.json").read_text())
     rule = decision["data"]["fit_rule"]
-    assert rule["rows"] == decision["data"]["traffic_train"] >= 100 and rule["folds"] == 3
+    assert rule["rows"] == decision["data"]["traffic_train"] >= 100 and rule["folds"] == 5
     label, gain = rule["apgr"]["label"], rule["apgr"]["gain"]
     assert decision["fit_on"] == ("gain" if gain > label else "label")
     assert read_bundle(out / "challenger")[0].label_rule.fit == decision["fit_on"]
