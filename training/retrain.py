@@ -195,6 +195,9 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
         raise InvalidData(f"traffic store has no labeled rows to learn from (skipped: "
                           f"{labels.skipped or 'none'}; unlabelled decisions are not counted)")
     train_idx, hold_idx = split_traffic(labels, cfg.holdout_fraction)
+    # the same labels fit the same model whatever order they arrived in (the calibration slice
+    # and the fit-rule folds are drawn by position)
+    train_idx = train_idx[np.argsort([labels.prompt_sha256[i] for i in train_idx], kind="stable")]
     base, frozen = load_base(cfg, manifest, tiers)
     recent = traffic_dataset(labels, train_idx, tiers)
     overlap = None

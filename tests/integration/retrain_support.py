@@ -3,6 +3,7 @@ directly (no gateway): every prompt answered by both tiers, its fixture scores a
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -78,9 +79,10 @@ def write_rows(path: Path, rows: Sequence[LabeledRow]) -> Path:
     return path
 
 
-def judged_store(path: Path, rows: Sequence[LabeledRow]) -> str:
+def judged_store(path: Path, rows: Sequence[LabeledRow], by_prompt: bool = False) -> str:
     """A SQLite traffic store where each row was answered by the weak tier only, with no
-    feedback, and a judge graded both tiers (rating 1 + 9 x its fixture score); its URL."""
+    feedback, and a judge graded both tiers (rating 1 + 9 x its fixture score); its URL.
+    ``by_prompt``: a row's ``prompt_sha256`` is its prompt's, as the gateway's (else ``p{i}``)."""
     ds = build_dataset(rows, TIERS, make_context("hand", None), tolerance=0.0, source="fixture")
     conn = sqlite3.connect(path)
     conn.execute(f"CREATE TABLE traffic ({', '.join(f'{c.name} {c.sqlite}' for c in COLUMNS)})")
@@ -95,7 +97,8 @@ def judged_store(path: Path, rows: Sequence[LabeledRow]) -> str:
             propensity=1.0, source="router", requested_model="tierwise-auto",
             decided_tier=weak.name, tier=weak.name, model=weak.model, router_tier=weak.name,
             status=200, input_tokens=100, output_tokens=50, feature_version=FEATURE_VERSION,
-            features=ds.X[i].tolist(), prompt_sha256=f"p{i}", prompt=row.prompt)
+            features=ds.X[i].tolist(), prompt=row.prompt,
+            prompt_sha256=hashlib.sha256(row.prompt.encode()).hexdigest() if by_prompt else f"p{i}")
         values = encode_record(rec)
         values["created_at"] = rec.created_at.isoformat()
         conn.execute(f"INSERT INTO traffic VALUES ({', '.join('?' * len(NAMES))})",

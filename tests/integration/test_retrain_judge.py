@@ -10,6 +10,7 @@ from pathlib import Path
 from retrain_support import DATA, champion_store, fixture_rows, judged_store, labeled_store
 
 from router_model.artifact import read_bundle
+from training.data import dedupe
 from training.retrain import main as retrain_main
 from training.traffic import DEFAULT_ADEQUATE, label_traffic, read_decisions
 
@@ -66,3 +67,17 @@ def test_auto_compares_the_fit_rules_on_the_judged_traffic(fast_bundle: Path,
     label, gain = rule["apgr"]["label"], rule["apgr"]["gain"]
     assert decision["fit_on"] == ("gain" if gain > label else "label")
     assert read_bundle(out / "challenger")[0].label_rule.fit == decision["fit_on"]
+
+
+def test_the_same_labels_fit_the_same_challenger_whatever_their_order(fast_bundle: Path,
+                                                                     tmp_path: Path) -> None:
+    rows = dedupe(fixture_rows())
+    uri = champion_store(tmp_path, fast_bundle)
+    shas = []
+    for name, order in (("first", rows), ("reversed", rows[::-1])):
+        out, db = tmp_path / name, judged_store(tmp_path / f"{name}.db", order, by_prompt=True)
+        assert retrain_main(["--db", db, "--name", "tiny_fast", "--out", str(out),
+                             "--tracking-uri", uri, "--base-data", str(DATA),
+                             "--holdout-fraction", "0", "--seed", "0"]) == 0
+        shas.append(read_bundle(out / "challenger")[0].onnx_sha256)
+    assert shas[0] == shas[1]
