@@ -13,7 +13,7 @@ BAD = [
     ("--max-slowdown", "0"), ("--max-slowdown", "0.5"), ("--max-slowdown", "x"),
     ("--margin", "-1"), ("--margin", "1.5"),
     ("--holdout-fraction", "1"), ("--holdout-fraction", "-0.2"),
-    ("--traffic-weight", "0"), ("--traffic-weight", "inf"),
+    ("--traffic-weight", "0"), ("--traffic-weight", "inf"), ("--fit-on", "soft"),
 ]
 
 
