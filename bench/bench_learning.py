@@ -238,14 +238,20 @@ def row(label: str, held: Dataset, proba: NDArray[np.float64], knob: float | Non
          f"{share:6.3f}  {extra}")
 
 
+def retrain_weights(base: Dataset, n_traffic: int, weight: float) -> NDArray[np.float64]:
+    """Row weights as ``tierwise retrain`` gives them: 1 per base row, then ``weight`` per
+    traffic row (every traffic row here is judge-labelled, at ``--judge-weight`` 1)."""
+    return np.concatenate([np.ones(len(base.rows)), np.full(n_traffic, weight)])
+
+
 def reference_rule(manifest: Manifest, base: Dataset, stream: Dataset, seed: int,
                    weight: float = TRAFFIC_WEIGHT) -> str:
     """The fit rule ``tierwise retrain --fit-on auto`` picks given every stream row."""
     ds = concat(base, stream)
-    n = len(base.rows)
-    weights = np.concatenate([np.ones(n), np.full(len(stream.rows), weight)])
-    return select_fit_rule(ds, manifest.estimator, seed, weights, np.ones(len(ds.rows), bool),
-                           np.arange(n, len(ds.rows)))[0]
+    return select_fit_rule(ds, manifest.estimator, seed,
+                           retrain_weights(base, len(stream.rows), weight),
+                           np.ones(len(ds.rows), bool),
+                           np.arange(len(base.rows), len(ds.rows)))[0]
 
 
 def cv_reference(manifest: Manifest, base: Dataset, stream: Dataset, held: Dataset, folds: int,
@@ -263,8 +269,7 @@ def cv_reference(manifest: Manifest, base: Dataset, stream: Dataset, held: Datas
     for part in parts:
         rest = np.setdiff1d(np.arange(len(held.rows)), part)
         ds = concat(concat(base, stream), held.subset(rest))
-        weights = np.concatenate([np.ones(len(base.rows)),
-                                  np.full(len(ds.rows) - len(base.rows), weight)])
+        weights = retrain_weights(base, len(ds.rows) - len(base.rows), weight)
         fitted = fit_calibrated(ds, manifest.estimator, 2, seed, sample_weight=weights,
                                 gain=gain_marks(fit_on, np.ones(len(ds.rows), dtype=bool)))
         proba[part] = predict_proba_full(fitted.estimator, held.X[part], 2)

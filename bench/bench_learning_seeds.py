@@ -4,11 +4,11 @@ Not a test. ``bench_learning.py`` streams one shuffle of a kind through a real g
 figures are one draw: on 1,000 held-out prompts with a small weak/strong gap, a router's APGR
 moves by 0.1 from one shuffle to the next. This runs the fits that run would end in, for
 ``--seeds`` shuffles, each ``--fit-on`` rule and each ``--weights`` traffic weight, without
-the gateway: the label a
-shadow sample stores is the recorded score on the judge's scale (``bench_learning``'s fake judge
-rates ``1 + round(9 * score)``, read back as ``(N - 1) / 9``), and ``tierwise retrain`` fits the
-bundle's recipe on its base rows (weight 1) plus the labeled traffic (the traffic weight), as here,
-on the score gain or the label (``--fit-on``; every row here has both tiers scored).
+the gateway: the label a shadow sample stores is the recorded score on the judge's scale
+(``bench_learning``'s fake judge rates ``1 + round(9 * score)``, read back as ``(N - 1) / 9``),
+and ``tierwise retrain`` fits the bundle's recipe on its base rows (weight 1) plus the labeled
+traffic (the traffic weight), as here, on the score gain or the label (``--fit-on``; every row
+here has both tiers scored).
 
 Per shuffle: the shipped bundle, the reference (the recipe on base + every stream row + the
 other folds of the held-out rows, ``--folds``-fold CV, with the same rule and weight) and the
@@ -43,6 +43,7 @@ from bench_learning import (  # noqa: E402
     Kind,
     cv_reference,
     onnx_proba,
+    retrain_weights,
     split_kind,
 )
 from protocol_data import load_sources  # noqa: E402
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table[seed, j, :2] = shipped, apgr(held, ref)
             for i, n in enumerate(steps):
                 part = stream.subset(np.arange(n))
-                weights = np.concatenate([np.ones(len(base.rows)), np.full(n, w)])
+                weights = retrain_weights(base, n, w)
                 ds, complete = concat(base, part), np.ones(len(weights), dtype=bool)
                 rule = fit_on if fit_on != "auto" else select_fit_rule(
                     ds, bundle.estimator, seed, weights, complete,

@@ -66,9 +66,10 @@ def fit_calibrated(
     cal_idx_a = np.asarray(cal_idx, dtype=np.int64)
     weight = None if sample_weight is None else sample_weight[fit_idx_a]
     labels = ds.labels[fit_idx_a]
-    if gain is not None and gain.any():
+    marks = gain if gain is not None and gain.any() else None
+    if marks is not None:
         keep, labels, weight = gain_rows(ds.scores[fit_idx_a], labels, weight,
-                                         gain[fit_idx_a])
+                                         marks[fit_idx_a])
         fit_idx_a = fit_idx_a[keep]
         if np.unique(labels).size < 2:
             raise InvalidData(f"fitting on the score gain leaves {len(labels)} rows, all of one "
@@ -82,8 +83,8 @@ def fit_calibrated(
         sample_weight=weight,
     )
     X_cal, y_cal = ds.X[cal_idx_a], ds.labels[cal_idx_a]
-    if gain is not None and gain.any():
-        keep_cal, y_cal, _ = gain_rows(ds.scores[cal_idx_a], y_cal, None, gain[cal_idx_a])
+    if marks is not None:
+        keep_cal, y_cal, _ = gain_rows(ds.scores[cal_idx_a], y_cal, None, marks[cal_idx_a])
         X_cal = X_cal[keep_cal]
     cal = calibrate(est, X_cal, y_cal, n_classes=n_classes)
     seconds = time.perf_counter() - start
@@ -170,19 +171,18 @@ def select_fit_rule(
     apgr: dict[str, float] = {}
     for rule in FIT_RULES:
         proba = np.zeros((n, 2))
-        for part in parts:
-            train = np.setdiff1d(np.arange(len(ds.rows)), judged[part])
-            try:
+        try:
+            for part in parts:
+                train = np.setdiff1d(np.arange(len(ds.rows)), judged[part])
                 fitted = fit_calibrated(ds.subset(train), candidate, 2, seed,
                                         sample_weight=weights[train],
                                         gain=gain_marks(rule, complete[train]))
-            except InvalidData:  # the gain rule cannot fit these rows: it cannot win
-                proba[:] = np.nan
-                break
-            proba[part] = predict_proba_full(fitted.estimator, held.X[part], 2)
-        value = None if np.isnan(proba).any() else build_report(
-            held.scores, held.costs, ["weak", "strong"], proba)["apgr"]
-        apgr[rule] = float("nan") if value is None else float(value)
+                proba[part] = predict_proba_full(fitted.estimator, held.X[part], 2)
+        except InvalidData:  # the gain rule cannot fit these rows: it cannot win
+            apgr[rule] = float("nan")
+            continue
+        apgr[rule] = gate_metric(build_report(held.scores, held.costs, ["weak", "strong"], proba),
+                                 2)
     rule = "gain" if apgr["gain"] > apgr["label"] else "label"
     logger.info("fit rule %s: out-of-fold APGR on %d judged traffic rows %s", rule, n, apgr)
     return rule, {"apgr": apgr, "rows": n, "folds": folds}

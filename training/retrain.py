@@ -230,7 +230,7 @@ def prepare(cfg: RetrainConfig, manifest: Manifest) -> Prepared:
                "label_sources": dict(Counter(labels.sources)),
                "base_rows": len(base.rows), "frozen_rows": len(frozen.rows),
                "label_shares": np.bincount(merged.labels, minlength=len(tiers)).tolist(),
-               "fit_on": fit_on, "fit_rule": fit_rule,
+               "fit_rule": fit_rule,
                "traffic_fit_on_gain": 0 if gain is None else int(gain[len(base.rows):].sum()),
                "eval_overlap": None if overlap is None else {
                    "rows": overlap.shared, "base": overlap.base, "traffic": overlap.traffic}}
@@ -288,7 +288,7 @@ def run_retrain(cfg: RetrainConfig) -> dict[str, Any]:
         "name": cfg.name, "promoted": promote, "reasons": reasons, "cards": cards, "data": summary,
         "champion_version": champ_version, "margin": cfg.margin,
         "max_slowdown": cfg.max_slowdown, "traffic_weight": cfg.traffic_weight,
-        "judge_weight": cfg.judge_weight, "fit_on": summary["fit_on"],
+        "judge_weight": cfg.judge_weight, "fit_on": new_manifest.label_rule.fit,
         "challenger_model_version": new_manifest.model_version,
         "frozen_diff_ci95": diff_ci, "require_ci": cfg.require_ci,
         "min_eval_rows": cfg.min_eval_rows, "champion_judged": judged,
